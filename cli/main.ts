@@ -1,0 +1,38 @@
+/** The `cil` command. Each verb registers itself; usage errors print one line and exit 2. */
+import { Command, CommanderError } from 'commander';
+import { registerPlan } from './plan.ts';
+import { UsageError } from './errors.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('cil')
+    .description('CIL image-to-video pipeline: sampler, worker, local pipeline and remote CLI')
+    .version('0.1.0')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  registerPlan(program);
+  for (const c of program.commands) c.exitOverride();
+  return program;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // help and version exit 0; commander has already printed its one-line message.
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    if (e instanceof UsageError) {
+      process.stderr.write(`cil: ${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`cil: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  process.exitCode = await run(process.argv.slice(2));
+}

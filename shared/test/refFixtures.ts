@@ -1,0 +1,32 @@
+/**
+ * Loads the reference excerpt (output of the authors' code) from ../shared/fixtures, read in
+ * place, never copied into the repo. Where it is absent, suites using it skip and say so loudly.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const REFERENCE_DIR = process.env.CIL_REFERENCE_DIR ?? join(repoRoot, '..', 'shared', 'fixtures', 'reference-excerpt');
+export const HAVE_REFERENCE = existsSync(join(REFERENCE_DIR, 'dynamicrafter_50steps_M1000.json'));
+
+if (!HAVE_REFERENCE) {
+  console.warn(`\n*** SKIPPING reference-parity suites: ${REFERENCE_DIR} not found (CI has ../shared beside the clone) ***\n`);
+}
+
+export function loadReference<T = Record<string, unknown>>(file: string): T {
+  return JSON.parse(readFileSync(join(REFERENCE_DIR, file), 'utf8')) as T;
+}
+
+/** Max relative error, with absolute error where the reference value is 0. */
+export function maxRelErr(ours: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (ours.length !== ref.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = Math.abs(ours[i] - ref[i]);
+    m = Math.max(m, ref[i] === 0 ? d : d / Math.abs(ref[i]));
+  }
+  return m;
+}
+
+export const reversed = (a: readonly number[]): number[] => [...a].reverse();
