@@ -42,7 +42,7 @@ export function float16BitsToFloat32Bits(h: number): number {
 /**
  * float32 bits → float16 bits, rounding to nearest, ties to even (IEEE default, as numpy's
  * `astype(np.float16)`). Overflow gives ±inf, underflow gives ±0 or a subnormal; NaN stays NaN
- * (payload's top 10 bits kept; an all-zero result is made a quiet NaN, as numpy does).
+ * (the payload's top 10 bits are kept; if they are all zero the result is the quiet NaN 0x7e00).
  */
 export function float32BitsToFloat16Bits(f: number): number {
   const sign = (f >>> 16) & 0x8000;

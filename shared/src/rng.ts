@@ -262,7 +262,7 @@ export class NormalGenerator {
         `${where}: field "s" must be an array of 4 unsigned 32-bit integers, got ${JSON.stringify(s)}`,
       );
     }
-    const words = s as number[];
+    const words: number[] = s;
     if (words.every((w) => w === 0)) {
       throw new GeneratorStateError(`${where}: field "s" is all zero, a state xoshiro128++ can never reach or leave`);
     }

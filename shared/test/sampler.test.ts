@@ -124,13 +124,14 @@ function referenceDdimStep(
 
 describe('DDIM step parity with the reference formulation', () => {
   for (const family of ['dynamicrafter', 'videocrafter'] as const) {
-    it(`${family}: fused update equals the reference op order at every step (≤ 1e-5 relative, float32 storage)`, () => {
+    it(`${family}: fused update equals the reference op order at every 4th step (≤ 1e-5 relative, float32 storage)`, async () => {
       const plan = makePlan({ family, steps: 25, start: family === 'dynamicrafter' ? 940 : 1000 });
       if (plan.schedule.kind !== 'ddim') throw new Error('ddim');
       const sch = plan.schedule;
       const dims = [1, 4, 2, 6, 8];
       const phi = family === 'dynamicrafter' ? 0.7 : 0;
       const s = family === 'dynamicrafter' ? 7.5 : 12;
+      let checked = 0;
       for (let j = 0; j < sch.timesteps.length; j += 4) {
         const x = rand(dims, 10 + j);
         const c = rand(dims, 100 + j);
@@ -139,18 +140,15 @@ describe('DDIM step parity with the reference formulation', () => {
         const expected = referenceDdimStep(x.data, c.data, u.data, z.data,
           { a: sch.alphas[j], ap: sch.alphasPrev[j], sigma: sch.sigmas[j], scale: sch.scale[j], scalePrev: sch.scalePrev[j] }, s, phi,
           family === 'dynamicrafter' ? 'v' : 'eps');
-        const g = { branches: [u.data, c.data], weights: [Float64Array.of(0), Float64Array.of(0)], segmentLength: x.data.length };
-        // weights from the real cfg wrapper
-        return cfg(fixedModel({ cond: c, uncond: u }), { scale: s, rescale: phi })(input(x)).then((gg) => {
-          g.weights[0] = gg.weights[0] as Float64Array;
-          g.weights[1] = gg.weights[1] as Float64Array;
-          const xs = x.data.slice();
-          fusedUpdate(xs, plan.steps[j], g, z.data);
-          let worst = 0;
-          for (let i = 0; i < xs.length; i++) worst = Math.max(worst, Math.abs(xs[i] - expected[i]) / Math.max(1e-3, Math.abs(expected[i])));
-          expect(worst).toBeLessThan(1e-5);
-        });
+        const g = await cfg(fixedModel({ cond: c, uncond: u }), { scale: s, rescale: phi })(input(x));
+        const xs = x.data.slice();
+        fusedUpdate(xs, plan.steps[j], g, z.data);
+        let worst = 0;
+        for (let i = 0; i < xs.length; i++) worst = Math.max(worst, Math.abs(xs[i] - expected[i]) / Math.max(1e-3, Math.abs(expected[i])));
+        expect(worst, `step ${j}`).toBeLessThan(1e-5);
+        checked++;
       }
+      expect(checked).toBe(7);
     });
   }
 });

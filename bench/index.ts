@@ -1,0 +1,38 @@
+/**
+ * `npm run bench [-- --json]`: measurements, never pass/fail. Sections are added by the issues that
+ * own them; each prints its own fields. See the README's "Benchmarks" section for how to read them.
+ */
+import { benchSampler } from './sampler.ts';
+import { benchTorch } from './torch.ts';
+import { round } from './util.ts';
+
+const json = process.argv.includes('--json');
+const log = (s: string) => {
+  if (!json) process.stderr.write(`${s}\n`);
+};
+
+const out: Record<string, unknown> = {};
+log('sampler step (network replaced by precomputed outputs)…');
+const s = await benchSampler();
+Object.assign(out, {
+  ddimStepMs: round(s.ddimStepMs),
+  eulerStepMs: round(s.eulerStepMs),
+  memcpyGBps: round(s.memcpyGBps, 2),
+  noiseFillMs: round(s.noiseFillMs),
+  ddimStepGBps: round(s.ddimStepGBps, 2),
+  eulerStepGBps: round(s.eulerStepGBps, 2),
+  ddimStepVsMemcpy: round(s.ddimStepVsMemcpy, 2),
+});
+log('PyTorch op-by-op step on CPU, one thread (when python3-torch is installed)…');
+const t = await benchTorch();
+if (t) {
+  Object.assign(out, { torchDdimStepMs: round(t.ddimStepMs), torchEulerStepMs: round(t.eulerStepMs), ddimVsTorch: round(s.ddimStepMs / t.ddimStepMs, 2), eulerVsTorch: round(s.eulerStepMs / t.eulerStepMs, 2) });
+} else {
+  out.torch = 'not installed (apt-get install python3-torch to compare)';
+}
+
+if (json) {
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+} else {
+  for (const [k, v] of Object.entries(out)) process.stdout.write(`${k.padEnd(22)} ${String(v)}\n`);
+}

@@ -1,0 +1,78 @@
+/**
+ * Sampler-step benchmarks (issue: foundation). The network is replaced by precomputed outputs, so
+ * this measures the sampler's own per-step work: guidance (with its rescale reduction), noise
+ * generation and the fused update.
+ */
+import { cfg, perFrameGuidance } from '../shared/src/guidance.ts';
+import type { BranchedModel } from '../shared/src/guidance.ts';
+import { makePlan } from '../shared/src/plan.ts';
+import { fusedUpdate } from '../shared/src/sampler.ts';
+import { NormalGenerator } from '../shared/src/rng.ts';
+import { tensor } from '../shared/src/tensor.ts';
+import type { Tensor } from '../shared/src/tensor.ts';
+import { timeMs } from './util.ts';
+
+export const DDIM_DIMS = [1, 4, 16, 40, 64]; // DynamiCrafter 320×512, 16 frames
+export const EULER_DIMS = [1, 14, 4, 72, 128]; // SVD 576×1024, 14 frames
+
+function randn(dims: number[], seed: number): Tensor {
+  const d = new Float32Array(dims.reduce((a, b) => a * b, 1));
+  NormalGenerator.fromSeed(seed).fill(d);
+  return tensor(d, dims);
+}
+
+export interface SamplerBench {
+  ddimStepMs: number;
+  eulerStepMs: number;
+  memcpyGBps: number;
+  noiseFillMs: number;
+  /** Bytes the DDIM step moves (reduction pass, noise write, fused update) per ms → GB/s. */
+  ddimStepGBps: number;
+  eulerStepGBps: number;
+  ddimStepVsMemcpy: number;
+}
+
+export async function benchSampler(runs = 60): Promise<SamplerBench> {
+  // DDIM: DynamiCrafter step — CFG 7.5 + rescale 0.7, v-prediction, dynamic rescale, η = 1.
+  const plan = makePlan({ family: 'dynamicrafter', steps: 50, start: 940 });
+  const step = plan.steps[20];
+  const c = randn(DDIM_DIMS, 1);
+  const u = randn(DDIM_DIMS, 2);
+  const x = randn(DDIM_DIMS, 3);
+  const model: BranchedModel = () => Promise.resolve({ cond: c, uncond: u });
+  const guided = cfg(model, { scale: 7.5, rescale: 0.7 });
+  const gen = NormalGenerator.fromSeed(4);
+  const z = new Float32Array(x.data.length);
+  const input = { x, modelTime: step.modelTime, inputScale: 1, step: 20 };
+  const ddimStepMs = await timeMs(async () => {
+    const g = await guided(input);
+    gen.fill(z);
+    fusedUpdate(x.data, step, g, z);
+  }, runs);
+  const noiseFillMs = await timeMs(() => gen.fill(z), runs);
+
+  // Euler: SVD step with per-frame guidance (1 → 3).
+  const ep = makePlan({ family: 'svd', steps: 25, start: 700 });
+  const es = ep.steps[10];
+  const ec = randn(EULER_DIMS, 5);
+  const eu = randn(EULER_DIMS, 6);
+  const ex = randn(EULER_DIMS, 7);
+  const eg = perFrameGuidance(() => Promise.resolve({ cond: ec, uncond: eu }), { min: 1, max: 3 });
+  const einput = { x: ex, modelTime: es.modelTime, inputScale: es.inputScale, step: 10 };
+  const eulerStepMs = await timeMs(async () => {
+    fusedUpdate(ex.data, es, await eg(einput), null);
+  }, runs);
+
+  // Single-thread copy bandwidth of a Float32Array of the DDIM latent's size (read + write bytes).
+  const src = randn(DDIM_DIMS, 8).data;
+  const dst = new Float32Array(src.length);
+  const memMs = await timeMs(() => dst.set(src), runs * 4);
+  const n = src.length;
+  const memcpyGBps = (2 * n * 4) / (memMs * 1e6);
+  // DDIM step traffic: rescale reduction reads c,u; noise fill writes z; update reads x,c,u,z, writes x.
+  const ddimBytes = (2 + 1 + 5) * n * 4;
+  const ddimStepGBps = ddimBytes / (ddimStepMs * 1e6);
+  const en = ex.data.length;
+  const eulerStepGBps = (4 * en * 4) / (eulerStepMs * 1e6);
+  return { ddimStepMs, eulerStepMs, memcpyGBps, noiseFillMs, ddimStepGBps, eulerStepGBps, ddimStepVsMemcpy: ddimStepGBps / memcpyGBps };
+}
