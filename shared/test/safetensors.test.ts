@@ -70,8 +70,8 @@ describe('writeSafetensors matches the reference serialisation byte for byte', (
     );
     const header =
       '{"__metadata__":{"y":"2","z":"1"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[],"data_offsets":[4,8]}}';
-    expect(header.length).toBe(134); // → 136 with 2 spaces
-    expect(hex(out)).toBe(hex(file(header + '  ', [0, 0, 0x80, 0x3f, 0, 0, 0, 0x40])));
+    expect(header.length).toBe(34 + 53 + 52); // 139 → 144 with 5 spaces
+    expect(hex(out)).toBe(hex(file(header + '     ', [0, 0, 0x80, 0x3f, 0, 0, 0, 0x40])));
   });
 
   it('refuses non-string metadata values and a tensor named __metadata__', () => {
