@@ -32,6 +32,15 @@ export const SafeRelativeKey = z.string().refine(isSafeRelativeKey, {
   error: "must be a relative key of '/'-separated segments of A-Z a-z 0-9 . _ - (each starting with a letter or digit), at most 1024 characters",
 });
 
+/**
+ * An array with a length range. (zod's own `.min()`/`.max()` on arrays also fire on a string
+ * input, doubling the "expected array" issue; a refinement runs only once the type is right.)
+ */
+export function arrayOf<T extends z.ZodType>(item: T, min: number, max = Infinity) {
+  const what = max === Infinity ? `at least ${min} item${min === 1 ? '' : 's'}` : `${min} to ${max} items`;
+  return z.array(item).refine((a) => a.length >= min && a.length <= max, { error: `must have ${what}` });
+}
+
 function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const p of path) {

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import type { SchemaIssue } from './common.ts';
-import { formatIssues, ModelId, SafeRelativeKey, toSchemaIssues } from './common.ts';
+import { arrayOf, formatIssues, ModelId, SafeRelativeKey, toSchemaIssues } from './common.ts';
 import type { Family } from './family.ts';
 import { isVpFamily } from './family.ts';
 
@@ -44,9 +44,7 @@ export const TunableFields = {
   maxGuidanceScale: z.number().min(0).max(50),
 };
 
-export const Outputs = z
-  .array(OutputFormat)
-  .min(1)
+export const Outputs = arrayOf(OutputFormat, 1)
   .refine((a) => new Set(a).size === a.length, { error: 'must not list a format twice' });
 
 const t = TunableFields;
@@ -64,7 +62,7 @@ export const JobRequest = z
     guidanceRescale: t.guidanceRescale.nullable().default(null),
     eta: t.eta.nullable().default(null),
     /** Null: chosen when the request is validated, and recorded with the job. */
-    seed: z.int().min(0).max(Number.MAX_SAFE_INTEGER).nullable().default(null),
+    seed: z.int().min(0).nullable().default(null), // z.int() stops at 2^53 − 1
     frames: z.int().min(1).max(64).nullable().default(null),
     fps: t.fps.nullable().default(null),
     frameStride: t.frameStride.nullable().default(null),

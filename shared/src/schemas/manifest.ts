@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import type { SchemaIssue } from './common.ts';
-import { formatIssues, ModelId, SafeRelativeKey, toSchemaIssues } from './common.ts';
+import { arrayOf, formatIssues, ModelId, SafeRelativeKey, toSchemaIssues } from './common.ts';
 import { Family, isVpFamily } from './family.ts';
 import { familyIssues, TunableFields } from './jobRequest.ts';
 
@@ -19,7 +19,7 @@ export const Dim = z.union([z.int().min(0), z.string().regex(/^[A-Za-z_][A-Za-z0
 export const TensorSpec = z.strictObject({
   name: z.string().min(1).max(256),
   dtype: z.enum(['float32', 'float16', 'int64', 'int32']),
-  dims: z.array(Dim).max(16),
+  dims: arrayOf(Dim, 0, 16),
 });
 export type TensorSpec = z.infer<typeof TensorSpec>;
 
@@ -37,8 +37,8 @@ export const Component = z
     file: SafeRelativeKey.refine((f) => f.endsWith('.onnx'), { error: 'must name a .onnx file' }),
     /** External-data files the ONNX file references (models over 2 GB), relative to the bundle root. */
     externalData: z.array(SafeRelativeKey).optional(),
-    inputs: z.array(TensorSpec).min(1),
-    outputs: z.array(TensorSpec).min(1),
+    inputs: arrayOf(TensorSpec, 1),
+    outputs: arrayOf(TensorSpec, 1),
   })
   .superRefine((c, ctx) => {
     uniqueNames(c.inputs, ctx, 'inputs');

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import type { Tensor } from '../tensor.ts';
 import type { SchemaIssue } from './common.ts';
-import { formatIssues, toSchemaIssues } from './common.ts';
+import { arrayOf, formatIssues, toSchemaIssues } from './common.ts';
 import { Family } from './family.ts';
 
 export const STATISTICS_FORMAT = 'cil-stats/1';
@@ -26,7 +26,7 @@ const statisticsShape = {
   width: z.int().min(1).max(16384),
   frames: z.int().min(1).max(1024),
   /** Dims of `expectation_x0`, in the model's latent layout (e.g. [4, 16, 40, 64]). */
-  latentShape: z.array(z.int().min(1)).min(1).max(8),
+  latentShape: arrayOf(z.int().min(1), 1, 8),
   /** Number of videos averaged (for imported files, the count the authors published). */
   sampleCount: z.int().min(1),
   /** Which VAE encoded the latents (e.g. a model id or the HF repo of the VAE). */

@@ -1,0 +1,143 @@
+/**
+ * The inference thread: the ONLY module that imports onnxruntime-node. It opens one session per
+ * bundle component (kept for the whole job: re-creating sessions leaks memory), checks every feed
+ * against the session's input names, element types and fixed dims before running, and converts
+ * float16 graph boundaries to and from float32 (fp16 I/O is unreliable in some onnxruntime-node
+ * versions, so exports should prefer float32 I/O with casts inside the graph).
+ */
+import { parentPort } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+import { float16ArrayToFloat32, float32ArrayToFloat16 } from '../../../shared/src/fp16.ts';
+import type { IoMeta, OpenRequest, Request, Response, RunRequest, WireTensor } from './protocol.ts';
+
+interface Entry {
+  readonly session: ort.InferenceSession;
+  readonly inputs: readonly IoMeta[];
+  readonly outputs: readonly IoMeta[];
+  readonly file: string;
+}
+
+const sessions = new Map<string, Entry>();
+
+class FeedError extends Error {
+  override readonly name = 'FeedError';
+}
+
+function meta(list: readonly ort.InferenceSession.ValueMetadata[]): IoMeta[] {
+  return list.map((m) => ({
+    name: m.name,
+    type: m.isTensor ? String(m.type) : 'non-tensor',
+    shape: m.isTensor ? m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : String(d))) : [],
+  }));
+}
+
+async function open(r: OpenRequest): Promise<Response> {
+  const base: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: r.intraOpThreads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+  };
+  let session: ort.InferenceSession;
+  let provider: 'cuda' | 'cpu' = 'cpu';
+  let fallbackReason: string | undefined;
+  if (r.provider === 'cpu') {
+    session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: ['cpu'] });
+  } else {
+    try {
+      session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: [{ name: 'cuda', deviceId: 0 }] });
+      provider = 'cuda';
+    } catch (e) {
+      if (r.provider === 'cuda') throw e;
+      fallbackReason = e instanceof Error ? e.message.split('\n')[0] : String(e);
+      session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: ['cpu'] });
+    }
+  }
+  const entry: Entry = { session, inputs: meta(session.inputMetadata), outputs: meta(session.outputMetadata), file: r.file };
+  sessions.set(r.component, entry);
+  return { op: 'opened', id: r.id, provider, fallbackReason, inputs: entry.inputs, outputs: entry.outputs };
+}
+
+function toOrt(component: string, spec: IoMeta, t: WireTensor): ort.Tensor {
+  const where = `${component}: input '${spec.name}'`;
+  if (t.dims.length !== spec.shape.length) {
+    throw new FeedError(`${where} has rank ${spec.shape.length} (${JSON.stringify(spec.shape)}), got dims [${t.dims.join(', ')}]`);
+  }
+  spec.shape.forEach((d, i) => {
+    if (typeof d === 'number' && d !== t.dims[i]) {
+      throw new FeedError(`${where}: axis ${i} must be ${d} (shape ${JSON.stringify(spec.shape)}), got dims [${t.dims.join(', ')}]`);
+    }
+  });
+  if (t.dtype === 'float32') {
+    const f = new Float32Array(t.data);
+    if (spec.type === 'float32') return new ort.Tensor('float32', f, t.dims);
+    if (spec.type === 'float16') return new ort.Tensor('float16', float32ArrayToFloat16(f), t.dims);
+    throw new FeedError(`${where} expects ${spec.type}, got float32`);
+  }
+  const b = new BigInt64Array(t.data);
+  if (spec.type === 'int64') return new ort.Tensor('int64', b, t.dims);
+  if (spec.type === 'int32') return new ort.Tensor('int32', Int32Array.from(b, (v) => Number(v)), t.dims);
+  throw new FeedError(`${where} expects ${spec.type}, got int64`);
+}
+
+function fromOrt(component: string, name: string, t: ort.Tensor): WireTensor {
+  const dims = [...t.dims];
+  if (t.type === 'float32') return { dtype: 'float32', data: (t.data as Float32Array).slice().buffer, dims };
+  if (t.type === 'float16') {
+    const raw = t.data as unknown;
+    // onnxruntime-node returns float16 as Uint16Array bits (or Float16Array where the engine has it).
+    const f = raw instanceof Uint16Array ? float16ArrayToFloat32(raw) : Float32Array.from(raw as ArrayLike<number>);
+    return { dtype: 'float32', data: f.buffer as ArrayBuffer, dims };
+  }
+  if (t.type === 'int64') return { dtype: 'int64', data: (t.data as BigInt64Array).slice().buffer, dims };
+  throw new FeedError(`${component}: output '${name}' has unsupported type ${t.type}`);
+}
+
+async function run(r: RunRequest): Promise<Response> {
+  const entry = sessions.get(r.component);
+  if (!entry) throw new FeedError(`no session open for component '${r.component}'`);
+  const expected = entry.inputs.map((i) => i.name);
+  const given = Object.keys(r.feeds);
+  const missing = expected.filter((n) => !given.includes(n));
+  const extra = given.filter((n) => !expected.includes(n));
+  if (missing.length || extra.length) {
+    throw new FeedError(
+      `${r.component} (${entry.file}): feeds [${given.join(', ')}] do not match the graph inputs [${expected.join(', ')}]` +
+        (missing.length ? `; missing ${missing.join(', ')}` : '') +
+        (extra.length ? `; unknown ${extra.join(', ')}` : ''),
+    );
+  }
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const spec of entry.inputs) feeds[spec.name] = toOrt(r.component, spec, r.feeds[spec.name]);
+  const t0 = performance.now();
+  const out = await entry.session.run(feeds);
+  const ms = performance.now() - t0;
+  const outputs: Record<string, WireTensor> = {};
+  for (const [name, t] of Object.entries(out)) outputs[name] = fromOrt(r.component, name, t);
+  return { op: 'result', id: r.id, outputs, ms };
+}
+
+async function handle(r: Request): Promise<Response> {
+  if (r.op === 'open') return open(r);
+  if (r.op === 'run') return run(r);
+  for (const e of sessions.values()) await e.session.release();
+  sessions.clear();
+  return { op: 'closed', id: r.id };
+}
+
+const port = parentPort;
+if (!port) throw new Error('ortThread.ts must run in a worker_thread');
+// Requests are handled one at a time, in order: one job drives one set of sessions.
+let chain: Promise<void> = Promise.resolve();
+port.on('message', (r: Request) => {
+  chain = chain.then(async () => {
+    let res: Response;
+    try {
+      res = await handle(r);
+    } catch (e) {
+      res = { op: 'error', id: r.id, name: e instanceof Error ? e.name : 'Error', message: e instanceof Error ? e.message : String(e) };
+    }
+    const transfer: ArrayBuffer[] = res.op === 'result' ? Object.values(res.outputs).map((t) => t.data) : [];
+    port.postMessage(res, transfer);
+  });
+});

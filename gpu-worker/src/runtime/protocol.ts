@@ -1,0 +1,78 @@
+/**
+ * Messages between the job (main thread) and the inference thread. `session.run` blocks its
+ * thread for the whole UNet call, so inference runs on a worker_thread and the main thread keeps
+ * progress output, heartbeats and signal handling alive.
+ */
+
+/** A tensor on the wire: float32 or int64 values in a transferable buffer. */
+export interface WireTensor {
+  readonly dtype: 'float32' | 'int64';
+  /** Float32Array or BigInt64Array bytes. */
+  readonly data: ArrayBuffer;
+  readonly dims: readonly number[];
+}
+
+export interface IoMeta {
+  readonly name: string;
+  /** ONNX element type as onnxruntime reports it ('float32', 'float16', 'int64', …). */
+  readonly type: string;
+  /** Fixed sizes as numbers, symbolic axes as strings. */
+  readonly shape: readonly (number | string)[];
+}
+
+export type ExecutionProviderPreference = 'auto' | 'cuda' | 'cpu';
+
+export interface OpenRequest {
+  readonly op: 'open';
+  readonly id: number;
+  readonly component: string;
+  readonly file: string;
+  readonly provider: ExecutionProviderPreference;
+  readonly intraOpThreads: number;
+}
+
+export interface RunRequest {
+  readonly op: 'run';
+  readonly id: number;
+  readonly component: string;
+  readonly feeds: Readonly<Record<string, WireTensor>>;
+}
+
+export interface CloseRequest {
+  readonly op: 'close';
+  readonly id: number;
+}
+
+export type Request = OpenRequest | RunRequest | CloseRequest;
+
+export interface Opened {
+  readonly op: 'opened';
+  readonly id: number;
+  /** The execution provider the session actually uses. */
+  readonly provider: 'cuda' | 'cpu';
+  /** Why CUDA was not used, when it was asked for or auto-detected. */
+  readonly fallbackReason?: string;
+  readonly inputs: readonly IoMeta[];
+  readonly outputs: readonly IoMeta[];
+}
+
+export interface Result {
+  readonly op: 'result';
+  readonly id: number;
+  readonly outputs: Readonly<Record<string, WireTensor>>;
+  readonly ms: number;
+}
+
+export interface Closed {
+  readonly op: 'closed';
+  readonly id: number;
+}
+
+export interface Failure {
+  readonly op: 'error';
+  readonly id: number;
+  readonly name: string;
+  readonly message: string;
+}
+
+export type Response = Opened | Result | Closed | Failure;
