@@ -37,6 +37,8 @@ export const Component = z
     file: SafeRelativeKey.refine((f) => f.endsWith('.onnx'), { error: 'must name a .onnx file' }),
     /** External-data files the ONNX file references (models over 2 GB), relative to the bundle root. */
     externalData: z.array(SafeRelativeKey).optional(),
+    /** SHA-256 (hex) of the ONNX file, checked after download when present (written by the exporter). */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be 64 lower-case hex digits' }).optional(),
     inputs: arrayOf(TensorSpec, 1),
     outputs: arrayOf(TensorSpec, 1),
   })
@@ -137,6 +139,8 @@ export const Manifest = z
       scaleFactor: z.number().gt(0),
     }),
     schedule: Schedule,
+    /** Hugging Face tokenizers JSON (families with text conditioning), relative to the bundle root. */
+    tokenizer: z.strictObject({ file: SafeRelativeKey, maxLength: z.int().min(1).max(4096).default(77) }).optional(),
     defaults: ModelDefaults,
     components: z
       .record(z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,63}$/), Component)
@@ -153,6 +157,7 @@ export const Manifest = z
         issue(['resolution', dim], `${m.resolution[dim]} is not a multiple of latent.downsample (${m.latent.downsample})`);
       }
     }
+    if (m.family !== 'svd' && m.tokenizer === undefined) issue(['tokenizer'], `required for ${m.family} models (text conditioning)`);
     const d = m.defaults;
     for (const key of REQUIRED_DEFAULTS[m.family]) {
       if (d[key] === undefined) issue(['defaults', key], `required for ${m.family} models`);
