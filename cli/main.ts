@@ -1,6 +1,7 @@
 /** The `cil` command. Each verb registers itself; usage errors print one line and exit 2. */
 import { Command, CommanderError } from 'commander';
 import { registerPlan } from './plan.ts';
+import { registerGenerate } from './generate.ts';
 import { UsageError } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -10,6 +11,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerPlan(program);
+  registerGenerate(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }
@@ -34,5 +36,6 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  process.exitCode = await run(process.argv.slice(2));
+  const code = await run(process.argv.slice(2));
+  if (code !== 0) process.exitCode = code;
 }

@@ -110,7 +110,18 @@ export class OnnxSessions {
       wire[k] = w.wire;
       transfer.push(w.transfer);
     }
-    const r = await this.#call({ op: 'run', id: this.#next++, component, feeds: wire }, transfer);
+    // An abort does not wait for the graph to finish: the caller checkpoints and exits at once,
+    // and the late result is dropped.
+    const call = this.#call({ op: 'run', id: this.#next++, component, feeds: wire }, transfer);
+    const r = signal
+      ? await Promise.race([
+          call,
+          new Promise<never>((_, reject) => {
+            if (signal.aborted) reject(signal.reason as Error);
+            signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
+          }),
+        ])
+      : await call;
     if (r.op === 'error') throw new InferenceError(r.message);
     if (r.op !== 'result') throw new InferenceError(`unexpected reply '${r.op}' to run`);
     this.runMs.set(component, (this.runMs.get(component) ?? 0) + r.ms);

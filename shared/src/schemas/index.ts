@@ -6,3 +6,4 @@ export * from './manifest.ts';
 export * from './layout.ts';
 export * from './jobSpec.ts';
 export * from './bundleContract.ts';
+export * from './resolve.ts';

@@ -1,0 +1,253 @@
+/**
+ * Model bundles (DESIGN.md §4, docs/bundles.md): load from a folder or an `s3://bucket/prefix/`,
+ * validate manifest.json, check the manifest against the family's component contract, and after
+ * the sessions open, check every ONNX graph against the manifest — all before the first step.
+ * S3 bundles are cached on local disk keyed by content hash, so a Batch container (or a host
+ * volume shared by containers) downloads a model once.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { access, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { ManifestError, parseManifest } from '../../shared/src/schemas/manifest.ts';
+import type { Manifest, TensorSpec } from '../../shared/src/schemas/manifest.ts';
+import { BUNDLE_CONTRACT } from '../../shared/src/schemas/bundleContract.ts';
+import type { IoMeta } from './runtime/protocol.ts';
+
+export class BundleError extends Error {
+  override readonly name = 'BundleError';
+}
+
+export interface Bundle {
+  /** Where it came from (folder or s3:// URI). */
+  readonly source: string;
+  /** Local folder holding manifest.json and the files. */
+  readonly root: string;
+  readonly manifest: Manifest;
+  /** Content hash: SHA-256 of manifest.json and every file's identity (size + ETag or bytes). */
+  readonly hash: string;
+}
+
+export interface OpenBundleOptions {
+  /** Where S3 bundles are cached (default $CIL_MODEL_CACHE or ~/.cache/cil/models). */
+  readonly cacheDir?: string;
+  readonly s3?: S3Client;
+}
+
+/** Every file a bundle must contain, relative to its root. */
+export function bundleFiles(m: Manifest): string[] {
+  const files = new Set<string>();
+  for (const c of Object.values(m.components)) {
+    files.add(c.file);
+    for (const e of c.externalData ?? []) files.add(e);
+  }
+  if (m.tokenizer) files.add(m.tokenizer.file);
+  return [...files];
+}
+
+function specMatches(spec: TensorSpec, want: { name: string; dtypes: readonly string[]; dims: readonly (string | number)[] }): string | null {
+  if (!want.dtypes.includes(spec.dtype)) return `dtype ${spec.dtype}, the contract allows ${want.dtypes.join(' or ')}`;
+  if (spec.dims.length !== want.dims.length) return `rank ${spec.dims.length} [${spec.dims.join(', ')}], the contract has [${want.dims.join(', ')}]`;
+  for (let i = 0; i < want.dims.length; i++) {
+    const w = want.dims[i];
+    if (typeof w === 'number' && spec.dims[i] !== w) return `axis ${i} is ${spec.dims[i]}, the contract fixes it to ${w}`;
+  }
+  return null;
+}
+
+/** The manifest's components against the family contract (names, dtypes, ranks, fixed sizes). */
+export function checkManifestContract(m: Manifest, where: string): void {
+  const contract = BUNDLE_CONTRACT[m.family];
+  const problems: string[] = [];
+  for (const [name, want] of Object.entries(contract)) {
+    const c = m.components[name];
+    if (!c) {
+      problems.push(`component '${name}' is missing (a ${m.family} bundle needs ${Object.keys(contract).join(', ')})`);
+      continue;
+    }
+    for (const [kind, wantList, haveList] of [
+      ['input', want.inputs, c.inputs],
+      ['output', want.outputs, c.outputs],
+    ] as const) {
+      const haveNames = haveList.map((t) => t.name);
+      for (const w of wantList) {
+        const h = haveList.find((t) => t.name === w.name);
+        if (!h) {
+          problems.push(`${name}: ${kind} '${w.name}' is missing (has ${haveNames.join(', ') || 'none'})`);
+          continue;
+        }
+        const p = specMatches(h, w);
+        if (p) problems.push(`${name}: ${kind} '${w.name}' has ${p}`);
+      }
+      for (const h of haveList) {
+        if (!wantList.some((w) => w.name === h.name)) problems.push(`${name}: unexpected ${kind} '${h.name}' (the contract has ${wantList.map((w) => w.name).join(', ')})`);
+      }
+    }
+  }
+  if (problems.length) throw new BundleError(`${where}: bundle does not meet the ${m.family} contract:\n  - ${problems.join('\n  - ')}`);
+}
+
+/** An opened ONNX session's inputs/outputs against the manifest's component spec. */
+export function checkSessionAgainstManifest(m: Manifest, component: string, file: string, inputs: readonly IoMeta[], outputs: readonly IoMeta[]): void {
+  const c = m.components[component];
+  const problems: string[] = [];
+  for (const [kind, specs, actual] of [
+    ['input', c.inputs, inputs],
+    ['output', c.outputs, outputs],
+  ] as const) {
+    for (const s of specs) {
+      const a = actual.find((x) => x.name === s.name);
+      if (!a) {
+        problems.push(`${kind} '${s.name}' is not in the graph (graph ${kind}s: ${actual.map((x) => x.name).join(', ')})`);
+        continue;
+      }
+      if (a.type !== s.dtype) problems.push(`${kind} '${s.name}' is ${a.type} in the graph, ${s.dtype} in the manifest`);
+      if (a.shape.length !== s.dims.length) {
+        problems.push(`${kind} '${s.name}' has rank ${a.shape.length} [${a.shape.join(', ')}] in the graph, ${s.dims.length} [${s.dims.join(', ')}] in the manifest`);
+        continue;
+      }
+      s.dims.forEach((d, i) => {
+        const g = a.shape[i];
+        if (typeof d === 'number' && typeof g === 'number' && d !== g) problems.push(`${kind} '${s.name}' axis ${i} is ${g} in the graph, ${d} in the manifest`);
+      });
+    }
+    for (const a of actual) {
+      if (!specs.some((s) => s.name === a.name)) problems.push(`graph ${kind} '${a.name}' is not in the manifest`);
+    }
+  }
+  if (problems.length) throw new BundleError(`${file} (component '${component}') does not match manifest.json:\n  - ${problems.join('\n  - ')}`);
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function sha256File(p: string): Promise<string> {
+  const h = createHash('sha256');
+  await pipeline(createReadStream(p), h);
+  return h.digest('hex');
+}
+
+async function verifyHashes(root: string, m: Manifest, where: string): Promise<void> {
+  for (const [name, c] of Object.entries(m.components)) {
+    if (!c.sha256) continue;
+    const got = await sha256File(join(root, c.file));
+    if (got !== c.sha256) throw new BundleError(`${where}: ${c.file} (component '${name}') has SHA-256 ${got}, manifest.json says ${c.sha256}`);
+  }
+}
+
+async function readManifestBytes(bytes: Uint8Array, where: string): Promise<Manifest> {
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (e) {
+    throw new BundleError(`${where}: manifest.json is not valid JSON (${(e as Error).message})`);
+  }
+  try {
+    return parseManifest(json, where);
+  } catch (e) {
+    if (e instanceof ManifestError) throw new BundleError(e.message);
+    throw e;
+  }
+}
+
+async function openFolder(dir: string, source: string): Promise<Bundle> {
+  const root = resolve(dir);
+  const where = join(root, 'manifest.json');
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(where);
+  } catch {
+    throw new BundleError(`${source}: no manifest.json in ${root}`);
+  }
+  const manifest = await readManifestBytes(bytes, where);
+  checkManifestContract(manifest, where);
+  const h = createHash('sha256').update(bytes);
+  for (const f of bundleFiles(manifest)) {
+    const p = join(root, f);
+    let st;
+    try {
+      st = await stat(p);
+    } catch {
+      throw new BundleError(`${source}: ${f} is listed in manifest.json but missing from the bundle`);
+    }
+    h.update(`\u0000${f}\u0000${st.size}`);
+  }
+  await verifyHashes(root, manifest, source);
+  return { source, root, manifest, hash: h.digest('hex') };
+}
+
+export function parseS3Uri(uri: string): { bucket: string; prefix: string } {
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\/?(.*)$/.exec(uri);
+  if (!m) throw new BundleError(`'${uri}' is not an s3://bucket/prefix URI`);
+  const prefix = m[2] === '' || m[2].endsWith('/') ? m[2] : `${m[2]}/`;
+  if (prefix.split('/').some((s) => s === '..' || s === '.')) throw new BundleError(`'${uri}': '.' and '..' are not allowed in the prefix`);
+  return { bucket: m[1], prefix };
+}
+
+async function openS3(uri: string, o: OpenBundleOptions): Promise<Bundle> {
+  const { bucket, prefix } = parseS3Uri(uri);
+  const s3 = o.s3 ?? new S3Client({});
+  const where = `s3://${bucket}/${prefix}manifest.json`;
+  let bytes: Uint8Array;
+  try {
+    const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}manifest.json` }));
+    bytes = await r.Body!.transformToByteArray();
+  } catch (e) {
+    throw new BundleError(`${where}: cannot read the manifest (${(e as Error).name}: ${(e as Error).message})`);
+  }
+  const manifest = await readManifestBytes(bytes, where);
+  checkManifestContract(manifest, where);
+  // The cache key covers the manifest and each file's ETag and size, so a re-upload of any file
+  // gives a new key (a stale cache is never used).
+  const h = createHash('sha256').update(bytes);
+  const files = bundleFiles(manifest);
+  for (const f of files) {
+    try {
+      const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefix}${f}` }));
+      h.update(`\u0000${f}\u0000${head.ContentLength ?? -1}\u0000${head.ETag ?? ''}`);
+    } catch {
+      throw new BundleError(`s3://${bucket}/${prefix}: ${f} is listed in manifest.json but missing from the bundle`);
+    }
+  }
+  const hash = h.digest('hex');
+  const cacheDir = resolve(o.cacheDir ?? process.env.CIL_MODEL_CACHE ?? join(process.env.HOME ?? '.', '.cache', 'cil', 'models'));
+  const root = join(cacheDir, hash);
+  if (await exists(join(root, '.complete'))) return { source: uri, root, manifest, hash };
+  // Download into a private folder, then rename: concurrent containers sharing the cache volume
+  // never see a half-written bundle, and the first rename wins.
+  const tmp = join(cacheDir, `.partial-${randomBytes(6).toString('hex')}`);
+  await mkdir(tmp, { recursive: true });
+  try {
+    await writeFile(join(tmp, 'manifest.json'), bytes);
+    for (const f of files) {
+      const dest = join(tmp, f);
+      await mkdir(dirname(dest), { recursive: true });
+      const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${f}` }));
+      await pipeline(r.Body as Readable, createWriteStream(dest));
+    }
+    await verifyHashes(tmp, manifest, uri);
+    await writeFile(join(tmp, '.complete'), `${uri}\n`);
+    try {
+      await rename(tmp, root);
+    } catch {
+      if (!(await exists(join(root, '.complete')))) throw new BundleError(`cannot move the downloaded bundle into ${root}`);
+    }
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+  return { source: uri, root, manifest, hash };
+}
+
+/** Opens and validates a bundle from a folder or an s3:// prefix. */
+export async function openBundle(source: string, o: OpenBundleOptions = {}): Promise<Bundle> {
+  return source.startsWith('s3://') ? openS3(source, o) : openFolder(source, source);
+}

@@ -1,0 +1,79 @@
+/**
+ * Runs one generation end to end from locations (folders or s3:// URIs): open the bundle and its
+ * sessions, read the inputs, generate, and on a refusal write only an error record. Shared by
+ * `cil generate` and the Batch entrypoint (`cil worker`).
+ */
+import type { S3Client } from '@aws-sdk/client-s3';
+import { readNpy } from '../../shared/src/npy.ts';
+import type { Tensor } from '../../shared/src/tensor.ts';
+import { openBundle } from './bundle.ts';
+import type { Bundle } from './bundle.ts';
+import { generate } from './generate.ts';
+import type { GenerateParams, GenerationMetadata, ProgressEvent } from './generate.ts';
+import { OnnxSessions } from './runtime/sessions.ts';
+import type { ExecutionProviderPreference } from './runtime/protocol.ts';
+import { openSink, readInput } from './sink.ts';
+import { readStatistics } from './statistics.ts';
+import type { LoadedStatistics } from './statistics.ts';
+
+export interface JobLocations {
+  readonly image: string;
+  readonly model: string;
+  readonly out: string;
+  readonly statistics: string | null;
+  readonly initNoise: string | null;
+}
+
+export interface RunJobOptions {
+  readonly provider?: ExecutionProviderPreference;
+  readonly threads?: number;
+  readonly cacheDir?: string;
+  readonly s3?: S3Client;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (e: ProgressEvent) => void;
+  readonly onSessions?: (info: { component: string; provider: string; fallbackReason?: string }[]) => void;
+  readonly checkpointEvery?: number;
+  /** Called once the bundle is open (e.g. to resolve parameters from its manifest). */
+  readonly params: (b: Bundle) => GenerateParams;
+}
+
+/** The JSON error record written to the output location when a job is refused or fails. */
+export interface ErrorRecord {
+  readonly error: string;
+  readonly reason: string;
+}
+
+export function errorRecord(e: unknown): ErrorRecord {
+  return e instanceof Error ? { error: e.name, reason: e.message } : { error: 'Error', reason: String(e) };
+}
+
+export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<GenerationMetadata> {
+  const sink = openSink(loc.out, o.s3);
+  const sessions = new OnnxSessions({ provider: o.provider, threads: o.threads });
+  try {
+    const bundle = await openBundle(loc.model, { cacheDir: o.cacheDir, s3: o.s3 });
+    const params = o.params(bundle);
+    const infos = [];
+    for (const [name, c] of Object.entries(bundle.manifest.components)) {
+      const info = await sessions.open(name, `${bundle.root}/${c.file}`);
+      infos.push({ component: name, provider: info.provider, fallbackReason: info.fallbackReason });
+    }
+    o.onSessions?.(infos);
+    const image = await readInput(loc.image, o.s3);
+    let statistics: { stats: LoadedStatistics; where: string } | null = null;
+    if (params.analyticInit) {
+      if (!loc.statistics) throw new Error('Analytic-Init is on but no statistics file was given');
+      statistics = { stats: readStatistics(await readInput(loc.statistics, o.s3), loc.statistics), where: loc.statistics };
+    }
+    let initNoise: Tensor | null = null;
+    if (loc.initNoise) initNoise = readNpy(await readInput(loc.initNoise, o.s3), loc.initNoise).tensor;
+    return await generate({ bundle, sessions, image, imageWhere: loc.image, params, statistics, initNoise, sink, signal: o.signal, onProgress: o.onProgress, checkpointEvery: o.checkpointEvery });
+  } catch (e) {
+    if ((e as Error).name !== 'GenerationInterrupted') {
+      await sink.put('error.json', Buffer.from(`${JSON.stringify(errorRecord(e), null, 2)}\n`), 'application/json').catch(() => undefined);
+    }
+    throw e;
+  } finally {
+    await sessions.close();
+  }
+}
