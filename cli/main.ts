@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerPlan } from './plan.ts';
 import { registerGenerate } from './generate.ts';
+import { registerWorker } from './worker.ts';
 import { UsageError } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerPlan(program);
   registerGenerate(program);
+  registerWorker(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -1,0 +1,27 @@
+/** `cil worker`: the Batch container's entrypoint (docs/worker.md). */
+import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { runWorker } from '../gpu-worker/src/worker.ts';
+import { UsageError } from './errors.ts';
+
+export function registerWorker(program: Command): void {
+  program
+    .command('worker')
+    .description('run one generation job from a JobSpec (the Batch container entrypoint)')
+    .option('--spec <json|file>', 'the JobSpec as JSON text or a file path (default: $CIL_JOB_SPEC)')
+    .action(async (o: { spec?: string }) => {
+      const text = o.spec ?? process.env.CIL_JOB_SPEC;
+      if (!text) throw new UsageError('no job spec: pass --spec or set CIL_JOB_SPEC');
+      let json: unknown;
+      try {
+        json = JSON.parse(text.trimStart().startsWith('{') ? text : await readFile(text, 'utf8'));
+      } catch (e) {
+        throw new UsageError(`--spec is neither JSON nor a readable JSON file (${(e as Error).message})`);
+      }
+      const ac = new AbortController();
+      const onSignal = (sig: NodeJS.Signals): void => ac.abort(new Error(sig));
+      process.once('SIGTERM', onSignal);
+      process.once('SIGINT', onSignal);
+      process.exitCode = await runWorker(json, { progressBus: process.env.CIL_PROGRESS_BUS, signal: ac.signal });
+    });
+}
