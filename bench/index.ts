@@ -4,6 +4,7 @@
  */
 import { benchSampler } from './sampler.ts';
 import { benchTorch } from './torch.ts';
+import { benchStats } from './stats.ts';
 import { round } from './util.ts';
 
 const json = process.argv.includes('--json');
@@ -30,6 +31,9 @@ if (t) {
 } else {
   out.torch = 'not installed (apt-get install python3-torch to compare)';
 }
+
+log('dataset statistics on the demo model…');
+Object.assign(out, { statsVideosPerS: round((await benchStats()).statsVideosPerS, 2) });
 
 if (json) {
   process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -2,7 +2,6 @@
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { parseJobRequest } from '../shared/src/schemas/jobRequest.ts';
-import type { JobRequestInput } from '../shared/src/schemas/jobRequest.ts';
 import { resolveRequest } from '../shared/src/schemas/resolve.ts';
 import { runJob } from '../gpu-worker/src/job.ts';
 import type { GenerateParams, ProgressEvent } from '../gpu-worker/src/generate.ts';
@@ -41,7 +40,7 @@ interface GenerateOpts {
 }
 
 /** Maps CLI flags onto a job request (only the flags given: the rest come from the model). */
-function requestFromFlags(o: GenerateOpts, modelId: string): JobRequestInput {
+function requestFromFlags(o: GenerateOpts, modelId: string): Record<string, unknown> {
   const r: Record<string, unknown> = { model: modelId };
   const set = (k: string, v: unknown): void => {
     if (v !== undefined) r[k] = v;
@@ -64,7 +63,7 @@ function requestFromFlags(o: GenerateOpts, modelId: string): JobRequestInput {
   set('maxGuidanceScale', o.maxGuidance);
   set('compat', o.compat);
   r.outputs = o.saveLatent ? ['png-frames', 'latent-npy'] : ['png-frames'];
-  return r as JobRequestInput;
+  return r;
 }
 
 function progressReporter(mode: GenerateOpts['progress']): { onProgress: (e: ProgressEvent) => void; stop: () => void } {

@@ -3,6 +3,10 @@ import { Command, CommanderError } from 'commander';
 import { registerPlan } from './plan.ts';
 import { registerGenerate } from './generate.ts';
 import { registerWorker } from './worker.ts';
+import { registerDemoModel } from './demoModel.ts';
+import { registerValidate } from './validate.ts';
+import { registerStats } from './stats.ts';
+import { registerVerifyBundle } from './verifyBundle.ts';
 import { UsageError } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -14,6 +18,10 @@ export function buildProgram(): Command {
   registerPlan(program);
   registerGenerate(program);
   registerWorker(program);
+  registerDemoModel(program);
+  registerValidate(program);
+  registerStats(program);
+  registerVerifyBundle(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

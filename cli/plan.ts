@@ -6,6 +6,8 @@ import { SPACINGS } from '../shared/src/ddim.ts';
 import type { Compat, Spacing } from '../shared/src/ddim.ts';
 import { makePlan, planJson } from '../shared/src/plan.ts';
 import type { SamplerPlan } from '../shared/src/plan.ts';
+import { readStatistics } from '../gpu-worker/src/statistics.ts';
+import { readInput } from '../gpu-worker/src/sink.ts';
 import { choiceArg, intArg, numberArg } from './args.ts';
 import { UsageError } from './errors.ts';
 
@@ -16,6 +18,7 @@ interface PlanOpts {
   eta?: number;
   spacing?: Spacing;
   trcovD?: number;
+  stats?: string;
   compat: Compat;
   cil?: boolean;
   json?: boolean;
@@ -57,6 +60,25 @@ export function planTable(p: SamplerPlan): string {
   return lines.join('\n');
 }
 
+/** tr(Cov[X0])/d of a statistics file, refused (one line, exit 2) when its family is not `family`. */
+async function trCovFromStats(file: string, family: FamilyName, trcovD: number | undefined): Promise<number> {
+  if (trcovD !== undefined) throw new UsageError('give --stats or --trcov-d, not both');
+  let bytes: Uint8Array;
+  try {
+    bytes = await readInput(file);
+  } catch (e) {
+    throw new UsageError(`--stats ${file}: cannot read it (${(e as Error).message})`);
+  }
+  let s;
+  try {
+    s = readStatistics(bytes, file);
+  } catch (e) {
+    throw new UsageError(`--stats ${(e as Error).message.split('\n').join(' ')}`);
+  }
+  if (s.meta.family !== family) throw new UsageError(`--stats ${file} holds ${s.meta.family} statistics, but --family is ${family}`);
+  return s.trCovD;
+}
+
 export function registerPlan(program: Command): void {
   program
     .command('plan')
@@ -67,11 +89,13 @@ export function registerPlan(program: Command): void {
     .option('--eta <eta>', 'DDIM η (default: the family\'s)', numberArg('--eta', 0, 1))
     .option('--spacing <spacing>', `DDIM timestep spacing: ${SPACINGS.join(', ')}`, choiceArg('--spacing', SPACINGS))
     .option('--trcov-d <x>', 'tr(Cov[X0])/d of the dataset statistics: prints Analytic-Init coefficients', numberArg('--trcov-d', 0))
+    .option('--stats <file>', 'dataset statistics file (path or s3:// URI): takes tr(Cov[X0])/d from it, as --trcov-d')
     .option('--compat <mode>', "'paper' (default) or 'reference' (reproduce the published code's schedule)", choiceArg('--compat', ['paper', 'reference'] as const), 'paper')
     .option('--cil', 'use the default start of a CIL (TimeNoise fine-tuned) checkpoint')
     .option('--json', 'print one JSON object')
-    .action((o: PlanOpts) => {
+    .action(async (o: PlanOpts) => {
       const fam = FAMILIES[o.family];
+      if (o.stats !== undefined) o.trcovD = await trCovFromStats(o.stats, o.family, o.trcovD);
       if (o.start !== undefined && fam.kind === 'vp-ddim' && (!Number.isInteger(o.start) || o.start > fam.schedule.timesteps)) {
         throw new UsageError(`--start must be an integer M in [1, ${fam.schedule.timesteps}] for ${o.family}, got '${o.start}'`);
       }

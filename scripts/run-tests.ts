@@ -14,7 +14,7 @@ const r = spawnSync(process.execPath, [vitest, 'run', '--reporter=default', '--r
   stdio: 'inherit',
 });
 let passed = 0;
-let failed = 0;
+let failed: number;
 let skipped = 0;
 if (existsSync(out)) {
   const j = JSON.parse(readFileSync(out, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number; numTodoTests: number; numFailedTestSuites: number };

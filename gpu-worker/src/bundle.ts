@@ -144,7 +144,7 @@ async function verifyHashes(root: string, m: Manifest, where: string): Promise<v
   }
 }
 
-async function readManifestBytes(bytes: Uint8Array, where: string): Promise<Manifest> {
+function readManifestBytes(bytes: Uint8Array, where: string): Manifest {
   let json: unknown;
   try {
     json = JSON.parse(Buffer.from(bytes).toString('utf8'));
@@ -168,7 +168,7 @@ async function openFolder(dir: string, source: string): Promise<Bundle> {
   } catch {
     throw new BundleError(`${source}: no manifest.json in ${root}`);
   }
-  const manifest = await readManifestBytes(bytes, where);
+  const manifest = readManifestBytes(bytes, where);
   checkManifestContract(manifest, where);
   const h = createHash('sha256').update(bytes);
   for (const f of bundleFiles(manifest)) {
@@ -204,7 +204,7 @@ async function openS3(uri: string, o: OpenBundleOptions): Promise<Bundle> {
   } catch (e) {
     throw new BundleError(`${where}: cannot read the manifest (${(e as Error).name}: ${(e as Error).message})`);
   }
-  const manifest = await readManifestBytes(bytes, where);
+  const manifest = readManifestBytes(bytes, where);
   checkManifestContract(manifest, where);
   // The cache key covers the manifest and each file's ETag and size, so a re-upload of any file
   // gives a new key (a stale cache is never used).

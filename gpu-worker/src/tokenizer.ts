@@ -2,6 +2,13 @@
 import { readFile } from 'node:fs/promises';
 import { Tokenizer } from '@huggingface/tokenizers';
 
+// @huggingface/tokenizers' bundled .d.ts files use extensionless imports that do not resolve under
+// moduleResolution nodenext, so the class is typed here by what the worker uses.
+interface HfTokenizer {
+  encode(text: string): { ids: number[] };
+}
+const HfTokenizerClass = Tokenizer as unknown as new (tokenizer: object, config: object) => HfTokenizer;
+
 export class TokenizerError extends Error {
   override readonly name = 'TokenizerError';
 }
@@ -19,9 +26,9 @@ export async function loadTokenizer(file: string, maxLength: number): Promise<Te
     throw new TokenizerError(`${file}: cannot read tokenizer.json (${(e as Error).message})`);
   }
   const padding = json.padding as { pad_id?: number } | null | undefined;
-  let tok: Tokenizer;
+  let tok: HfTokenizer;
   try {
-    tok = new Tokenizer(json, {});
+    tok = new HfTokenizerClass(json, {});
   } catch (e) {
     throw new TokenizerError(`${file}: not a tokenizers.json this library can load (${(e as Error).message})`);
   }

@@ -63,6 +63,17 @@ export interface SafetensorsEntry {
   readonly dataOffsets: readonly [number, number];
   /** Decodes the data to a new float32 tensor; throws for dtypes not in READABLE_DTYPES. */
   tensor(): Tensor;
+  /**
+   * Decodes the data to a new Float64Array (row-major): F64 exactly, F32/F16/BF16 widened exactly.
+   * For accumulators whose state must survive a round trip bit for bit. Throws for other dtypes.
+   */
+  float64(): Float64Array;
+}
+
+/** A float64 array with dims: written as F64 by writeSafetensors (accumulator state, not model tensors). */
+export interface Float64Tensor {
+  readonly data: Float64Array;
+  readonly dims: readonly number[];
 }
 
 export interface SafetensorsFile {
@@ -368,6 +379,23 @@ export function readSafetensors(bytes: Uint8Array, name: string): SafetensorsFil
         decodeInto(r.dtype, dv, dataStart + r.begin, out);
         return tensor(out, dims, `${name}: ${r.key}`);
       },
+      float64: () => {
+        if (!READABLE_DTYPES.includes(r.dtype)) {
+          fail(`dtype ${r.dtype} cannot be read as float64 (readable: ${READABLE_DTYPES.join(', ')})`, r.key);
+        }
+        const count = (r.end - r.begin) / DTYPE_SIZES[r.dtype];
+        const out = new Float64Array(count);
+        const at = dataStart + r.begin;
+        if (r.dtype === 'F64') {
+          for (let i = 0; i < count; i++) out[i] = dv.getFloat64(at + 8 * i, true);
+        } else {
+          // float32 → float64 is exact, so widen the float32 decoding.
+          const f = new Float32Array(count);
+          decodeInto(r.dtype, dv, at, f);
+          for (let i = 0; i < count; i++) out[i] = f[i];
+        }
+        return out;
+      },
     });
   }
   return { tensors, metadata: { ...metadata } };
@@ -386,13 +414,19 @@ function compareCodePoints(a: string, b: string): number {
 }
 
 /**
- * Serialises float32 tensors as the reference implementation does: tensors sorted by name
- * (all F32, so its dtype-then-name order reduces to names), compact JSON with `__metadata__`
- * first (its keys sorted, for reproducible bytes), then spaces so the data starts 8-byte aligned.
- * `metadata` omitted → no `__metadata__` key.
+ * Serialises tensors as the reference implementation does: a `Tensor` (Float32Array) is written as
+ * F32, a `Float64Tensor` (Float64Array) as F64. Tensors are ordered by dtype, larger first (the
+ * reference's descending dtype order puts F64 before F32, so every F64 tensor stays 8-byte aligned),
+ * then by name; compact JSON with `__metadata__` first (its keys sorted, for reproducible bytes),
+ * then spaces so the data starts 8-byte aligned. `metadata` omitted → no `__metadata__` key.
  */
-export function writeSafetensors(tensors: Record<string, Tensor>, metadata?: Record<string, string>): Uint8Array {
-  const names = Object.keys(tensors).sort(compareCodePoints);
+export function writeSafetensors(tensors: Record<string, Tensor | Float64Tensor>, metadata?: Record<string, string>): Uint8Array {
+  const isF64 = (t: Tensor | Float64Tensor): t is Float64Tensor => t.data instanceof Float64Array;
+  const names = Object.keys(tensors).sort((a, b) => {
+    const da = isF64(tensors[a]) ? 0 : 1;
+    const db = isF64(tensors[b]) ? 0 : 1;
+    return da - db || compareCodePoints(a, b);
+  });
   const parts: string[] = [];
   if (metadata !== undefined) {
     const entries = Object.keys(metadata)
@@ -410,8 +444,20 @@ export function writeSafetensors(tensors: Record<string, Tensor>, metadata?: Rec
   for (const k of names) {
     if (k === METADATA_KEY) throw new TypeError(`writeSafetensors: "${METADATA_KEY}" cannot be a tensor name`);
     const t = tensors[k];
-    const end = offset + 4 * t.data.length;
-    parts.push(`${JSON.stringify(k)}:{"dtype":"F32","shape":[${t.dims.join(',')}],"data_offsets":[${offset},${end}]}`);
+    const f64 = isF64(t);
+    if (!(f64 || t.data instanceof Float32Array)) {
+      throw new TypeError(`writeSafetensors: tensor "${k}" must hold a Float32Array or a Float64Array`);
+    }
+    let count = 1;
+    for (const d of t.dims) {
+      if (!Number.isSafeInteger(d) || d < 0) throw new TypeError(`writeSafetensors: tensor "${k}" has invalid dims [${t.dims.join(', ')}]`);
+      count *= d;
+    }
+    if (count !== t.data.length) {
+      throw new TypeError(`writeSafetensors: tensor "${k}" has ${t.data.length} elements but dims [${t.dims.join(', ')}] need ${count}`);
+    }
+    const end = offset + (f64 ? 8 : 4) * t.data.length;
+    parts.push(`${JSON.stringify(k)}:{"dtype":"${f64 ? 'F64' : 'F32'}","shape":[${t.dims.join(',')}],"data_offsets":[${offset},${end}]}`);
     offset = end;
   }
   const json = new TextEncoder().encode(`{${parts.join(',')}}`);
@@ -426,10 +472,17 @@ export function writeSafetensors(tensors: Record<string, Tensor>, metadata?: Rec
   out.fill(0x20, 8 + json.length, 8 + headerLen);
   let pos = 8 + headerLen;
   for (const k of names) {
-    const d = tensors[k].data;
-    const bits = new Uint32Array(d.buffer, d.byteOffset, d.length);
-    for (let i = 0; i < bits.length; i++) dv.setUint32(pos + 4 * i, bits[i], true);
-    pos += 4 * d.length;
+    const t = tensors[k];
+    if (isF64(t)) {
+      const d = t.data;
+      for (let i = 0; i < d.length; i++) dv.setFloat64(pos + 8 * i, d[i], true);
+      pos += 8 * d.length;
+    } else {
+      const d = t.data;
+      const bits = new Uint32Array(d.buffer, d.byteOffset, d.length);
+      for (let i = 0; i < bits.length; i++) dv.setUint32(pos + 4 * i, bits[i], true);
+      pos += 4 * d.length;
+    }
   }
   return out;
 }

@@ -122,8 +122,11 @@ const hostLittleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 function decodeStorage(bytes: Uint8Array, dtype: TorchDtype, littleEndian: boolean): Float32Array {
   const n = bytes.byteLength / ELEMENT_BYTES[dtype];
   if (dtype === 'float32' && littleEndian === hostLittleEndian) {
-    // Copy the raw bits (slice gives an aligned buffer), so float32 values stay bit-exact, NaNs included.
-    return new Float32Array(bytes.slice().buffer);
+    // Copy the raw bits into a fresh aligned buffer, so float32 values stay bit-exact, NaNs included.
+    // (Not bytes.slice().buffer: for a Node Buffer, slice() is a view of the whole shared pool.)
+    const copy = new Uint8Array(bytes.byteLength);
+    copy.set(bytes);
+    return new Float32Array(copy.buffer);
   }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(n);

@@ -72,7 +72,7 @@ export class OnnxSessions {
       for (const p of this.#pending.values()) p.reject(e);
       this.#pending.clear();
     };
-    this.#worker.on('error', (e) => die(new InferenceError(`inference thread failed: ${e.message}`)));
+    this.#worker.on('error', (e: Error) => die(new InferenceError(`inference thread failed: ${e.message}`)));
     this.#worker.on('exit', (code) => die(new InferenceError(`inference thread exited (code ${code})`)));
   }
 

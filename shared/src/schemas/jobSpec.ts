@@ -45,7 +45,7 @@ export const JobSpec = z.strictObject({
   input: z.strictObject({ key: S3Key, versionId: z.string().max(1024).nullable(), etag: z.string().max(256).nullable(), size: z.int().min(0) }),
   /** Validate's normalised RGB PNG at the model resolution. */
   imageKey: S3Key,
-  /** Key prefix of the model bundle (`models/<id>/`). */
+  /** Key prefix of the model bundle, without a trailing '/': `models/<id>` (so `${modelPrefix}/manifest.json`). */
   modelPrefix: SafeRelativeKey,
   request: ResolvedRequest,
   /** Where the worker writes frames, metadata and checkpoints (`jobs/<jobId>/`). */

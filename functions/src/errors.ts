@@ -1,0 +1,102 @@
+/**
+ * The typed errors of the Lambda steps. Each has a stable `name` (the Lambda runtime reports it as
+ * `errorType`, which is what a Step Functions Retry/Catch `ErrorEquals` matches) and a
+ * human-readable `reason` (the message). `toJSON()` gives `{error, reason}`, the form the failure
+ * record and `cil validate` print. Documented in docs/functions.md.
+ */
+
+/** Reasons are capped so a Step Functions payload (256 KB) or a log line never balloons. */
+export const MAX_REASON_CHARS = 8000;
+
+export interface ErrorJson {
+  readonly error: string;
+  readonly reason: string;
+}
+
+export class PipelineError extends Error {
+  override readonly name: string = 'PipelineError';
+  constructor(reason: string, options?: ErrorOptions) {
+    super(reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS)}… (truncated)` : reason, options);
+  }
+  get reason(): string {
+    return this.message;
+  }
+  toJSON(): ErrorJson {
+    return { error: this.name, reason: this.message };
+  }
+}
+
+/** The step's input is not the event/document it takes (wrong shape, wrong bucket). */
+export class InvalidEvent extends PipelineError {
+  override readonly name = 'InvalidEvent';
+}
+/** The upload's key is refused: outside inputs/, path tricks, unsafe characters, not an image extension. */
+export class InvalidKey extends PipelineError {
+  override readonly name = 'InvalidKey';
+}
+/** The upload named by the event is gone, or changed since the event (ETag mismatch). */
+export class InputNotFound extends PipelineError {
+  override readonly name = 'InputNotFound';
+}
+/** The sidecar/metadata request is not JSON, too large, or does not fit the contract or the model. */
+export class InvalidRequest extends PipelineError {
+  override readonly name = 'InvalidRequest';
+}
+/** No model bundle manifest for the requested model, or the manifest is invalid. */
+export class ModelNotFound extends PipelineError {
+  override readonly name = 'ModelNotFound';
+}
+/** Analytic-Init is on but the statistics file is missing (or the model names none). */
+export class StatisticsNotFound extends PipelineError {
+  override readonly name = 'StatisticsNotFound';
+}
+/** The upload is not a usable image: format, size, dimensions, corruption, animation. */
+export class InvalidImage extends PipelineError {
+  override readonly name = 'InvalidImage';
+}
+/** The worker's frames or metadata.json are missing. */
+export class WorkerOutputNotFound extends PipelineError {
+  override readonly name = 'WorkerOutputNotFound';
+}
+/** The worker's frames or metadata are malformed (not PNG, gaps, wrong count, mixed sizes, bad JSON). */
+export class InvalidWorkerOutput extends PipelineError {
+  override readonly name = 'InvalidWorkerOutput';
+}
+/** ffmpeg (or the WebP fallback) failed, is missing, or lacks a required encoder. */
+export class EncodeFailed extends PipelineError {
+  override readonly name = 'EncodeFailed';
+}
+/** An environment variable of the function is missing or invalid. */
+export class ConfigurationError extends PipelineError {
+  override readonly name = 'ConfigurationError';
+}
+/** SNS or EventBridge refused a notification (transient: worth a retry). */
+export class PublishFailed extends PipelineError {
+  override readonly name = 'PublishFailed';
+}
+
+/**
+ * Errors that a retry cannot fix: the state machine should Catch them straight into the failure
+ * branch instead of retrying. Everything else (SDK throttling, network, PublishFailed,
+ * Lambda.ServiceException …) is worth a retry.
+ */
+export const PERMANENT_ERRORS: readonly string[] = [
+  'InvalidEvent',
+  'InvalidKey',
+  'InputNotFound',
+  'InvalidRequest',
+  'ModelNotFound',
+  'StatisticsNotFound',
+  'InvalidImage',
+  'WorkerOutputNotFound',
+  'InvalidWorkerOutput',
+  'EncodeFailed',
+  'ConfigurationError',
+];
+
+/** `{error, reason}` for any thrown value (untyped errors keep their own name). */
+export function errorJson(e: unknown): ErrorJson {
+  if (e instanceof PipelineError) return e.toJSON();
+  if (e instanceof Error) return { error: e.name || 'Error', reason: e.message.slice(0, MAX_REASON_CHARS) };
+  return { error: 'Error', reason: String(e).slice(0, MAX_REASON_CHARS) };
+}

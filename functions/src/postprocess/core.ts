@@ -1,0 +1,213 @@
+/**
+ * The pure core of Post-process (no AWS SDK): checks the worker's frames and metadata, encodes
+ * the requested videos (encode.ts), and plans every output object and the `result.json` manifest
+ * listing them with size and SHA-256. Deterministic: the same job gives the same keys and bytes.
+ * Documented in docs/functions.md.
+ */
+import { createHash } from 'node:crypto';
+import sharp from 'sharp';
+import type { Metadata } from 'sharp';
+import { z } from 'zod';
+import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common.ts';
+import { jobKeys, JOB_ID_PATTERN } from '../../../shared/src/schemas/layout.ts';
+import { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
+import { InvalidEvent, InvalidWorkerOutput, WorkerOutputNotFound } from '../errors.ts';
+import type { EncodeOptions, VideoFormat } from './encode.ts';
+import { encodeVideos } from './encode.ts';
+
+export const RESULT_FORMAT = 'cil-result/1';
+
+export const OUTPUT_KINDS = ['mp4', 'gif', 'webp', 'poster', 'metadata', 'png-frame', 'latent-npy'] as const;
+export const OutputKind = z.enum(OUTPUT_KINDS);
+export type OutputKind = z.infer<typeof OutputKind>;
+
+export const OutputEntry = z.strictObject({
+  kind: OutputKind,
+  key: z.string().min(1).max(1024),
+  contentType: z.string().min(1).max(128),
+  bytes: z.int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type OutputEntry = z.infer<typeof OutputEntry>;
+
+/** `outputs/<jobId>/result.json`: what Post-process produced, and the input of a success Notify. */
+export const JobResult = z.strictObject({
+  format: z.literal(RESULT_FORMAT),
+  status: z.literal('succeeded'),
+  jobId: z.string().regex(JOB_ID_PATTERN),
+  bucket: z.string().min(3).max(63),
+  model: z.string().min(1).max(64),
+  input: z.strictObject({ key: z.string().min(1).max(1024), versionId: z.string().max(1024).nullable() }),
+  outputPrefix: z.string().min(1).max(1024),
+  resultKey: z.string().min(1).max(1024),
+  video: z.strictObject({ frames: z.int().min(1), fps: z.int().min(1).max(60), width: z.int().min(1), height: z.int().min(1) }),
+  outputs: z.array(OutputEntry).min(1),
+  /** Numeric timings (milliseconds or seconds, as the worker names them) from the worker's metadata.json, if it has a `timings` object. */
+  timings: z.record(z.string(), z.number()).nullable(),
+  /** The job's createdAt (the upload's time), not the time of this run: re-runs write the same bytes. */
+  createdAt: z.iso.datetime(),
+});
+export type JobResult = z.infer<typeof JobResult>;
+
+/** One object Post-process writes. */
+export interface OutputFile {
+  readonly kind: OutputKind;
+  readonly key: string;
+  readonly contentType: string;
+  readonly body: Buffer;
+}
+
+export const FRAME_NAME = /^(\d{4})\.png$/;
+
+/**
+ * Reads the Post-process input: a JobSpec, or `{spec: JobSpec}` (the state machine may keep the
+ * spec under a key). Refuses a spec whose prefixes are not the job's own (a forged spec must not
+ * make the function write elsewhere).
+ */
+export function parsePostprocessInput(input: unknown, expectBucket: string | null): JobSpec {
+  const raw = typeof input === 'object' && input !== null && 'spec' in input ? input.spec : input;
+  const r = JobSpec.safeParse(raw, { reportInput: true });
+  if (!r.success) throw new InvalidEvent(formatIssues('post-process input', 'not a job spec', toSchemaIssues(r.error.issues)));
+  const spec = r.data;
+  const keys = jobKeys(spec.jobId);
+  if (spec.workPrefix !== keys.work || spec.outputPrefix !== keys.output) {
+    throw new InvalidEvent(`job spec ${spec.jobId}: workPrefix/outputPrefix must be ${keys.work} and ${keys.output}`);
+  }
+  if (expectBucket !== null && spec.bucket !== expectBucket) {
+    throw new InvalidEvent(`job spec ${spec.jobId} names bucket '${spec.bucket}', but this pipeline serves '${expectBucket}'`);
+  }
+  return spec;
+}
+
+/**
+ * The worker's frame keys in order: `<framesPrefix>NNNN.png`, numbered 0 … expected − 1 with no
+ * gaps (other names are ignored). WorkerOutputNotFound when there are none.
+ */
+export function orderFrameKeys(keys: readonly string[], framesPrefix: string, expected: number): string[] {
+  const byIndex = new Map<number, string>();
+  for (const k of keys) {
+    if (!k.startsWith(framesPrefix)) continue;
+    const m = FRAME_NAME.exec(k.slice(framesPrefix.length));
+    if (m) byIndex.set(Number(m[1]), k);
+  }
+  if (byIndex.size === 0) throw new WorkerOutputNotFound(`no frames under ${framesPrefix} (expected ${expected} files 0000.png …)`);
+  const out: string[] = [];
+  for (let i = 0; i < byIndex.size; i++) {
+    const k = byIndex.get(i);
+    if (k === undefined) throw new InvalidWorkerOutput(`${framesPrefix}: frame ${String(i).padStart(4, '0')}.png is missing (found ${byIndex.size} frames)`);
+    out.push(k);
+  }
+  if (out.length !== expected) throw new InvalidWorkerOutput(`${framesPrefix}: ${out.length} frames, but the job asked for ${expected}`);
+  return out;
+}
+
+/** Every frame a PNG, all the same size; returns the size. */
+export async function checkFrames(frames: readonly Buffer[], names: readonly string[]): Promise<{ width: number; height: number }> {
+  let size: { width: number; height: number } | null = null;
+  for (let i = 0; i < frames.length; i++) {
+    const f = frames[i];
+    const name = names[i] ?? `frame ${i}`;
+    if (f.length < 8 || f.readUInt32BE(0) !== 0x89504e47) throw new InvalidWorkerOutput(`${name}: not a PNG`);
+    let meta: Metadata;
+    try {
+      meta = await sharp(f).metadata();
+    } catch (e) {
+      throw new InvalidWorkerOutput(`${name}: unreadable PNG (${(e as Error).message})`);
+    }
+    const w = meta.width ?? 0;
+    const h = meta.height ?? 0;
+    if (w < 2 || h < 2) throw new InvalidWorkerOutput(`${name}: ${w}×${h} is too small to encode`);
+    if (size === null) size = { width: w, height: h };
+    else if (w !== size.width || h !== size.height) {
+      throw new InvalidWorkerOutput(`${name}: ${w}×${h}, but frame 0 is ${size.width}×${size.height}`);
+    }
+  }
+  if (size === null) throw new WorkerOutputNotFound('no frames');
+  return size;
+}
+
+/** The worker's metadata.json: a JSON object; its `timings` object's numeric fields are picked up. */
+export function parseWorkerMetadata(bytes: Buffer, where: string): { timings: Record<string, number> | null } {
+  let json: unknown;
+  try {
+    json = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw new InvalidWorkerOutput(`${where}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new InvalidWorkerOutput(`${where}: must be a JSON object`);
+  const t = (json as { timings?: unknown }).timings;
+  if (typeof t !== 'object' || t === null || Array.isArray(t)) return { timings: null };
+  const timings: Record<string, number> = {};
+  for (const [k, v] of Object.entries(t).slice(0, 64)) {
+    if (typeof v === 'number' && Number.isFinite(v) && /^[A-Za-z0-9_.-]{1,64}$/.test(k)) timings[k] = v;
+  }
+  return { timings: Object.keys(timings).length > 0 ? timings : null };
+}
+
+export function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+export interface PostprocessInput {
+  readonly spec: JobSpec;
+  /** The worker's frames in order (0000.png …). */
+  readonly frames: readonly Buffer[];
+  readonly frameNames?: readonly string[];
+  /** The worker's metadata.json. */
+  readonly metadata: Buffer;
+  /** The worker's latent.npy when the job asked for 'latent-npy'. */
+  readonly latent: Buffer | null;
+}
+
+/**
+ * Checks the worker output, encodes, and returns every object to write (outputs first) plus the
+ * result manifest (written last, as `result.json`, so its presence means the job's outputs are
+ * complete).
+ */
+export async function postprocess(input: PostprocessInput, opts: EncodeOptions): Promise<{ files: OutputFile[]; result: JobResult }> {
+  const { spec } = input;
+  const keys = jobKeys(spec.jobId);
+  const names = input.frameNames ?? input.frames.map((_, i) => `${keys.frames}${String(i).padStart(4, '0')}.png`);
+  if (input.frames.length !== spec.request.frames) {
+    throw new InvalidWorkerOutput(`${keys.frames}: ${input.frames.length} frames, but the job asked for ${spec.request.frames}`);
+  }
+  const size = await checkFrames(input.frames, names);
+  const { timings } = parseWorkerMetadata(input.metadata, keys.workerMetadata);
+  const formats = spec.request.outputs.filter((f): f is VideoFormat => f === 'mp4' || f === 'gif' || f === 'webp');
+  const encoded = await encodeVideos(input.frames, spec.request.fps, formats, opts);
+
+  const out = keys.output;
+  const files: OutputFile[] = [];
+  const contentType: Record<VideoFormat, string> = { mp4: 'video/mp4', gif: 'image/gif', webp: 'image/webp' };
+  for (const f of formats) files.push({ kind: f, key: `${out}video.${f}`, contentType: contentType[f], body: encoded.get(f) as Buffer });
+  files.push({ kind: 'poster', key: `${out}poster.png`, contentType: 'image/png', body: input.frames[0] });
+  if (spec.request.outputs.includes('png-frames')) {
+    input.frames.forEach((body, i) => files.push({ kind: 'png-frame', key: `${out}frames/${String(i).padStart(4, '0')}.png`, contentType: 'image/png', body }));
+  }
+  if (spec.request.outputs.includes('latent-npy')) {
+    if (input.latent === null) throw new WorkerOutputNotFound(`${keys.latent}: the job asked for latent-npy, but the worker wrote none`);
+    files.push({ kind: 'latent-npy', key: `${out}latent.npy`, contentType: 'application/octet-stream', body: input.latent });
+  }
+  files.push({ kind: 'metadata', key: `${out}metadata.json`, contentType: 'application/json', body: input.metadata });
+
+  const result = JobResult.parse({
+    format: RESULT_FORMAT,
+    status: 'succeeded',
+    jobId: spec.jobId,
+    bucket: spec.bucket,
+    model: spec.request.model,
+    input: { key: spec.input.key, versionId: spec.input.versionId },
+    outputPrefix: out,
+    resultKey: `${out}result.json`,
+    video: { frames: input.frames.length, fps: spec.request.fps, width: size.width, height: size.height },
+    outputs: files.map((f) => ({ kind: f.kind, key: f.key, contentType: f.contentType, bytes: f.body.length, sha256: sha256(f.body) })),
+    timings,
+    createdAt: spec.createdAt,
+  });
+  return { files, result };
+}
+
+/** The bytes of result.json (stable formatting, so identical results give identical objects). */
+export function resultBytes(result: JobResult): Buffer {
+  return Buffer.from(`${JSON.stringify(result, null, 2)}\n`, 'utf8');
+}

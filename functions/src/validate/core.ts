@@ -1,0 +1,387 @@
+/**
+ * The pure core of Validate (no AWS SDK): reads the upload event, the request JSON and the model
+ * manifest handed to it, resolves every field of the request for the model, and builds the job
+ * spec. The S3 reads and writes are the handler's (handler.ts); the image check is image.ts.
+ * Documented in docs/functions.md.
+ */
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common.ts';
+import type { SchemaIssue } from '../../../shared/src/schemas/common.ts';
+import { FIELD_FAMILIES, familyIssues, InvalidRequestError, parseJobRequest } from '../../../shared/src/schemas/jobRequest.ts';
+import type { JobRequest } from '../../../shared/src/schemas/jobRequest.ts';
+import { inputKeyProblem, JOB_ID_PATTERN, jobIdFor, jobKeys, modelPrefix, PREFIX, statisticsKey } from '../../../shared/src/schemas/layout.ts';
+import { ManifestError, parseManifest } from '../../../shared/src/schemas/manifest.ts';
+import type { Manifest } from '../../../shared/src/schemas/manifest.ts';
+import { JobSpec, ResolvedRequest } from '../../../shared/src/schemas/jobSpec.ts';
+import type { Family } from '../../../shared/src/schemas/family.ts';
+import { InvalidEvent, InvalidKey, InvalidRequest, ModelNotFound, StatisticsNotFound } from '../errors.ts';
+
+/** A sidecar larger than this is refused before parsing (the request itself is a few hundred bytes). */
+export const MAX_SIDECAR_BYTES = 1024 * 1024;
+/** The S3 user-metadata key (`x-amz-meta-request`) that may carry the request when there is no sidecar. */
+export const METADATA_REQUEST_KEY = 'request';
+/**
+ * Output frame rate when neither the request nor the manifest says (DynamiCrafter's manifests need
+ * not: its conditioning is frameStride). 8 fps is what the DynamiCrafter reference saves at.
+ */
+export const FALLBACK_FPS = 8;
+/** Seeds are drawn below 2^48: exact in float64 and in every consumer's integer type. */
+export const SEED_LIMIT = 2 ** 48;
+
+// ---------------------------------------------------------------- the upload event
+
+export interface UploadRef {
+  readonly bucket: string;
+  /** The decoded, checked key. */
+  readonly key: string;
+  readonly versionId: string | null;
+  /** Without quotes. */
+  readonly etag: string | null;
+  readonly size: number | null;
+  /** The event's time (ISO 8601), when it has one. */
+  readonly time: string | null;
+  readonly jobId: string;
+  /** A request given inline (a batch-manifest line); null: read the sidecar or metadata. */
+  readonly inlineRequest: Readonly<Record<string, unknown>> | null;
+  /** Where a batch-manifest job came from (`{name, manifestKey, line}`); null for uploads. */
+  readonly batch: Readonly<Record<string, unknown>> | null;
+}
+
+const EventObject = z.looseObject({
+  key: z.string().min(1).max(4096),
+  size: z.number().int().min(0).optional(),
+  etag: z.string().max(256).optional(),
+  'version-id': z.string().max(1024).optional(),
+});
+const EventDetail = z.looseObject({
+  bucket: z.looseObject({ name: z.string().min(3).max(63) }),
+  object: EventObject,
+});
+/** The EventBridge "Object Created" event from S3 (Step Functions passes it whole), or its detail. */
+const EventBridgeEvent = z.looseObject({ detail: EventDetail, time: z.string().optional() });
+/**
+ * The generation workflow's input as the starter Lambda and the batch-manifest map build it
+ * (infra/runtime/starter.ts `GenerationInput`): the job id is the execution name, `key` as the
+ * event carried it, `request` an inline request (manifest lines) or null.
+ */
+const GenerationInput = z.looseObject({
+  jobId: z.string().regex(JOB_ID_PATTERN),
+  bucket: z.string().min(3).max(63),
+  key: z.string().min(1).max(4096),
+  versionId: z.string().max(1024).nullable().optional(),
+  etag: z.string().max(256).nullable().optional(),
+  size: z.int().min(0).nullable().optional(),
+  request: z.record(z.string(), z.unknown()).nullable().optional(),
+  batch: z.record(z.string(), z.unknown()).nullable().optional(),
+});
+
+/**
+ * Checks an image key: inputKeyProblem, or — for a batch-manifest job only — the same rules
+ * under `batches/` (manifests may name images uploaded beside them).
+ */
+export function imageKeyProblem(key: string, fromBatch: boolean): string | null {
+  if (fromBatch && key.startsWith(PREFIX.batches)) {
+    const problem = inputKeyProblem(PREFIX.inputs + key.slice(PREFIX.batches.length));
+    return problem === null ? null : problem.replace(`'${PREFIX.inputs}'`, `'${PREFIX.inputs}' or '${PREFIX.batches}'`);
+  }
+  return inputKeyProblem(key);
+}
+
+/**
+ * Keys arrive URL-encoded on some paths (S3 notifications encode them, '+' for space). A safe key
+ * (inputKeyProblem) contains neither '%' nor '+', so a key is used as given when it has neither,
+ * and otherwise decoded — a decoded key is still checked, so decoding can never admit a key the
+ * rules refuse. Throws InvalidKey when the encoding itself is broken.
+ */
+export function decodeEventKey(raw: string): string {
+  if (!/[%+]/.test(raw)) return raw;
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, ' '));
+  } catch {
+    throw new InvalidKey(`key ${JSON.stringify(raw)} is not valid URL encoding`);
+  }
+}
+
+/** The version used for the job id: the version id, else the ETag (unversioned buckets), else ''. */
+export function versionForJobId(versionId: string | null, etag: string | null): string {
+  return versionId ?? etag ?? '';
+}
+
+function validTime(t: string | undefined): string | null {
+  if (t === undefined) return null;
+  const d = new Date(t);
+  return Number.isNaN(d.getTime()) ? null : d.toISOString();
+}
+
+/**
+ * Reads Validate's input: the S3 object-created event (EventBridge event or its detail), or the
+ * workflow's GenerationInput. Returns bucket, key (decoded, checked with inputKeyProblem), version,
+ * ETag, size, the job id (the input's, else jobIdFor(bucket, key, versionId ?? etag)) and any
+ * inline request. `expectBucket` (the data bucket) refuses inputs naming other buckets.
+ */
+export function parseUploadEvent(input: unknown, expectBucket: string | null = null): UploadRef {
+  const fail = (issues: z.core.$ZodIssue[]): never => {
+    throw new InvalidEvent(
+      formatIssues('validate input', 'not an S3 object-created event (EventBridge event or its detail) or a generation input', toSchemaIssues(issues)),
+    );
+  };
+  const obj: Record<string, unknown> = typeof input === 'object' && input !== null ? (input as Record<string, unknown>) : {};
+  let bucket: string;
+  let rawKey: string;
+  let versionId: string | null;
+  let etag: string | null;
+  let size: number | null;
+  let time: string | null = null;
+  let jobId: string | null = null;
+  let inlineRequest: Readonly<Record<string, unknown>> | null = null;
+  let batch: Readonly<Record<string, unknown>> | null = null;
+  if ('jobId' in obj && 'key' in obj && typeof obj.bucket === 'string') {
+    const r = GenerationInput.safeParse(input);
+    if (!r.success) return fail(r.error.issues);
+    ({ bucket, key: rawKey } = r.data);
+    versionId = r.data.versionId ?? null;
+    etag = r.data.etag ?? null;
+    size = r.data.size ?? null;
+    jobId = r.data.jobId;
+    inlineRequest = r.data.request ?? null;
+    batch = r.data.batch ?? null;
+  } else {
+    let detail: z.infer<typeof EventDetail>;
+    if ('detail' in obj) {
+      const r = EventBridgeEvent.safeParse(input);
+      if (!r.success) return fail(r.error.issues);
+      detail = r.data.detail;
+      time = validTime(r.data.time);
+    } else {
+      const r = EventDetail.safeParse(input);
+      if (!r.success) return fail(r.error.issues);
+      detail = r.data;
+    }
+    bucket = detail.bucket.name;
+    rawKey = detail.object.key;
+    versionId = detail.object['version-id'] ?? null;
+    etag = detail.object.etag ?? null;
+    size = detail.object.size ?? null;
+  }
+  if (expectBucket !== null && bucket !== expectBucket) {
+    throw new InvalidEvent(`input names bucket '${bucket}', but this pipeline serves '${expectBucket}'`);
+  }
+  const key = decodeEventKey(rawKey);
+  const problem = imageKeyProblem(key, batch !== null);
+  if (problem !== null) throw new InvalidKey(`key ${JSON.stringify(key)} refused: ${problem}`);
+  etag = etag?.replace(/^"|"$/g, '') ?? null;
+  jobId ??= jobIdFor(bucket, key, versionForJobId(versionId, etag));
+  return { bucket, key, versionId, etag, size, time, jobId, inlineRequest, batch };
+}
+
+// ---------------------------------------------------------------- the request
+
+export type RequestSource = 'inline' | 'sidecar' | 'metadata' | 'none';
+
+/**
+ * The request JSON of an upload: the sidecar if there is one (it wins), else the `request` user
+ * metadata, else `{}` (all defaults). Throws InvalidRequest for empty, oversized, non-UTF-8 or
+ * non-JSON text.
+ */
+export function readRequestJson(
+  sidecar: Uint8Array | null,
+  metadata: Readonly<Record<string, string>>,
+  where: { readonly sidecar: string; readonly metadata: string },
+): { json: unknown; source: RequestSource; where: string } {
+  let text: string;
+  let source: RequestSource;
+  let at: string;
+  if (sidecar !== null) {
+    source = 'sidecar';
+    at = where.sidecar;
+    if (sidecar.length > MAX_SIDECAR_BYTES) throw new InvalidRequest(`${at}: ${sidecar.length} bytes is over the limit of ${MAX_SIDECAR_BYTES} bytes`);
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(sidecar);
+    } catch {
+      throw new InvalidRequest(`${at}: not valid UTF-8 text`);
+    }
+  } else if (metadata[METADATA_REQUEST_KEY] !== undefined) {
+    source = 'metadata';
+    at = where.metadata;
+    text = metadata[METADATA_REQUEST_KEY];
+  } else {
+    return { json: {}, source: 'none', where: where.sidecar };
+  }
+  if (text.trim() === '') throw new InvalidRequest(`${at}: empty; expected a JSON object (use {} for all defaults)`);
+  try {
+    return { json: JSON.parse(text) as unknown, source, where: at };
+  } catch (e) {
+    throw new InvalidRequest(`${at}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+export interface ParsedRequest {
+  readonly request: JobRequest;
+  /** The fields the JSON actually set (to tell an explicit value from a schema default). */
+  readonly explicit: ReadonlySet<string>;
+}
+
+function toInvalidRequest(e: unknown): never {
+  if (e instanceof InvalidRequestError) throw new InvalidRequest(e.message, { cause: e });
+  throw e;
+}
+
+/** parseJobRequest, with its error as InvalidRequest. */
+export function parseRequest(json: unknown, where: string): ParsedRequest {
+  let request: JobRequest;
+  try {
+    request = parseJobRequest(json, where);
+  } catch (e) {
+    toInvalidRequest(e);
+  }
+  const explicit = new Set(typeof json === 'object' && json !== null ? Object.keys(json) : []);
+  return { request, explicit };
+}
+
+// ---------------------------------------------------------------- the model
+
+/** The manifest key of a model: `models/<id>/manifest.json`. */
+export function manifestKey(modelId: string): string {
+  return `${modelPrefix(modelId)}manifest.json`;
+}
+
+/**
+ * Checks a model's manifest text: JSON, the bundle contract, and that it is the model asked for.
+ * `text` null means there is none. Every problem is ModelNotFound (the model is not usable).
+ */
+export function checkManifest(text: string | null, modelId: string, where: string): Manifest {
+  if (text === null) throw new ModelNotFound(`model '${modelId}': no manifest at ${where}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ModelNotFound(`model '${modelId}': ${where} is not valid JSON (${(e as Error).message})`);
+  }
+  let m: Manifest;
+  try {
+    m = parseManifest(json, where);
+  } catch (e) {
+    if (e instanceof ManifestError) throw new ModelNotFound(`model '${modelId}': ${e.message}`, { cause: e });
+    throw e;
+  }
+  if (m.id !== modelId) throw new ModelNotFound(`model '${modelId}': ${where} is the manifest of '${m.id}'`);
+  return m;
+}
+
+// ---------------------------------------------------------------- resolution
+
+function applies(field: string, family: Family): boolean {
+  const fams = FIELD_FAMILIES[field];
+  return fams === undefined || fams.includes(family);
+}
+
+/** A seed in [0, 2^48) that depends only on the job id: a retried Validate records the same seed. */
+export function seedForJob(jobId: string): number {
+  return createHash('sha256').update(`seed\u0000${jobId}`).digest().readUIntBE(0, 6);
+}
+
+/**
+ * Resolves a parsed request for its model: every null field takes the manifest's default
+ * (`frames` from manifest.frames, `fps` falling back to FALLBACK_FPS), fields that do not apply to
+ * the family stay null, `statistics` becomes the statistics file's key (null when Analytic-Init
+ * is off), and a null seed is drawn with `chooseSeed`. `analyticInit` left out of the request
+ * follows the manifest's `defaults.analyticInit` (true when absent). Throws InvalidRequest for
+ * family mismatches (before and after filling defaults: `steps` may exceed a default M) and
+ * StatisticsNotFound when Analytic-Init is on but neither the request nor the model names statistics.
+ */
+export function resolveRequest(parsed: ParsedRequest, manifest: Manifest, chooseSeed: () => number, where: string): ResolvedRequest {
+  const { request: req, explicit } = parsed;
+  const family = manifest.family;
+  const fail = (issues: readonly SchemaIssue[], note = ''): never => {
+    throw new InvalidRequest(formatIssues(where, `invalid job request for model '${manifest.id}' (${family})${note}`, issues));
+  };
+  if (req.model !== manifest.id) fail([{ path: 'model', message: `names '${req.model}', but the manifest is '${manifest.id}'` }]);
+  const given = familyIssues(req, family);
+  if (given.length > 0) fail(given);
+
+  const d = manifest.defaults;
+  const analyticInit = explicit.has('analyticInit') ? req.analyticInit : (d.analyticInit ?? true);
+  const statisticsId = req.statistics ?? d.statistics ?? null;
+  if (analyticInit && statisticsId === null) {
+    throw new StatisticsNotFound(
+      `${where}: Analytic-Init is on but model '${manifest.id}' names no default statistics; set "statistics" or "analyticInit": false`,
+    );
+  }
+  const pick = <K extends keyof typeof d & keyof JobRequest>(field: K): number | null => {
+    if (!applies(field, family)) return null;
+    const v = req[field] ?? d[field] ?? null;
+    return typeof v === 'number' ? v : null;
+  };
+  const resolved = {
+    model: manifest.id,
+    family,
+    prompt: req.prompt,
+    steps: req.steps ?? d.steps,
+    start: req.start ?? d.start,
+    analyticInit,
+    statistics: analyticInit && statisticsId !== null ? statisticsKey(statisticsId) : null,
+    guidanceScale: pick('guidanceScale'),
+    imageGuidanceScale: pick('imageGuidanceScale'),
+    guidanceRescale: pick('guidanceRescale'),
+    eta: pick('eta'),
+    seed: req.seed ?? chooseSeed(),
+    frames: req.frames ?? manifest.frames,
+    fps: req.fps ?? d.fps ?? FALLBACK_FPS,
+    frameStride: pick('frameStride'),
+    motionBucketId: pick('motionBucketId'),
+    noiseAugStrength: pick('noiseAugStrength'),
+    minGuidanceScale: pick('minGuidanceScale'),
+    maxGuidanceScale: pick('maxGuidanceScale'),
+    outputs: [...req.outputs],
+    compat: req.compat,
+  };
+
+  // Checks that only make sense once the defaults are in.
+  const issues = familyIssues(resolved, family).map((i) => ({ ...i, message: `${i.message} (after filling model defaults)` }));
+  const s = manifest.schedule;
+  if (s.kind === 'vp-ddim' && resolved.start > s.timesteps) {
+    issues.push({ path: 'start', message: `must not exceed the model's schedule.timesteps (${s.timesteps}) (got ${resolved.start})` });
+  }
+  if (s.kind === 'edm-euler' && resolved.start <= s.sigmaMin) {
+    issues.push({ path: 'start', message: `σ_max must exceed the model's schedule.sigmaMin (${s.sigmaMin}) (got ${resolved.start})` });
+  }
+  if (resolved.minGuidanceScale !== null && resolved.maxGuidanceScale !== null && resolved.minGuidanceScale > resolved.maxGuidanceScale) {
+    issues.push({ path: 'minGuidanceScale', message: `must not exceed maxGuidanceScale (${resolved.maxGuidanceScale}) (after filling model defaults)` });
+  }
+  if (issues.length > 0) fail(issues);
+  const r = ResolvedRequest.safeParse(resolved, { reportInput: true });
+  if (!r.success) return fail(toSchemaIssues(r.error.issues));
+  return r.data;
+}
+
+// ---------------------------------------------------------------- the job spec
+
+/** The job spec Validate returns (and writes as `jobs/<jobId>/request.json`). */
+export function buildJobSpec(upload: UploadRef, size: number, resolved: ResolvedRequest, createdAt: string): JobSpec {
+  const keys = jobKeys(upload.jobId);
+  return JobSpec.parse({
+    jobId: upload.jobId,
+    bucket: upload.bucket,
+    input: { key: upload.key, versionId: upload.versionId, etag: upload.etag, size },
+    imageKey: keys.normalisedImage,
+    // The schema's SafeRelativeKey has no trailing '/': `models/<id>`.
+    modelPrefix: modelPrefix(resolved.model).replace(/\/$/, ''),
+    request: resolved,
+    workPrefix: keys.work,
+    outputPrefix: keys.output,
+    createdAt,
+  });
+}
+
+/** Where an inline request came from, for error messages: the manifest line, else the image key. */
+export function inlineWhere(u: UploadRef): string {
+  const b = u.batch;
+  if (b !== null && typeof b.manifestKey === 'string' && typeof b.line === 'number') return `${b.manifestKey} line ${b.line}`;
+  return `${u.key} (inline request)`;
+}
+
+/** Where a request came from, for error messages: the sidecar key or the upload's metadata. */
+export function requestWhere(key: string, sidecar: string): { sidecar: string; metadata: string } {
+  return { sidecar, metadata: `${key} (x-amz-meta-${METADATA_REQUEST_KEY})` };
+}

@@ -1,0 +1,200 @@
+/**
+ * The exporter round trip (tools/export, docs/models.md): the Python suite exports tiny stand-ins of
+ * DynamiCrafter, VideoCrafter1 and SVD (float32 and float16, base and CIL) through ONE command, then
+ * here the worker's own code takes over: openBundle's contract and hash checks, every ONNX session
+ * against its manifest, the manifest defaults against shared/src/families.ts, `cil verify-bundle`
+ * (onnxruntime vs the saved torch outputs, ≤ 1e-4 for float32), and a short generate job per bundle.
+ *
+ * Needs Debian's python3-torch and python3-onnx at /usr/bin/python3 (scripts/setup-python.sh
+ * installs them; this test never installs anything). Without them it is skipped, loudly.
+ */
+import { spawnSync } from 'node:child_process';
+import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Command } from 'commander';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { registerVerifyBundle } from '../cli/verifyBundle.ts';
+import { checkSessionAgainstManifest, openBundle } from '../gpu-worker/src/bundle.ts';
+import { runJob } from '../gpu-worker/src/job.ts';
+import { OnnxSessions } from '../gpu-worker/src/runtime/sessions.ts';
+import type { VerifyReport } from '../gpu-worker/src/verify.ts';
+import { FAMILIES } from '../shared/src/families.ts';
+import { readNpy, writeNpy } from '../shared/src/npy.ts';
+import { parseJobRequest } from '../shared/src/schemas/jobRequest.ts';
+import { resolveRequest } from '../shared/src/schemas/resolve.ts';
+import { tensor } from '../shared/src/tensor.ts';
+
+const PY = '/usr/bin/python3';
+const ROOT = resolve(import.meta.dirname, '..');
+/** The bundles tools/export/tests/test_export.py leaves in $CIL_EXPORT_TEST_OUT. */
+const BUNDLES = ['dynamicrafter', 'dynamicrafter-cil-fp16', 'videocrafter', 'svd', 'svd-cil-fp16'] as const;
+const FP16 = new Set<string>(['dynamicrafter-cil-fp16', 'svd-cil-fp16']);
+
+function pythonProblem(): string | null {
+  const r = spawnSync(PY, ['-c', 'import torch, onnx'], { encoding: 'utf8', timeout: 60_000 });
+  if (r.error) return r.error.message;
+  return r.status === 0 ? null : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`);
+}
+
+const missing = pythonProblem();
+if (missing !== null) {
+  console.warn(
+    `\n*** test/export.test.ts SKIPPED: ${PY} cannot import torch and onnx (${missing}).\n` +
+      `*** Install Debian's python3-torch and python3-onnx: sudo bash scripts/setup-python.sh ***\n`,
+  );
+}
+
+/** Runs `cil verify-bundle …` in-process; returns its stdout and exit code. */
+async function verifyCli(...args: string[]): Promise<{ stdout: string; code: number }> {
+  const program = new Command('cil').exitOverride();
+  registerVerifyBundle(program);
+  for (const c of program.commands) c.exitOverride().configureOutput({ writeErr: () => undefined });
+  let stdout = '';
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    stdout += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    return true;
+  });
+  const before = process.exitCode;
+  process.exitCode = 0;
+  try {
+    await program.parseAsync(['verify-bundle', ...args], { from: 'user' });
+  } finally {
+    spy.mockRestore();
+  }
+  const code = Number(process.exitCode ?? 0);
+  process.exitCode = before;
+  return { stdout, code };
+}
+
+describe.skipIf(missing !== null)('tools/export → worker round trip', () => {
+  let out: string;
+  let python: { status: number | null; output: string };
+
+  beforeAll(async () => {
+    out = await mkdtemp(join(tmpdir(), 'cil-export-'));
+    // ONE command: the whole Python suite; it leaves the bundles in CIL_EXPORT_TEST_OUT.
+    const r = spawnSync(PY, ['-m', 'unittest', 'discover', '-s', 'tools/export/tests'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 300_000,
+      env: { ...process.env, CIL_EXPORT_TEST_OUT: out, PYTHONDONTWRITEBYTECODE: '1', OMP_NUM_THREADS: '2' },
+    });
+    python = { status: r.status, output: `${r.stdout}\n${r.stderr}${r.error ? `\n${r.error.message}` : ''}` };
+  }, 320_000);
+
+  afterAll(async () => {
+    if (out) await rm(out, { recursive: true, force: true });
+  });
+
+  it('the Python suite passes (stand-in exports of all three families, manifests, onnx.checker, fp16)', () => {
+    if (python.status !== 0) console.error(python.output.slice(-6000));
+    expect(python.status).toBe(0);
+    expect(python.output).toMatch(/\nOK\b/);
+  });
+
+  it.each(BUNDLES)('%s: openBundle accepts it and every ONNX session matches the manifest', async (name) => {
+    const b = await openBundle(join(out, name));
+    expect(b.manifest.format).toBe('cil-bundle/1');
+    const sessions = new OnnxSessions({ provider: 'cpu', threads: 2 });
+    try {
+      for (const [c, spec] of Object.entries(b.manifest.components)) {
+        const info = await sessions.open(c, join(b.root, spec.file));
+        expect(() => checkSessionAgainstManifest(b.manifest, c, info.file, info.inputs, info.outputs)).not.toThrow();
+        expect(typeof info.inputs[0].shape[0], `${name}/${c}: dynamic batch axis`).toBe('string');
+      }
+    } finally {
+      await sessions.close();
+    }
+  });
+
+  it('manifest schedules and defaults agree with shared/src/families.ts', async () => {
+    for (const name of BUNDLES) {
+      const m = (await openBundle(join(out, name))).manifest;
+      const f = FAMILIES[m.family];
+      expect(m.cil, name).toBe(name.includes('-cil'));
+      expect(m.defaults.start, name).toBe(m.cil ? f.startCil : f.start);
+      expect(m.defaults.steps, name).toBe(f.steps);
+      if (f.kind === 'vp-ddim' && m.schedule.kind === 'vp-ddim') {
+        expect(m.schedule.spacing, name).toBe(f.spacing);
+        expect(m.schedule.parameterization, name).toBe(f.parameterization);
+        expect(m.schedule.rescaleZeroSnr, name).toBe(f.schedule.rescaleZeroSnr);
+        expect([m.schedule.linearStart, m.schedule.linearEnd, m.schedule.timesteps], name).toEqual([f.schedule.linearStart, f.schedule.linearEnd, f.schedule.timesteps]);
+        expect(m.schedule.dynamicRescale?.base, name).toBe(f.dynamicRescale?.baseScale);
+        expect(m.schedule.dynamicRescale?.rampSteps, name).toBe(f.dynamicRescale?.turningStep);
+        expect(m.schedule.dynamicRescale?.finalPrev, name).toBe(f.dynamicRescale?.firstPrev === 'repeat' ? 'tau0' : 'index0');
+        expect([m.defaults.guidanceScale, m.defaults.eta], name).toEqual([f.guidanceScale, f.eta]);
+        if (m.family === 'dynamicrafter') expect(m.defaults.guidanceRescale, name).toBe(f.guidanceRescale);
+      } else if (f.kind === 'edm-euler' && m.schedule.kind === 'edm-euler') {
+        expect([m.schedule.sigmaMin, m.schedule.rho], name).toEqual([f.sigmaMin, f.rho]);
+        expect([m.defaults.minGuidanceScale, m.defaults.maxGuidanceScale], name).toEqual([f.minGuidanceScale, f.maxGuidanceScale]);
+      } else {
+        throw new Error(`${name}: schedule kind ${m.schedule.kind} does not fit family ${m.family}`);
+      }
+    }
+  });
+
+  it.each(BUNDLES)('%s: cil verify-bundle --json reports onnxruntime within tolerance of torch', async (name) => {
+    const { stdout, code } = await verifyCli(join(out, name), '--json', '--threads', '2');
+    const r = JSON.parse(stdout) as VerifyReport;
+    const bound = FP16.has(name) ? 1e-2 : 1e-4;
+    for (const c of r.components) {
+      expect(c.relativeError, `${name}/${c.component}`).toBeLessThanOrEqual(bound);
+      expect(c.relativeError, `${name}/${c.component} compared real numbers`).toBeGreaterThan(0);
+    }
+    expect(r.components.map((c) => c.component).sort()).toEqual(Object.keys((await openBundle(join(out, name))).manifest.components).sort());
+    expect([r.pass, code]).toEqual([true, 0]);
+  });
+
+  it('cil verify-bundle exits 1 and names the component when a reference is off', async () => {
+    const parity = join(out, 'parity-corrupted');
+    await cp(join(out, 'dynamicrafter', 'parity'), parity, { recursive: true });
+    const file = join(parity, 'unet', 'out.npy');
+    const ref = readNpy(await readFile(file), file).tensor;
+    const bumped = Float32Array.from(ref.data, (v, i) => (i === 5 ? v + 1e-2 : v));
+    await writeFile(file, writeNpy(tensor(bumped, ref.dims, 'out')));
+    const { stdout, code } = await verifyCli(join(out, 'dynamicrafter'), '--parity', parity, '--threads', '2');
+    expect(code).toBe(1);
+    expect(stdout).toMatch(/^unet\s.*FAIL/m);
+    expect(stdout).toMatch(/^vae_decoder\s.*ok/m);
+    // The same error under a looser tolerance passes: the measure is max|Δ| / max|ref|.
+    const json = JSON.parse((await verifyCli(join(out, 'dynamicrafter'), '--parity', parity, '--tolerance', '0.1', '--json', '--threads', '2')).stdout) as VerifyReport;
+    const unet = json.components.find((c) => c.component === 'unet')!;
+    expect(unet.pass).toBe(true);
+    expect(unet.relativeError).toBeCloseTo(1e-2 / unet.outputs[0].maxAbsReference, 4);
+  });
+
+  it('cil verify-bundle --json reports a bundle without parity data as one JSON error, exit 1', async () => {
+    const { stdout, code } = await verifyCli(join(out, 'svd'), '--parity', join(out, 'nowhere'), '--json');
+    expect(code).toBe(1);
+    expect(JSON.parse(stdout)).toMatchObject({ pass: false, error: 'ParityError' });
+  });
+
+  it.each(BUNDLES)('%s: a 2-step generate job writes every frame', async (name) => {
+    const b = await openBundle(join(out, name));
+    const image = join(out, `${name}-input.png`);
+    const rgb = Buffer.alloc(80 * 48 * 3);
+    for (let i = 0; i < 80 * 48; i++) rgb.set([(i * 7) % 256, (i * 3) % 256, 128], 3 * i);
+    await writeFile(image, await sharp(rgb, { raw: { width: 80, height: 48, channels: 3 } }).png().toBuffer());
+    const dest = join(out, `${name}-job`);
+    const meta = await runJob(
+      { image, model: join(out, name), out: dest, statistics: null, initNoise: null },
+      {
+        provider: 'cpu',
+        threads: 2,
+        params: (bundle) => {
+          const req = parseJobRequest({ model: bundle.manifest.id, prompt: bundle.manifest.family === 'svd' ? '' : 'a boat moves left', steps: 2, analyticInit: false, seed: 11, outputs: ['png-frames'] }, 'test');
+          return { ...resolveRequest(req, bundle.manifest, 'test'), saveLatent: false };
+        },
+      },
+    );
+    expect(meta.model.id).toBe(b.manifest.id);
+    expect(meta.frames.count).toBe(b.manifest.frames);
+    expect(meta.unetCallsPerStep).toBe(1); // both guidance branches in one batch-2 call
+    const frames = (await readdir(join(dest, 'frames'))).sort();
+    expect(frames).toEqual(Array.from({ length: b.manifest.frames }, (_, i) => `${String(i).padStart(4, '0')}.png`));
+    const px = await sharp(join(dest, 'frames', frames[0])).metadata();
+    expect([px.width, px.height]).toEqual([64, 64]);
+  });
+});

@@ -1,0 +1,8 @@
+"""Entry point: python3 -m tools.export.videocrafter --help (docs/models.md)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main("videocrafter"))
