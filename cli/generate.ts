@@ -150,9 +150,6 @@ export function registerGenerate(program: Command): void {
             params: (bundle): GenerateParams => {
               const req = parseJobRequest(requestFromFlags(o, bundle.manifest.id), 'command line');
               const r = resolveRequest(req, bundle.manifest, 'command line');
-              if (r.analyticInit && !o.stats) {
-                throw new UsageError(`Analytic-Init is on for model '${bundle.manifest.id}' (its default statistics: ${r.statistics}); pass --stats <file> or --no-analytic-init`);
-              }
               return { ...r, saveLatent: Boolean(o.saveLatent) };
             },
           },

@@ -39,6 +39,8 @@ export interface GenerateParams {
   readonly steps: number;
   readonly start: number;
   readonly analyticInit: boolean;
+  /** The statistics key the request resolved to (e.g. statistics/demo.safetensors), for the record. */
+  readonly statistics: string | null;
   readonly guidanceScale: number | null;
   readonly imageGuidanceScale: number | null;
   readonly guidanceRescale: number | null;
@@ -78,6 +80,8 @@ export interface GenerateInput {
   readonly signal?: AbortSignal;
   /** Also checkpoint every N steps (0: only on interruption). */
   readonly checkpointEvery?: number;
+  /** Inspection hook: receives x_M before the first step (not called when resuming). */
+  readonly onInitialLatent?: (x: Tensor) => void;
 }
 
 export class GenerationInterrupted extends Error {
@@ -204,6 +208,7 @@ export async function generate(i: GenerateInput): Promise<GenerationMetadata> {
     prompt: p.prompt, frames: p.frames, fps: p.fps, frameStride: p.frameStride, motionBucketId: p.motionBucketId, noiseAugStrength: p.noiseAugStrength,
   }, gen);
   const x0 = initialLatent({ dims: latentDims, coefs: setup.init, expectation, noise: i.initNoise ?? gen });
+  if (!resume) i.onInitialLatent?.(x0);
   const denoiser = guidanceFor(m, p, cond.model);
   const branches = svd || (p.guidanceScale ?? 1) !== 1 ? (m.family === 'dynamicrafter' && p.imageGuidanceScale !== null ? 3 : 2) : 1;
 

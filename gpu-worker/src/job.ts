@@ -8,7 +8,9 @@ import { readNpy } from '../../shared/src/npy.ts';
 import type { Tensor } from '../../shared/src/tensor.ts';
 import { openBundle } from './bundle.ts';
 import type { Bundle } from './bundle.ts';
-import { generate } from './generate.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { generate, GenerateInputError } from './generate.ts';
 import type { GenerateParams, GenerationMetadata, ProgressEvent } from './generate.ts';
 import { OnnxSessions } from './runtime/sessions.ts';
 import type { ExecutionProviderPreference } from './runtime/protocol.ts';
@@ -33,6 +35,7 @@ export interface RunJobOptions {
   readonly onProgress?: (e: ProgressEvent) => void;
   readonly onSessions?: (info: { component: string; provider: string; fallbackReason?: string }[]) => void;
   readonly checkpointEvery?: number;
+  readonly onInitialLatent?: (x: Tensor) => void;
   /** Called once the bundle is open (e.g. to resolve parameters from its manifest). */
   readonly params: (b: Bundle) => GenerateParams;
 }
@@ -62,12 +65,16 @@ export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<Gener
     const image = await readInput(loc.image, o.s3);
     let statistics: { stats: LoadedStatistics; where: string } | null = null;
     if (params.analyticInit) {
-      if (!loc.statistics) throw new Error('Analytic-Init is on but no statistics file was given');
-      statistics = { stats: readStatistics(await readInput(loc.statistics, o.s3), loc.statistics), where: loc.statistics };
+      // An explicit location wins; else a bundle may ship its default statistics at the same
+      // relative key the data bucket uses (statistics/<id>.safetensors).
+      const shipped = params.statistics && !bundle.source.startsWith('s3://') ? join(bundle.root, params.statistics) : null;
+      const where = loc.statistics ?? (shipped && existsSync(shipped) ? shipped : null);
+      if (!where) throw new GenerateInputError(`Analytic-Init is on but no statistics file was given (the model's default is ${params.statistics ?? 'none'}; pass one, or turn Analytic-Init off)`);
+      statistics = { stats: readStatistics(await readInput(where, o.s3), where), where };
     }
     let initNoise: Tensor | null = null;
     if (loc.initNoise) initNoise = readNpy(await readInput(loc.initNoise, o.s3), loc.initNoise).tensor;
-    return await generate({ bundle, sessions, image, imageWhere: loc.image, params, statistics, initNoise, sink, signal: o.signal, onProgress: o.onProgress, checkpointEvery: o.checkpointEvery });
+    return await generate({ bundle, sessions, image, imageWhere: loc.image, params, statistics, initNoise, sink, signal: o.signal, onProgress: o.onProgress, checkpointEvery: o.checkpointEvery, onInitialLatent: o.onInitialLatent });
   } catch (e) {
     if ((e as Error).name !== 'GenerationInterrupted') {
       await sink.put('error.json', Buffer.from(`${JSON.stringify(errorRecord(e), null, 2)}\n`), 'application/json').catch(() => undefined);

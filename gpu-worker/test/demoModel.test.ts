@@ -171,9 +171,10 @@ function motionScore(x: Float32Array): number {
 describe('demo bundle files', () => {
   it('are byte-identical across two runs of `cil demo-model`', async () => {
     const names = (await readdir(dirA)).sort();
-    expect(names).toEqual(['image_encoder.onnx', 'manifest.json', 'text_encoder.onnx', 'tokenizer.json', 'unet.onnx', 'vae_decoder.onnx', 'vae_encoder.onnx']);
+    expect(await readdir(join(dirA, 'statistics'))).toEqual(['demo.safetensors']);
+    expect(names).toEqual(['image_encoder.onnx', 'manifest.json', 'statistics', 'text_encoder.onnx', 'tokenizer.json', 'unet.onnx', 'vae_decoder.onnx', 'vae_encoder.onnx']);
     expect((await readdir(dirB)).sort()).toEqual(names);
-    for (const n of names) {
+    for (const n of [...names.filter((x) => x !== 'statistics'), 'statistics/demo.safetensors']) {
       const a = await readFile(join(dirA, n));
       const b = await readFile(join(dirB, n));
       expect(a.equals(b), n).toBe(true);

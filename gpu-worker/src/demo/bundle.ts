@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseManifest, MANIFEST_FORMAT } from '../../../shared/src/schemas/manifest.ts';
 import type { Manifest, ManifestInput } from '../../../shared/src/schemas/manifest.ts';
 import type { VpScheduleConfig } from '../../../shared/src/schedules.ts';
@@ -15,6 +15,7 @@ import { DIRECTIONS, DemoModelError, LATENT_CHANNELS, checkGeometry, componentCo
 import type { DemoGeometry } from './paths.ts';
 import { TEXT_LENGTH } from '../../../shared/src/schemas/bundleContract.ts';
 import { tokenizerJson } from './tokenizer.ts';
+import { demoStatisticsFile } from './statistics.ts';
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 
@@ -35,6 +36,8 @@ export const DEMO_DEFAULTS: Readonly<DemoModelOptions> = Object.freeze({ height:
 
 export const DEMO_MODEL_ID = 'demo';
 export const DEMO_STATISTICS_ID = 'demo';
+/** Where a bundle may ship its default statistics: statistics/<id>.safetensors. */
+export const DEMO_STATISTICS_FILE = `statistics/${DEMO_STATISTICS_ID}.safetensors`;
 
 /** DynamiCrafter's schedule (LDM linear betas, rescaled to zero terminal SNR). */
 export const DEMO_SCHEDULE: Readonly<VpScheduleConfig> = Object.freeze({ linearStart: 0.00085, linearEnd: 0.012, timesteps: 1000, rescaleZeroSnr: true });
@@ -141,6 +144,8 @@ export function buildDemoBundle(options: Partial<DemoModelOptions> = {}): DemoBu
   files.set('manifest.json', jsonBytes(json));
   files.set(TOKENIZER_FILE, jsonBytes(tokenizerJson()));
   for (const name of COMPONENT_NAMES) files.set(manifest.components[name].file, onnx[name]);
+  // The demo's default statistics ship inside the bundle (see statistics.ts).
+  files.set(DEMO_STATISTICS_FILE, demoStatisticsFile(demoGeometry(o), o.height, o.width));
   return { manifest, files };
 }
 
@@ -151,6 +156,7 @@ export async function writeDemoBundle(dir: string, options: Partial<DemoModelOpt
   const written: { file: string; bytes: number }[] = [];
   for (const [name, bytes] of bundle.files) {
     const file = join(dir, name);
+    await mkdir(dirname(file), { recursive: true });
     await writeFile(file, bytes);
     written.push({ file, bytes: bytes.length });
   }

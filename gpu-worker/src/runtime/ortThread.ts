@@ -5,6 +5,9 @@
  * float16 graph boundaries to and from float32 (fp16 I/O is unreliable in some onnxruntime-node
  * versions, so exports should prefer float32 I/O with casts inside the graph).
  */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { float16ArrayToFloat32, float32ArrayToFloat16 } from '../../../shared/src/fp16.ts';
@@ -18,6 +21,23 @@ interface Entry {
 }
 
 const sessions = new Map<string, Entry>();
+
+/**
+ * Whether onnxruntime-node's CUDA provider library is installed beside its binding (the GPU image
+ * installs it; `npm ci` here skips it). Checked once, so 'auto' on a CPU machine never tries
+ * CUDA and never logs onnxruntime's load errors.
+ */
+function cudaProviderInstalled(): string | null {
+  try {
+    const root = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    const dir = join(root, 'bin', 'napi-v6', process.platform, process.arch);
+    return existsSync(join(dir, 'libonnxruntime_providers_cuda.so')) ? null : `CUDA provider not installed in ${dir}`;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+/** Why CUDA is not used, once known (set by the first failure or the install check). */
+let cudaUnavailable: string | null | undefined;
 
 class FeedError extends Error {
   override readonly name = 'FeedError';
@@ -44,13 +64,19 @@ async function open(r: OpenRequest): Promise<Response> {
   if (r.provider === 'cpu') {
     session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: ['cpu'] });
   } else {
-    try {
-      session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: [{ name: 'cuda', deviceId: 0 }] });
-      provider = 'cuda';
-    } catch (e) {
-      if (r.provider === 'cuda') throw e;
-      fallbackReason = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    if (cudaUnavailable === undefined && r.provider === 'auto') cudaUnavailable = cudaProviderInstalled();
+    if (r.provider === 'auto' && cudaUnavailable) {
+      fallbackReason = cudaUnavailable;
       session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: ['cpu'] });
+    } else {
+      try {
+        session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: [{ name: 'cuda', deviceId: 0 }] });
+        provider = 'cuda';
+      } catch (e) {
+        if (r.provider === 'cuda') throw e;
+        fallbackReason = cudaUnavailable = e instanceof Error ? e.message.split('\n')[0] : String(e);
+        session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: ['cpu'] });
+      }
     }
   }
   const entry: Entry = { session, inputs: meta(session.inputMetadata), outputs: meta(session.outputMetadata), file: r.file };
