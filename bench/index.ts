@@ -5,6 +5,7 @@
 import { benchSampler } from './sampler.ts';
 import { benchTorch } from './torch.ts';
 import { benchStats } from './stats.ts';
+import { benchDemo } from './demo.ts';
 import { round } from './util.ts';
 
 const json = process.argv.includes('--json');
@@ -32,11 +33,14 @@ if (t) {
   out.torch = 'not installed (apt-get install python3-torch to compare)';
 }
 
+log('demo model: one generation, and motion / first-frame fidelity by start time and Analytic-Init…');
+const d = await benchDemo();
+Object.assign(out, { demoGenerateS: round(d.demoGenerateS, 3), unetCallsPerStep: d.unetCallsPerStep, demoTable: d.demoTable });
 log('dataset statistics on the demo model…');
 Object.assign(out, { statsVideosPerS: round((await benchStats()).statsVideosPerS, 2) });
 
 if (json) {
   process.stdout.write(`${JSON.stringify(out)}\n`);
 } else {
-  for (const [k, v] of Object.entries(out)) process.stdout.write(`${k.padEnd(22)} ${String(v)}\n`);
+  for (const [k, v] of Object.entries(out)) process.stdout.write(`${k.padEnd(22)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
 }
