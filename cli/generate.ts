@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { parseJobRequest } from '../shared/src/schemas/jobRequest.ts';
-import { resolveRequest } from '../shared/src/schemas/resolve.ts';
+import { chooseSeed, resolveRequest } from '../shared/src/schemas/resolve.ts';
 import { runJob } from '../gpu-worker/src/job.ts';
 import type { GenerateParams, ProgressEvent } from '../gpu-worker/src/generate.ts';
 import { choiceArg, intArg, numberArg } from './args.ts';
@@ -48,7 +48,8 @@ function requestFromFlags(o: GenerateOpts, modelId: string): Record<string, unkn
   set('prompt', o.prompt);
   set('steps', o.steps);
   set('start', o.start);
-  r.analyticInit = o.analyticInit;
+  // only an explicit --no-analytic-init overrides the model's default
+  if (!o.analyticInit) r.analyticInit = false;
   set('guidanceScale', o.guidance);
   set('imageGuidanceScale', o.imageGuidance);
   set('guidanceRescale', o.guidanceRescale);
@@ -148,8 +149,9 @@ export function registerGenerate(program: Command): void {
               process.stderr.write(`${JSON.stringify(msg)}\n`);
             },
             params: (bundle): GenerateParams => {
-              const req = parseJobRequest(requestFromFlags(o, bundle.manifest.id), 'command line');
-              const r = resolveRequest(req, bundle.manifest, 'command line');
+              const flags = requestFromFlags(o, bundle.manifest.id);
+              const req = parseJobRequest(flags, 'command line');
+              const r = resolveRequest({ request: req, explicit: new Set(Object.keys(flags)) }, bundle.manifest, chooseSeed, 'command line');
               return { ...r, saveLatent: Boolean(o.saveLatent) };
             },
           },

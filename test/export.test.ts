@@ -184,8 +184,9 @@ describe.skipIf(missing !== null)('tools/export → worker round trip', () => {
         provider: 'cpu',
         threads: 2,
         params: (bundle) => {
-          const req = parseJobRequest({ model: bundle.manifest.id, prompt: bundle.manifest.family === 'svd' ? '' : 'a boat moves left', steps: 2, analyticInit: false, seed: 11, outputs: ['png-frames'] }, 'test');
-          return { ...resolveRequest(req, bundle.manifest, 'test'), saveLatent: false };
+          const json = { model: bundle.manifest.id, prompt: bundle.manifest.family === 'svd' ? '' : 'a boat moves left', steps: 2, analyticInit: false, seed: 11, outputs: ['png-frames'] };
+          const req = parseJobRequest(json, 'test');
+          return { ...resolveRequest({ request: req, explicit: new Set(Object.keys(json)) }, bundle.manifest, () => 1, 'test'), saveLatent: false };
         },
       },
     );

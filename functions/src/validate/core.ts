@@ -7,15 +7,20 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common.ts';
-import type { SchemaIssue } from '../../../shared/src/schemas/common.ts';
-import { FIELD_FAMILIES, familyIssues, InvalidRequestError, parseJobRequest } from '../../../shared/src/schemas/jobRequest.ts';
+import { InvalidRequestError, parseJobRequest } from '../../../shared/src/schemas/jobRequest.ts';
 import type { JobRequest } from '../../../shared/src/schemas/jobRequest.ts';
-import { inputKeyProblem, JOB_ID_PATTERN, jobIdFor, jobKeys, modelPrefix, PREFIX, statisticsKey } from '../../../shared/src/schemas/layout.ts';
+import { inputKeyProblem, JOB_ID_PATTERN, jobIdFor, jobKeys, modelPrefix, PREFIX } from '../../../shared/src/schemas/layout.ts';
 import { ManifestError, parseManifest } from '../../../shared/src/schemas/manifest.ts';
 import type { Manifest } from '../../../shared/src/schemas/manifest.ts';
-import { JobSpec, ResolvedRequest } from '../../../shared/src/schemas/jobSpec.ts';
-import type { Family } from '../../../shared/src/schemas/family.ts';
+import { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
+import type { ResolvedRequest } from '../../../shared/src/schemas/jobSpec.ts';
+import { resolveRequest as resolveShared, StatisticsRequiredError, FALLBACK_FPS } from '../../../shared/src/schemas/resolve.ts';
+import type { ParsedRequest } from '../../../shared/src/schemas/resolve.ts';
+
 import { InvalidEvent, InvalidKey, InvalidRequest, ModelNotFound, StatisticsNotFound } from '../errors.ts';
+
+export { FALLBACK_FPS };
+export type { ParsedRequest };
 
 /** A sidecar larger than this is refused before parsing (the request itself is a few hundred bytes). */
 export const MAX_SIDECAR_BYTES = 1024 * 1024;
@@ -25,7 +30,6 @@ export const METADATA_REQUEST_KEY = 'request';
  * Output frame rate when neither the request nor the manifest says (DynamiCrafter's manifests need
  * not: its conditioning is frameStride). 8 fps is what the DynamiCrafter reference saves at.
  */
-export const FALLBACK_FPS = 8;
 /** Seeds are drawn below 2^48: exact in float64 and in every consumer's integer type. */
 export const SEED_LIMIT = 2 ** 48;
 
@@ -216,11 +220,6 @@ export function readRequestJson(
   }
 }
 
-export interface ParsedRequest {
-  readonly request: JobRequest;
-  /** The fields the JSON actually set (to tell an explicit value from a schema default). */
-  readonly explicit: ReadonlySet<string>;
-}
 
 function toInvalidRequest(e: unknown): never {
   if (e instanceof InvalidRequestError) throw new InvalidRequest(e.message, { cause: e });
@@ -271,88 +270,20 @@ export function checkManifest(text: string | null, modelId: string, where: strin
 
 // ---------------------------------------------------------------- resolution
 
-function applies(field: string, family: Family): boolean {
-  const fams = FIELD_FAMILIES[field];
-  return fams === undefined || fams.includes(family);
-}
-
 /** A seed in [0, 2^48) that depends only on the job id: a retried Validate records the same seed. */
 export function seedForJob(jobId: string): number {
   return createHash('sha256').update(`seed\u0000${jobId}`).digest().readUIntBE(0, 6);
 }
 
-/**
- * Resolves a parsed request for its model: every null field takes the manifest's default
- * (`frames` from manifest.frames, `fps` falling back to FALLBACK_FPS), fields that do not apply to
- * the family stay null, `statistics` becomes the statistics file's key (null when Analytic-Init
- * is off), and a null seed is drawn with `chooseSeed`. `analyticInit` left out of the request
- * follows the manifest's `defaults.analyticInit` (true when absent). Throws InvalidRequest for
- * family mismatches (before and after filling defaults: `steps` may exceed a default M) and
- * StatisticsNotFound when Analytic-Init is on but neither the request nor the model names statistics.
- */
+/** shared/src/schemas/resolve.ts, with its errors as Validate's typed errors. */
 export function resolveRequest(parsed: ParsedRequest, manifest: Manifest, chooseSeed: () => number, where: string): ResolvedRequest {
-  const { request: req, explicit } = parsed;
-  const family = manifest.family;
-  const fail = (issues: readonly SchemaIssue[], note = ''): never => {
-    throw new InvalidRequest(formatIssues(where, `invalid job request for model '${manifest.id}' (${family})${note}`, issues));
-  };
-  if (req.model !== manifest.id) fail([{ path: 'model', message: `names '${req.model}', but the manifest is '${manifest.id}'` }]);
-  const given = familyIssues(req, family);
-  if (given.length > 0) fail(given);
-
-  const d = manifest.defaults;
-  const analyticInit = explicit.has('analyticInit') ? req.analyticInit : (d.analyticInit ?? true);
-  const statisticsId = req.statistics ?? d.statistics ?? null;
-  if (analyticInit && statisticsId === null) {
-    throw new StatisticsNotFound(
-      `${where}: Analytic-Init is on but model '${manifest.id}' names no default statistics; set "statistics" or "analyticInit": false`,
-    );
+  try {
+    return resolveShared(parsed, manifest, chooseSeed, where);
+  } catch (e) {
+    if (e instanceof InvalidRequestError) throw new InvalidRequest(e.message, { cause: e });
+    if (e instanceof StatisticsRequiredError) throw new StatisticsNotFound(e.message, { cause: e });
+    throw e;
   }
-  const pick = <K extends keyof typeof d & keyof JobRequest>(field: K): number | null => {
-    if (!applies(field, family)) return null;
-    const v = req[field] ?? d[field] ?? null;
-    return typeof v === 'number' ? v : null;
-  };
-  const resolved = {
-    model: manifest.id,
-    family,
-    prompt: req.prompt,
-    steps: req.steps ?? d.steps,
-    start: req.start ?? d.start,
-    analyticInit,
-    statistics: analyticInit && statisticsId !== null ? statisticsKey(statisticsId) : null,
-    guidanceScale: pick('guidanceScale'),
-    imageGuidanceScale: pick('imageGuidanceScale'),
-    guidanceRescale: pick('guidanceRescale'),
-    eta: pick('eta'),
-    seed: req.seed ?? chooseSeed(),
-    frames: req.frames ?? manifest.frames,
-    fps: req.fps ?? d.fps ?? FALLBACK_FPS,
-    frameStride: pick('frameStride'),
-    motionBucketId: pick('motionBucketId'),
-    noiseAugStrength: pick('noiseAugStrength'),
-    minGuidanceScale: pick('minGuidanceScale'),
-    maxGuidanceScale: pick('maxGuidanceScale'),
-    outputs: [...req.outputs],
-    compat: req.compat,
-  };
-
-  // Checks that only make sense once the defaults are in.
-  const issues = familyIssues(resolved, family).map((i) => ({ ...i, message: `${i.message} (after filling model defaults)` }));
-  const s = manifest.schedule;
-  if (s.kind === 'vp-ddim' && resolved.start > s.timesteps) {
-    issues.push({ path: 'start', message: `must not exceed the model's schedule.timesteps (${s.timesteps}) (got ${resolved.start})` });
-  }
-  if (s.kind === 'edm-euler' && resolved.start <= s.sigmaMin) {
-    issues.push({ path: 'start', message: `σ_max must exceed the model's schedule.sigmaMin (${s.sigmaMin}) (got ${resolved.start})` });
-  }
-  if (resolved.minGuidanceScale !== null && resolved.maxGuidanceScale !== null && resolved.minGuidanceScale > resolved.maxGuidanceScale) {
-    issues.push({ path: 'minGuidanceScale', message: `must not exceed maxGuidanceScale (${resolved.maxGuidanceScale}) (after filling model defaults)` });
-  }
-  if (issues.length > 0) fail(issues);
-  const r = ResolvedRequest.safeParse(resolved, { reportInput: true });
-  if (!r.success) return fail(toSchemaIssues(r.error.issues));
-  return r.data;
 }
 
 // ---------------------------------------------------------------- the job spec

@@ -1,0 +1,139 @@
+/**
+ * The Lambda functions the workflows call, each with only the S3 prefixes and actions it needs.
+ *
+ * Validate (sharp, a native module) and Post-process (ffmpeg) run as one container image built
+ * from infra/docker/functions.Dockerfile (Debian with ffmpeg, the handlers bundled inside);
+ * the others are plain TypeScript bundled by esbuild.
+ */
+import { Duration, IgnoreMode, Size } from 'aws-cdk-lib';
+import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
+import type * as events from 'aws-cdk-lib/aws-events';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import { Construct } from 'constructs';
+import { PREFIX } from '../../shared/src/schemas/layout.ts';
+import type { CilConfig } from './config.ts';
+import { functionBase, nodeFunction } from './lambdas.ts';
+import { LAMBDA_ENV } from './names.ts';
+import { DEFAULT_HANDLER_ENTRIES, FUNCTIONS_DOCKERFILE, IMAGE_HANDLERS, REPO_ROOT, RUNTIME_ENTRIES, dockerignorePatterns } from './paths.ts';
+import type { DataStorage } from './storage.ts';
+
+/** Handler files (relative to the repository root) of the functions written in functions/. */
+export interface HandlerEntries {
+  readonly notify: string;
+  readonly recordFailure: string;
+}
+
+export interface PipelineFunctionsProps {
+  readonly config: CilConfig;
+  readonly storage: DataStorage;
+  readonly eventBus: events.IEventBus;
+  readonly topic: sns.ITopic;
+  readonly entries?: Partial<HandlerEntries>;
+}
+
+export class PipelineFunctions extends Construct {
+  readonly validate: lambda.DockerImageFunction;
+  readonly postProcess: lambda.DockerImageFunction;
+  readonly notify: lambda.Function;
+  readonly recordFailure: lambda.Function;
+  readonly prepareItem: lambda.Function;
+  readonly batchSummary: lambda.Function;
+
+  constructor(scope: Construct, id: string, props: PipelineFunctionsProps) {
+    super(scope, id);
+    const { config: c, storage, eventBus, topic } = props;
+    const entries: HandlerEntries = { ...DEFAULT_HANDLER_ENTRIES, ...props.entries };
+    const bucketEnv = { [LAMBDA_ENV.bucket]: storage.bucket.bucketName };
+
+    const imageCode = (cmd: string): lambda.DockerImageCode =>
+      lambda.DockerImageCode.fromImageAsset(REPO_ROOT, {
+        file: FUNCTIONS_DOCKERFILE,
+        exclude: dockerignorePatterns(FUNCTIONS_DOCKERFILE),
+        ignoreMode: IgnoreMode.DOCKER,
+        platform: ecrAssets.Platform.LINUX_AMD64,
+        cmd: [cmd],
+      });
+
+    const validateBase = functionBase(this, 'Validate', c, 'CIL Validate: checks the upload and request, writes the normalised image');
+    this.validate = new lambda.DockerImageFunction(this, 'Validate', {
+      code: imageCode(IMAGE_HANDLERS.validate),
+      description: 'CIL Validate: checks the upload and request, writes the normalised image',
+      architecture: lambda.Architecture.X86_64,
+      memorySize: 2048,
+      timeout: Duration.seconds(90),
+      role: validateBase.role,
+      logGroup: validateBase.logGroup,
+      loggingFormat: lambda.LoggingFormat.JSON,
+      environment: bucketEnv,
+    });
+    // The exact uploaded version is read (inputs/, or batches/ for manifest images); model
+    // bundles and statistics are checked for existence, so listing them turns a missing key
+    // into 404 (ModelNotFound) instead of 403.
+    storage.grantObjects(validateBase.role, 'readVersion', PREFIX.inputs, PREFIX.batches);
+    storage.grantObjects(validateBase.role, 'read', PREFIX.models, PREFIX.statistics);
+    storage.grantList(validateBase.role, PREFIX.models, PREFIX.statistics);
+    storage.grantObjects(validateBase.role, 'write', PREFIX.jobs);
+
+    const postBase = functionBase(this, 'PostProcess', c, 'CIL Post-process: frames to MP4/GIF/WebP, poster and result.json');
+    this.postProcess = new lambda.DockerImageFunction(this, 'PostProcess', {
+      code: imageCode(IMAGE_HANDLERS.postProcess),
+      description: 'CIL Post-process: frames to MP4/GIF/WebP, poster and result.json',
+      architecture: lambda.Architecture.X86_64,
+      memorySize: 3008,
+      timeout: Duration.minutes(10),
+      ephemeralStorageSize: Size.gibibytes(4),
+      role: postBase.role,
+      logGroup: postBase.logGroup,
+      loggingFormat: lambda.LoggingFormat.JSON,
+      environment: bucketEnv,
+    });
+    storage.grantObjects(postBase.role, 'read', PREFIX.jobs, PREFIX.outputs);
+    storage.grantList(postBase.role, PREFIX.jobs, PREFIX.outputs);
+    storage.grantObjects(postBase.role, 'write', PREFIX.outputs);
+
+    const notify = nodeFunction(this, 'Notify', c, {
+      entry: entries.notify,
+      description: 'CIL Notify: job success or failure to SNS and EventBridge',
+      timeout: Duration.seconds(30),
+      environment: {
+        ...bucketEnv,
+        [LAMBDA_ENV.topicArn]: topic.topicArn,
+        [LAMBDA_ENV.eventBus]: eventBus.eventBusName,
+        [LAMBDA_ENV.presignExpirySeconds]: String(c.presignExpirySeconds),
+      },
+    });
+    this.notify = notify.fn;
+    topic.grantPublish(notify.role);
+    eventBus.grantPutEventsTo(notify.role);
+    // Presigned URLs are signed with this role's credentials, so it must be able to read what it links.
+    storage.grantObjects(notify.role, 'read', PREFIX.outputs, PREFIX.failures);
+
+    const record = nodeFunction(this, 'RecordFailure', c, {
+      entry: entries.recordFailure,
+      description: 'CIL RecordFailure: writes failures/<jobId>.json with the failed step and reason',
+      timeout: Duration.seconds(30),
+      environment: bucketEnv,
+    });
+    this.recordFailure = record.fn;
+    storage.grantObjects(record.role, 'write', PREFIX.failures);
+
+    const prepare = nodeFunction(this, 'PrepareItem', c, {
+      entry: RUNTIME_ENTRIES.starter,
+      handler: 'prepareItemHandler',
+      description: 'CIL PrepareItem: one batch-manifest line to a generation input',
+      timeout: Duration.seconds(10),
+    });
+    this.prepareItem = prepare.fn;
+
+    const summary = nodeFunction(this, 'BatchSummary', c, {
+      entry: RUNTIME_ENTRIES.batchSummary,
+      description: 'CIL BatchSummary: writes reports/<batch>/summary.json and publishes it',
+      timeout: Duration.seconds(60),
+      environment: { [LAMBDA_ENV.topicArn]: topic.topicArn },
+    });
+    this.batchSummary = summary.fn;
+    topic.grantPublish(summary.role);
+    storage.grantObjects(summary.role, 'write', PREFIX.reports);
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * Names that other parts of the project rely on: state names (local mode overrides tasks by
+ * state name), the environment the worker and the Lambdas receive, event sources and detail
+ * types, and the stack outputs the remote CLI discovers. Changing one is a contract change.
+ */
+import { PREFIX } from '../../shared/src/schemas/layout.ts';
+
+/** States of the generation workflow (one upload → one video). */
+export const GENERATION_STATES = Object.freeze({
+  validate: 'Validate',
+  sizeForModel: 'SizeForModel',
+  generate: 'Generate',
+  postProcess: 'PostProcess',
+  notifySuccess: 'NotifySuccess',
+  succeeded: 'Succeeded',
+  recordFailure: 'RecordFailure',
+  notifyFailure: 'NotifyFailure',
+  jobFailed: 'JobFailed',
+  notificationFailed: 'NotificationFailed',
+});
+
+/** Pass state that records which step failed, per step (`ValidateFailed`, …). */
+export function failedStateName(step: string): string {
+  return `${step}Failed`;
+}
+
+/** Pass state that sets the Batch resources for a family (`SizeFor-svd`, …). */
+export function sizeStateName(family: string): string {
+  return `SizeFor-${family}`;
+}
+
+/** States of the batch-production workflow (one manifest → many jobs). */
+export const BATCH_STATES = Object.freeze({
+  runManifest: 'RunManifest',
+  prepareItem: 'PrepareItem',
+  runJob: 'RunJob',
+  summarize: 'SummarizeBatch',
+  outcome: 'BatchOutcome',
+  succeeded: 'BatchSucceeded',
+  failed: 'BatchFailed',
+  summaryFailed: 'SummaryFailed',
+});
+
+/** Label of the Distributed Map (its map runs and child executions are named after it). */
+export const BATCH_MAP_LABEL = 'manifest';
+
+/** States of the statistics workflow (shards → merge). */
+export const STATISTICS_STATES = Object.freeze({
+  checkInput: 'CheckInput',
+  invalidInput: 'InvalidStatisticsInput',
+  prepare: 'PrepareStatisticsJob',
+  computeShards: 'ComputeShards',
+  merge: 'MergeShards',
+  publishSucceeded: 'PublishStatisticsSucceeded',
+  succeeded: 'StatisticsSucceeded',
+  publishFailed: 'PublishStatisticsFailed',
+  failed: 'StatisticsFailed',
+});
+
+/**
+ * The worker image's entrypoint is `node bin/cil.js` (gpu-worker/Dockerfile); each Batch job
+ * definition gives the rest of the command. `Ref::<name>` is filled from the SubmitJob
+ * parameters the workflow passes (Batch substitutes them as whole arguments, with no shell).
+ */
+export const WORKER_COMMANDS = Object.freeze({
+  /** docs/worker.md: the JobSpec comes from $CIL_JOB_SPEC. */
+  generate: ['worker'],
+  /** One shard of a Batch array job (`--shards n` takes the index from AWS_BATCH_JOB_ARRAY_INDEX). */
+  statisticsShard: ['stats', 'compute', '--videos', 'Ref::videos', '--model', 'Ref::model', '--out', 'Ref::partials', '--shards', 'Ref::shards', '--progress', 'json'],
+  statisticsMerge: ['stats', 'merge', 'Ref::partials', '--out', 'Ref::out'],
+});
+
+/** Environment the worker container receives (docs/worker.md). */
+export const WORKER_ENV = Object.freeze({
+  /** The job spec (shared/src/schemas/jobSpec.ts) as JSON; set per job by the Generate state. */
+  jobSpec: 'CIL_JOB_SPEC',
+  /** EventBridge bus for per-step progress events. */
+  progressBus: 'CIL_PROGRESS_BUS',
+  /** Model-bundle cache (the host volume, shared by the jobs on one instance). */
+  modelCache: 'CIL_MODEL_CACHE',
+});
+
+/** Environment the Lambda functions receive. */
+export const LAMBDA_ENV = Object.freeze({
+  bucket: 'CIL_BUCKET',
+  eventBus: 'CIL_EVENT_BUS_NAME',
+  topicArn: 'CIL_TOPIC_ARN',
+  presignExpirySeconds: 'CIL_PRESIGN_EXPIRY_SECONDS',
+  generationStateMachineArn: 'CIL_GENERATION_STATE_MACHINE_ARN',
+  batchStateMachineArn: 'CIL_BATCH_STATE_MACHINE_ARN',
+  jobQueueArn: 'CIL_JOB_QUEUE_ARN',
+  metricsNamespace: 'CIL_METRICS_NAMESPACE',
+});
+
+/** Container paths inside the worker (the Dockerfile creates them for the worker user). */
+export const WORKER_PATHS = Object.freeze({
+  modelCache: '/var/cache/cil/models',
+  scratch: '/scratch',
+  /** Host directory that keeps downloaded model bundles across jobs on one instance. */
+  hostModelCache: '/var/lib/cil/models',
+});
+
+/** The worker image's user (gpu-worker/Dockerfile); the host cache directory is chowned to it. */
+export const WORKER_UID = 10001;
+
+/** Worker exit codes Batch's retry strategy reads (docs/worker.md); anything else non-zero is retried. */
+export const WORKER_EXIT = Object.freeze({
+  /** The input was refused (bundle, image, statistics, request): retrying cannot help. */
+  refused: 3,
+  /** SIGTERM (Spot reclaim): checkpoint written, the next attempt resumes. */
+  interrupted: 143,
+});
+
+/** EventBridge `source` values on the project's event bus. */
+export const EVENT_SOURCES = Object.freeze({ worker: 'cil.worker', pipeline: 'cil.pipeline' });
+
+/** EventBridge detail types on the project's event bus. */
+export const EVENT_DETAIL_TYPES = Object.freeze({
+  progress: 'Job Progress',
+  succeeded: 'Job Succeeded',
+  failed: 'Job Failed',
+});
+
+/** CloudWatch namespace of the metrics this stack publishes itself. */
+export const METRICS_NAMESPACE = 'CIL/Pipeline';
+
+export const METRIC_NAMES = Object.freeze({
+  gpuMinutes: 'GpuMinutes',
+  batchJobsSucceeded: 'BatchJobsSucceeded',
+  batchJobsFailed: 'BatchJobsFailed',
+  runnableJobs: 'RunnableJobs',
+  oldestRunnableSeconds: 'OldestRunnableSeconds',
+});
+
+/** CloudFormation outputs (the remote CLI reads them with DescribeStacks). */
+export const OUTPUTS = Object.freeze({
+  bucket: 'DataBucketName',
+  generationStateMachine: 'GenerationStateMachineArn',
+  batchStateMachine: 'BatchStateMachineArn',
+  statisticsStateMachine: 'StatisticsStateMachineArn',
+  jobQueue: 'JobQueueArn',
+  eventBus: 'EventBusName',
+  notificationTopic: 'NotificationTopicArn',
+  dashboard: 'DashboardName',
+});
+
+/** CloudFormation metadata key on each state machine naming its workflow (local mode finds them by it). */
+export const WORKFLOW_METADATA_KEY = 'cil:workflow';
+export type WorkflowName = 'generation' | 'batch' | 'statistics';
+
+/** S3 object tag the worker puts on checkpoint objects; a lifecycle rule expires them. */
+export const CHECKPOINT_TAG = Object.freeze({ key: 'cil-kind', value: 'checkpoint' });
+
+/** Where statistics datasets (the videos) live, and where shard partials go. */
+export const STATISTICS_DATASETS_PREFIX = `${PREFIX.statistics}datasets/`;
+export const STATISTICS_PARTIALS_PREFIX = `${PREFIX.statistics}partials/`;

@@ -1,0 +1,160 @@
+/**
+ * Pieces shared by the three workflows: which errors are transient (retried with backoff and
+ * jitter) and the Batch `submitJob.sync` task, written as Amazon States Language because its
+ * resource requirements and array size come from the execution's data (the L2 task only takes
+ * constants for them).
+ */
+import { Aws, Duration, Stack } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type { Construct } from 'constructs';
+
+/** Lambda service errors (not the handler's own typed errors, which are final). */
+export const LAMBDA_TRANSIENT_ERRORS = [
+  'Lambda.ServiceException',
+  'Lambda.AWSLambdaException',
+  'Lambda.SdkClientException',
+  'Lambda.TooManyRequestsException',
+] as const;
+
+/**
+ * Transient errors a handler itself may report after the SDK's own retries: S3 and EventBridge
+ * throttling or 5xx (the SDK error's name becomes the Lambda error type), and the functions'
+ * PublishFailed (docs/functions.md). The handlers' typed errors (InvalidImage, ModelNotFound, …)
+ * are final and go straight to the Catch.
+ */
+export const HANDLER_TRANSIENT_ERRORS = ['PublishFailed', 'SlowDown', 'ServiceUnavailable', 'InternalError', 'ThrottlingException', 'TimeoutError'] as const;
+
+/** Batch service errors and throttling of SubmitJob (a FAILED job is final: Batch already retried it). */
+export const BATCH_TRANSIENT_ERRORS = ['Batch.ServerException', 'Batch.AWSBatchException', 'Batch.TooManyRequestsException', 'Batch.ThrottlingException'] as const;
+
+/** Step Functions errors when starting a child execution. */
+export const SFN_TRANSIENT_ERRORS = ['StepFunctions.ExecutionLimitExceeded', 'StepFunctions.ThrottlingException', 'StepFunctions.AWSStepFunctionsException', 'StepFunctions.SdkClientException'] as const;
+
+export const SNS_TRANSIENT_ERRORS = ['SNS.AmazonSNSException', 'SNS.SdkClientException', 'SNS.ThrottledException'] as const;
+
+export const LAMBDA_RETRY: sfn.RetryProps = {
+  errors: [...LAMBDA_TRANSIENT_ERRORS],
+  interval: Duration.seconds(2),
+  maxAttempts: 5,
+  backoffRate: 2,
+  maxDelay: Duration.seconds(30),
+  jitterStrategy: sfn.JitterType.FULL,
+};
+
+export const HANDLER_RETRY: sfn.RetryProps = {
+  errors: [...HANDLER_TRANSIENT_ERRORS],
+  interval: Duration.seconds(5),
+  maxAttempts: 3,
+  backoffRate: 2,
+  maxDelay: Duration.seconds(60),
+  jitterStrategy: sfn.JitterType.FULL,
+};
+
+export const BATCH_RETRY: sfn.RetryProps = {
+  errors: [...BATCH_TRANSIENT_ERRORS],
+  interval: Duration.seconds(5),
+  maxAttempts: 6,
+  backoffRate: 2,
+  maxDelay: Duration.seconds(120),
+  jitterStrategy: sfn.JitterType.FULL,
+};
+
+export const SFN_RETRY: sfn.RetryProps = {
+  errors: [...SFN_TRANSIENT_ERRORS],
+  interval: Duration.seconds(5),
+  maxAttempts: 6,
+  backoffRate: 2,
+  maxDelay: Duration.seconds(120),
+  jitterStrategy: sfn.JitterType.FULL,
+};
+
+export const SNS_RETRY: sfn.RetryProps = {
+  errors: [...SNS_TRANSIENT_ERRORS],
+  interval: Duration.seconds(2),
+  maxAttempts: 4,
+  backoffRate: 2,
+  maxDelay: Duration.seconds(30),
+  jitterStrategy: sfn.JitterType.FULL,
+};
+
+/** The ASL form of a RetryProps (for states written as JSON). */
+export function retrierJson(r: sfn.RetryProps): Record<string, unknown> {
+  return {
+    ErrorEquals: r.errors,
+    IntervalSeconds: r.interval?.toSeconds(),
+    MaxAttempts: r.maxAttempts,
+    BackoffRate: r.backoffRate,
+    MaxDelaySeconds: r.maxDelay?.toSeconds(),
+    JitterStrategy: r.jitterStrategy,
+  };
+}
+
+export interface BatchTaskProps {
+  readonly comment: string;
+  readonly jobName: Record<string, string>;
+  readonly jobQueueArn: string;
+  readonly jobDefinitionArn: string;
+  /** Container environment: name → JSONPath or intrinsic giving a string. */
+  readonly environment?: Record<string, string>;
+  /** Job parameters (the `Ref::<name>` of the job definition's command): name → JSONPath or intrinsic giving a string. */
+  readonly parameters?: Record<string, string>;
+  /** JSONPaths of string values for VCPU and MEMORY overrides. */
+  readonly resources?: { readonly vcpusPath: string; readonly memoryPath: string };
+  /** JSONPath of the array size (2–10000) for an array job. */
+  readonly arraySizePath?: string;
+  readonly resultPath: string;
+  readonly timeout: Duration;
+}
+
+/** A `batch:submitJob.sync` task state: waits for the job, keeps only a small result. */
+export function batchSubmitJobSync(scope: Construct, id: string, p: BatchTaskProps): sfn.CustomState {
+  const overrides: Record<string, unknown> = {};
+  if (p.environment) overrides.Environment = Object.entries(p.environment).map(([Name, path]) => ({ Name, 'Value.$': path }));
+  if (p.resources) {
+    overrides.ResourceRequirements = [
+      { Type: 'VCPU', 'Value.$': p.resources.vcpusPath },
+      { Type: 'MEMORY', 'Value.$': p.resources.memoryPath },
+    ];
+  }
+  const parameters: Record<string, unknown> = {
+    ...p.jobName,
+    JobQueue: p.jobQueueArn,
+    JobDefinition: p.jobDefinitionArn,
+  };
+  if (Object.keys(overrides).length > 0) parameters.ContainerOverrides = overrides;
+  if (p.parameters) parameters.Parameters = Object.fromEntries(Object.entries(p.parameters).map(([k, path]) => [`${k}.$`, path]));
+  if (p.arraySizePath) parameters.ArrayProperties = { 'Size.$': p.arraySizePath };
+  const state = new sfn.CustomState(scope, id, {
+    stateJson: {
+      Type: 'Task',
+      Comment: p.comment,
+      Resource: `arn:${Aws.PARTITION}:states:::batch:submitJob.sync`,
+      Parameters: parameters,
+      // The .sync result is the whole DescribeJobs record; the workflow needs only this.
+      ResultSelector: { 'batchJobId.$': '$.JobId', 'status.$': '$.Status' },
+      ResultPath: p.resultPath,
+      TimeoutSeconds: p.timeout.toSeconds(),
+    },
+  });
+  state.addRetry(BATCH_RETRY);
+  return state;
+}
+
+/**
+ * What a role needs for `batch:submitJob.sync` on these queues and job definitions: submit; the
+ * managed rule through which Step Functions hears of the job's end; describe; and terminate,
+ * so that a stopped or timed-out execution does not leave a GPU job running.
+ */
+export function batchSyncPolicy(scope: Construct, jobQueueArns: readonly string[], jobDefinitionArns: readonly string[]): iam.PolicyStatement[] {
+  const stack = Stack.of(scope);
+  return [
+    new iam.PolicyStatement({ actions: ['batch:SubmitJob'], resources: [...jobQueueArns, ...jobDefinitionArns] }),
+    new iam.PolicyStatement({ actions: ['batch:DescribeJobs'], resources: ['*'] }),
+    new iam.PolicyStatement({ actions: ['batch:TerminateJob'], resources: [stack.formatArn({ service: 'batch', resource: 'job', resourceName: '*' })] }),
+    new iam.PolicyStatement({
+      actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
+      resources: [stack.formatArn({ service: 'events', resource: 'rule', resourceName: 'StepFunctionsGetEventsForBatchJobsRule' })],
+    }),
+  ];
+}

@@ -1,0 +1,122 @@
+/**
+ * Test helpers: synthesizing the stack once per test file (into a temporary cloud assembly),
+ * and reading what the tests assert on out of the template (IAM statements, S3 grants).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Template } from 'aws-cdk-lib/assertions';
+import type { BuildOptions } from '../lib/app.ts';
+import { buildApp } from '../lib/app.ts';
+import type { CilConfig } from '../lib/config.ts';
+import type { CilStack } from '../lib/stack.ts';
+
+/** The functions/ handlers replaced by a stand-in, so these tests depend on infra/ alone. */
+export const FIXTURE_HANDLER = 'infra/test/fixtures/handler.ts';
+
+export interface Synthesized {
+  readonly stack: CilStack;
+  readonly template: Template;
+  readonly json: { Resources: Record<string, { Type: string; Properties?: Record<string, unknown>; Metadata?: Record<string, unknown> }>; Outputs?: Record<string, unknown> };
+  readonly outdir: string;
+  readonly cleanup: () => void;
+}
+
+export function synth(config: Partial<CilConfig> = {}, opts: Pick<BuildOptions, 'nag'> = {}): Synthesized {
+  const outdir = mkdtempSync(join(tmpdir(), 'cil-infra-'));
+  const { app, stack } = buildApp({
+    nag: opts.nag ?? false,
+    appProps: { outdir, context: { 'aws:cdk:disable-stack-trace': true } },
+    stackProps: { config, handlers: { notify: FIXTURE_HANDLER, recordFailure: FIXTURE_HANDLER } },
+  });
+  app.synth();
+  const template = Template.fromStack(stack);
+  return {
+    stack,
+    template,
+    json: template.toJSON() as Synthesized['json'],
+    outdir,
+    cleanup: () => rmSync(outdir, { recursive: true, force: true }),
+  };
+}
+
+export interface Statement {
+  readonly Effect: string;
+  readonly Action: string | string[];
+  readonly Resource?: unknown;
+  readonly Condition?: Record<string, Record<string, unknown>>;
+}
+
+function asArray<T>(x: T | T[] | undefined): T[] {
+  return x === undefined ? [] : Array.isArray(x) ? x : [x];
+}
+
+/** Logical id of the resource a `{Ref}` / `{Fn::GetAtt}` points at, else undefined. */
+export function refOf(v: unknown): string | undefined {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const o = v as Record<string, unknown>;
+  if (typeof o.Ref === 'string') return o.Ref;
+  const ga = o['Fn::GetAtt'];
+  if (Array.isArray(ga) && typeof ga[0] === 'string') return ga[0];
+  return undefined;
+}
+
+/** Every statement of the identity policies attached to the role (inline policies and AWS::IAM::Policy). */
+export function statementsOfRole(s: Synthesized, roleLogicalId: string): Statement[] {
+  const out: Statement[] = [];
+  for (const r of Object.values(s.json.Resources)) {
+    if (r.Type === 'AWS::IAM::Policy') {
+      const roles = asArray(r.Properties?.Roles as unknown[]).map(refOf);
+      if (!roles.includes(roleLogicalId)) continue;
+      out.push(...asArray((r.Properties?.PolicyDocument as { Statement: Statement[] }).Statement));
+    }
+  }
+  const role = s.json.Resources[roleLogicalId];
+  for (const p of asArray(role?.Properties?.Policies as { PolicyDocument: { Statement: Statement[] } }[])) out.push(...p.PolicyDocument.Statement);
+  return out;
+}
+
+export function allStatements(s: Synthesized): Statement[] {
+  const out: Statement[] = [];
+  for (const r of Object.values(s.json.Resources)) {
+    if (r.Type === 'AWS::IAM::Policy') out.push(...asArray((r.Properties?.PolicyDocument as { Statement: Statement[] }).Statement));
+    if (r.Type === 'AWS::IAM::Role') for (const p of asArray(r.Properties?.Policies as { PolicyDocument: { Statement: Statement[] } }[])) out.push(...p.PolicyDocument.Statement);
+  }
+  return out;
+}
+
+/**
+ * The object prefix of an S3 resource ARN written as `Fn::Join(['', [<bucket>.Arn, '/<prefix>*']])`:
+ * '' for the whole bucket ('/*'), null for anything that is not an object ARN of that bucket.
+ */
+export function objectPrefix(resource: unknown, bucketLogicalId: string): string | null {
+  if (typeof resource !== 'object' || resource === null) return null;
+  const join = (resource as Record<string, unknown>)['Fn::Join'] as [string, unknown[]] | undefined;
+  if (!join || join[0] !== '' || join[1].length !== 2) return null;
+  const [head, tail] = join[1];
+  if (refOf(head) !== bucketLogicalId || typeof tail !== 'string' || !tail.startsWith('/') || !tail.endsWith('*')) return null;
+  return tail.slice(1, -1);
+}
+
+/** action → prefixes the role may use it on, for the object-level S3 actions of the data bucket. */
+export function s3Grants(s: Synthesized, roleLogicalId: string, bucketLogicalId: string): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const st of statementsOfRole(s, roleLogicalId)) {
+    if (st.Effect !== 'Allow') continue;
+    for (const action of asArray(st.Action)) {
+      if (!action.startsWith('s3:') || action === 's3:ListBucket') continue;
+      for (const r of asArray(st.Resource)) {
+        const p = objectPrefix(r, bucketLogicalId);
+        if (p === null) continue;
+        let set = out.get(action);
+        if (!set) out.set(action, (set = new Set()));
+        set.add(p);
+      }
+    }
+  }
+  return out;
+}
+
+export function logicalIdOf(s: Synthesized, construct: { node: { defaultChild?: unknown } }): string {
+  return s.stack.getLogicalId(construct.node.defaultChild as never);
+}

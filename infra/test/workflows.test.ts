@@ -1,0 +1,440 @@
+/**
+ * The synthesized state machines as Amazon States Language: resolved from the template, checked
+ * by an ASL validator and by hand (transitions, Retry, Catch, timeouts), and executed by a local
+ * ASL interpreter with mocked task results, for success and failure paths.
+ */
+import type { RunOptions } from 'aws-local-stepfunctions';
+import { StateMachine } from 'aws-local-stepfunctions';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseJobSpec } from '../../shared/src/schemas/jobSpec.ts';
+import { DEFAULT_CONFIG } from '../lib/config.ts';
+import { findStateMachines, resolveDefinition, withInlineItems } from '../lib/definitions.ts';
+import { BATCH_STATES, GENERATION_STATES as G, STATISTICS_STATES, WORKER_ENV } from '../lib/names.ts';
+import { BATCH_TRANSIENT_ERRORS, HANDLER_TRANSIENT_ERRORS, LAMBDA_TRANSIENT_ERRORS, SFN_TRANSIENT_ERRORS, SNS_TRANSIENT_ERRORS } from '../lib/workflows/asl.ts';
+import type { Synthesized } from './helpers.ts';
+import { synth } from './helpers.ts';
+
+type Json = Record<string, unknown>;
+interface AslState extends Json {
+  Type: string;
+  Next?: string;
+  End?: boolean;
+  Default?: string;
+  Choices?: { Next: string }[];
+  Catch?: { ErrorEquals: string[]; Next: string; ResultPath?: string }[];
+  Retry?: { ErrorEquals: string[]; MaxAttempts?: number; BackoffRate?: number; IntervalSeconds?: number; JitterStrategy?: string }[];
+  TimeoutSeconds?: number;
+  ItemProcessor?: Asl;
+}
+interface Asl {
+  StartAt: string;
+  States: Record<string, AslState>;
+  ProcessorConfig?: Json;
+}
+
+let s: Synthesized;
+let defs: { generation: Asl; batch: Asl; statistics: Asl };
+
+beforeAll(() => {
+  s = synth();
+  const ids = findStateMachines(s.json);
+  const def = (id: string | undefined): Asl => resolveDefinition(s.json, id!) as unknown as Asl;
+  defs = { generation: def(ids.generation), batch: def(ids.batch), statistics: def(ids.statistics) };
+});
+afterAll(() => s.cleanup());
+
+/** Every state reachable from StartAt; every transition target exists (nested machines too). */
+function checkGraph(def: Asl, where: string): void {
+  const names = new Set(Object.keys(def.States));
+  expect(names.has(def.StartAt), `${where}: StartAt`).toBe(true);
+  const seen = new Set<string>();
+  const stack = [def.StartAt];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    const st = def.States[n];
+    const targets = [st.Next, st.Default, ...(st.Choices ?? []).map((c) => c.Next), ...(st.Catch ?? []).map((c) => c.Next)].filter((x): x is string => x !== undefined);
+    for (const t of targets) {
+      expect(names.has(t), `${where}: ${n} → ${t}`).toBe(true);
+      stack.push(t);
+    }
+    const terminal = st.Type === 'Succeed' || st.Type === 'Fail' || st.End === true;
+    expect(terminal || st.Next !== undefined || st.Type === 'Choice', `${where}: ${n} neither ends nor continues`).toBe(true);
+    if (st.ItemProcessor) checkGraph(st.ItemProcessor, `${where}/${n}`);
+  }
+  expect([...names].filter((n) => !seen.has(n)), `${where}: unreachable states`).toEqual([]);
+}
+
+function tasksOf(def: Asl): [string, AslState][] {
+  const out: [string, AslState][] = [];
+  for (const [n, st] of Object.entries(def.States)) {
+    if (st.Type === 'Task') out.push([n, st]);
+    if (st.ItemProcessor) out.push(...tasksOf(st.ItemProcessor));
+  }
+  return out;
+}
+
+const TRANSIENT = new Set<string>([...LAMBDA_TRANSIENT_ERRORS, ...HANDLER_TRANSIENT_ERRORS, ...BATCH_TRANSIENT_ERRORS, ...SFN_TRANSIENT_ERRORS, ...SNS_TRANSIENT_ERRORS]);
+
+describe('every workflow', () => {
+  it('is valid Amazon States Language (and the validator does catch a broken one)', () => {
+    for (const [name, def] of Object.entries(defs)) {
+      expect(() => new StateMachine(def as never), name).not.toThrow();
+      checkGraph(def, name);
+    }
+    const broken = JSON.parse(JSON.stringify(defs.generation)) as Asl;
+    broken.States[G.validate].Next = 'NoSuchState';
+    expect(() => new StateMachine(broken as never)).toThrow();
+  });
+
+  it('retries only transient service errors, with backoff and jitter, and gives every task a timeout', () => {
+    for (const [name, def] of Object.entries(defs)) {
+      for (const [n, st] of tasksOf(def)) {
+        expect(st.TimeoutSeconds, `${name}/${n} TimeoutSeconds`).toBeGreaterThan(0);
+        expect(st.Retry?.length, `${name}/${n} Retry`).toBeGreaterThan(0);
+        for (const r of st.Retry ?? []) {
+          for (const e of r.ErrorEquals) expect(TRANSIENT.has(e), `${name}/${n} retries ${e}`).toBe(true);
+          expect(r.BackoffRate, `${name}/${n}`).toBeGreaterThanOrEqual(2);
+          expect(r.JitterStrategy, `${name}/${n}`).toBe('FULL');
+          expect(r.MaxAttempts, `${name}/${n}`).toBeLessThanOrEqual(6);
+        }
+      }
+    }
+  });
+});
+
+describe('generation workflow', () => {
+  it('is Validate → SizeForModel → Generate → PostProcess → NotifySuccess, each step caught into the failure branch', () => {
+    const st = defs.generation.States;
+    expect(defs.generation.StartAt).toBe(G.validate);
+    expect(st[G.validate].Next).toBe(G.sizeForModel);
+    for (const f of ['dynamicrafter', 'videocrafter', 'svd']) expect(st[`SizeFor-${f}`].Next).toBe(G.generate);
+    expect(st[G.generate].Next).toBe(G.postProcess);
+    expect(st[G.postProcess].Next).toBe(G.notifySuccess);
+    expect(st[G.notifySuccess].Next).toBe(G.succeeded);
+    for (const step of [G.validate, G.generate, G.postProcess]) {
+      expect(st[step].Catch, step).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: `${step}Failed` }]);
+      expect(st[`${step}Failed`]).toMatchObject({ Type: 'Pass', Result: step, ResultPath: '$.failedStep', Next: G.recordFailure });
+    }
+    expect(st[G.recordFailure].Next).toBe(G.notifyFailure);
+    expect(st[G.notifyFailure].Next).toBe(G.jobFailed);
+    expect(st[G.jobFailed]).toMatchObject({ Type: 'Fail', ErrorPath: '$.error.Error', CausePath: '$.error.Cause' });
+  });
+
+  it('waits for the Batch job (.sync) and passes the job spec as the container environment', () => {
+    const gen = defs.generation.States[G.generate];
+    expect(gen.Resource).toBe('arn:aws:states:::batch:submitJob.sync');
+    expect(gen.TimeoutSeconds).toBe(DEFAULT_CONFIG.generateTimeoutHours * 3600);
+    expect(gen.ResultSelector).toEqual({ 'batchJobId.$': '$.JobId', 'status.$': '$.Status' });
+    expect((gen.Parameters as Json).ContainerOverrides).toMatchObject({ Environment: [{ Name: WORKER_ENV.jobSpec, 'Value.$': 'States.JsonToString($.spec)' }] });
+  });
+});
+
+// ---------------------------------------------------------------- local executions
+
+const JOB_ID = 'j-0123456789abcdef01234567';
+const INPUT = { jobId: JOB_ID, bucket: 'cil-data', key: 'inputs/cat.png', versionId: 'v1', etag: 'e1', size: 2048, request: null, batch: null };
+const SPEC = parseJobSpec(
+  {
+    jobId: JOB_ID,
+    bucket: 'cil-data',
+    input: { key: 'inputs/cat.png', versionId: 'v1', etag: 'e1', size: 2048 },
+    imageKey: `jobs/${JOB_ID}/input.png`,
+    modelPrefix: 'models/svd',
+    request: {
+      model: 'svd',
+      family: 'svd',
+      prompt: '',
+      steps: 25,
+      start: 700,
+      analyticInit: true,
+      statistics: 'statistics/svd-576x1024.safetensors',
+      guidanceScale: null,
+      imageGuidanceScale: null,
+      guidanceRescale: null,
+      eta: null,
+      seed: 42,
+      frames: 14,
+      fps: 7,
+      frameStride: null,
+      motionBucketId: 127,
+      noiseAugStrength: 0.02,
+      minGuidanceScale: 1,
+      maxGuidanceScale: 3,
+      outputs: ['mp4', 'gif'],
+      compat: 'paper',
+    },
+    workPrefix: `jobs/${JOB_ID}/`,
+    outputPrefix: `outputs/${JOB_ID}/`,
+    createdAt: '2025-01-01T00:00:00Z',
+  },
+  'test spec',
+);
+const RESULT = { format: 'cil-result/1', status: 'succeeded', jobId: JOB_ID, resultKey: `outputs/${JOB_ID}/result.json` };
+const CONTEXT = { Execution: { Id: `arn:aws:states:us-east-1:123456789012:execution:Generation:${JOB_ID}`, Name: JOB_ID, StartTime: '2025-01-01T00:00:00Z' } };
+
+function typedError(name: string, message: string): Error {
+  return Object.assign(new Error(message), { name });
+}
+
+interface Run {
+  readonly output?: Json;
+  readonly error?: { name: string; message: string };
+  readonly entered: string[];
+  readonly calls: Record<string, Json[]>;
+}
+
+/** Runs a definition locally; every Task state is a mock that records its (processed) input. */
+async function run(def: Asl, input: Json, handlers: Record<string, (input: Json, call: number) => unknown>, context: Json = CONTEXT): Promise<Run> {
+  const calls: Record<string, Json[]> = {};
+  const local: Record<string, (input: unknown) => Promise<never>> = {};
+  for (const [name, h] of Object.entries(handlers)) {
+    local[name] = async (i) => {
+      const list = (calls[name] ??= []);
+      list.push(i as Json);
+      return (await h(i as Json, list.length)) as never;
+    };
+  }
+  // No real waiting between retries.
+  const retryIntervalOverrides = Object.fromEntries(tasksOf(def).map(([n]) => [n, 0]));
+  const options: RunOptions = { overrides: { taskResourceLocalHandlers: local, retryIntervalOverrides }, context: context };
+  const exec = new StateMachine(def as never).run(input as never, options);
+  const entered: string[] = [];
+  const logs = (async () => {
+    for await (const e of exec.eventLogs) if (e.type === 'StateEntered' && 'state' in e) entered.push((e.state as { name: string }).name);
+  })();
+  try {
+    const output = (await exec.result) as Json;
+    await logs;
+    return { output, entered, calls };
+  } catch (e) {
+    await logs.catch(() => undefined);
+    const cause = (e as { cause?: { name: string; message: string } }).cause ?? (e as { name: string; message: string });
+    return { error: { name: cause.name, message: cause.message }, entered, calls };
+  }
+}
+
+const ok = (v: unknown) => (): unknown => v;
+const BATCH_OK = { JobId: 'batch-job-1', JobName: JOB_ID, Status: 'SUCCEEDED', Attempts: [], Container: { ExitCode: 0 } };
+
+describe('generation workflow, executed', () => {
+  it('succeeds: the job spec flows to Batch (sized for SVD), post-process and the notification', async () => {
+    const r = await run(defs.generation, INPUT, {
+      [G.validate]: ok(SPEC),
+      [G.generate]: ok(BATCH_OK),
+      [G.postProcess]: ok(RESULT),
+      [G.notifySuccess]: ok({ jobId: JOB_ID, status: 'succeeded' }),
+    });
+    expect(r.error).toBeUndefined();
+    expect(r.entered).toEqual([G.validate, G.sizeForModel, 'SizeFor-svd', G.generate, G.postProcess, G.notifySuccess, G.succeeded]);
+    // Validate gets the starter's input as is.
+    expect(r.calls[G.validate]).toEqual([INPUT]);
+    // Batch: named by the job id, the spec as JSON in the environment, SVD's vCPUs and memory.
+    const submit = r.calls[G.generate][0];
+    expect(submit.JobName).toBe(JOB_ID);
+    const overrides = submit.ContainerOverrides as { Environment: { Name: string; Value: string }[]; ResourceRequirements: { Type: string; Value: string }[] };
+    expect(overrides.Environment).toEqual([{ Name: WORKER_ENV.jobSpec, Value: JSON.stringify(SPEC) }]);
+    expect(parseJobSpec(JSON.parse(overrides.Environment[0].Value), 'environment')).toEqual(SPEC);
+    expect(overrides.ResourceRequirements).toEqual([
+      { Type: 'VCPU', Value: String(DEFAULT_CONFIG.modelProfiles.svd.vcpus) },
+      { Type: 'MEMORY', Value: String(DEFAULT_CONFIG.modelProfiles.svd.memoryMiB) },
+    ]);
+    expect(r.calls[G.postProcess]).toEqual([{ spec: SPEC, generate: { batchJobId: 'batch-job-1', status: 'SUCCEEDED' } }]);
+    const note = r.calls[G.notifySuccess][0];
+    expect(note.status).toBe('SUCCEEDED');
+    expect(note.executionArn).toBe(CONTEXT.Execution.Id);
+    expect((note.job as Json).result).toEqual(RESULT);
+    // The state stays small: keys and scalars.
+    expect(JSON.stringify(r.output).length).toBeLessThan(8 * 1024);
+    expect(r.output).toMatchObject({ jobId: JOB_ID, spec: SPEC, result: RESULT });
+  });
+
+  it('a refused upload is not retried: recorded, notified, and the execution fails with its error', async () => {
+    const r = await run(defs.generation, INPUT, {
+      [G.validate]: () => {
+        throw typedError('InvalidImage', 'inputs/cat.png: not a PNG, JPEG or WebP');
+      },
+      [G.recordFailure]: (i) => ({ status: 'failed', jobId: i.jobId, failedStep: i.failedStep, failureKey: `failures/${JOB_ID}.json` }),
+      [G.notifyFailure]: ok({ status: 'failed' }),
+    });
+    expect(r.calls[G.validate]).toHaveLength(1);
+    expect(r.entered).toEqual([G.validate, `${G.validate}Failed`, G.recordFailure, G.notifyFailure, G.jobFailed]);
+    const rec = r.calls[G.recordFailure][0];
+    expect(rec).toMatchObject({ ...INPUT, failedStep: 'Validate', error: { Error: 'InvalidImage', Cause: 'inputs/cat.png: not a PNG, JPEG or WebP' } });
+    const note = r.calls[G.notifyFailure][0];
+    expect(note).toMatchObject({ status: 'FAILED', job: { failedStep: 'Validate', failureRecord: { failureKey: `failures/${JOB_ID}.json` } } });
+    expect(r.error).toEqual({ name: 'InvalidImage', message: 'inputs/cat.png: not a PNG, JPEG or WebP' });
+  });
+
+  it('retries a Lambda service error, then carries on', async () => {
+    const r = await run(defs.generation, INPUT, {
+      [G.validate]: (_i, call) => {
+        if (call === 1) throw typedError('Lambda.ServiceException', 'internal error');
+        return SPEC;
+      },
+      [G.generate]: ok(BATCH_OK),
+      [G.postProcess]: ok(RESULT),
+      [G.notifySuccess]: ok({}),
+    });
+    expect(r.error).toBeUndefined();
+    expect(r.calls[G.validate]).toHaveLength(2);
+  });
+
+  it('a failed Batch job (Batch already retried it) is recorded against Generate', async () => {
+    const cause = JSON.stringify({ Status: 'FAILED', StatusReason: 'Essential container in task exited', Attempts: [{ Container: { ExitCode: 3 } }] });
+    const r = await run(defs.generation, INPUT, {
+      [G.validate]: ok(SPEC),
+      [G.generate]: () => {
+        throw typedError('States.TaskFailed', cause);
+      },
+      [G.recordFailure]: ok({ failureKey: `failures/${JOB_ID}.json` }),
+      [G.notifyFailure]: ok({}),
+    });
+    expect(r.calls[G.generate]).toHaveLength(1);
+    expect(r.calls[G.recordFailure][0]).toMatchObject({ failedStep: 'Generate', spec: SPEC, error: { Error: 'States.TaskFailed', Cause: cause } });
+    expect(r.error?.name).toBe('States.TaskFailed');
+  });
+
+  it('still notifies when the failure record cannot be written', async () => {
+    const r = await run(defs.generation, INPUT, {
+      [G.validate]: ok(SPEC),
+      [G.generate]: ok(BATCH_OK),
+      [G.postProcess]: () => {
+        throw typedError('EncodeFailed', 'ffmpeg exited with 1');
+      },
+      [G.recordFailure]: () => {
+        throw typedError('AccessDenied', 'no');
+      },
+      [G.notifyFailure]: ok({}),
+    });
+    expect(r.entered).toEqual([G.validate, G.sizeForModel, 'SizeFor-svd', G.generate, G.postProcess, `${G.postProcess}Failed`, G.recordFailure, G.notifyFailure, G.jobFailed]);
+    expect(r.calls[G.notifyFailure][0]).toMatchObject({ status: 'FAILED', job: { failedStep: 'PostProcess', recordError: { Error: 'AccessDenied' } } });
+    expect(r.error?.name).toBe('EncodeFailed');
+  });
+
+  it('a lost success notification fails the execution (so the alarm sees it) without touching the outputs', async () => {
+    const r = await run(defs.generation, INPUT, {
+      [G.validate]: ok(SPEC),
+      [G.generate]: ok(BATCH_OK),
+      [G.postProcess]: ok(RESULT),
+      [G.notifySuccess]: () => {
+        throw typedError('InvalidEvent', 'bad');
+      },
+    });
+    expect(r.entered.at(-1)).toBe(G.notificationFailed);
+    expect(r.error?.name).toBe('CIL.NotificationFailed');
+    expect(r.calls[G.recordFailure]).toBeUndefined();
+  });
+});
+
+describe('batch-production workflow', () => {
+  it('is a Distributed Map over the manifest lines: bounded concurrency, tolerated failures, results to reports/', () => {
+    const map = defs.batch.States[BATCH_STATES.runManifest];
+    expect(map).toMatchObject({
+      Type: 'Map',
+      MaxConcurrency: DEFAULT_CONFIG.batchMaxConcurrency,
+      ToleratedFailurePercentage: DEFAULT_CONFIG.batchToleratedFailurePercentage,
+      ItemReader: { Resource: 'arn:aws:states:::s3:getObject', ReaderConfig: { InputType: 'JSONL' }, Parameters: { 'Bucket.$': '$.bucket', 'Key.$': '$.key' } },
+      ResultWriter: { Resource: 'arn:aws:states:::s3:putObject', Parameters: { 'Bucket.$': '$.bucket', 'Prefix.$': '$.reportPrefix' } },
+      Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.mapError', Next: BATCH_STATES.summarize }],
+      Next: BATCH_STATES.summarize,
+    });
+    const proc = map.ItemProcessor!;
+    expect(proc.ProcessorConfig).toEqual({ Mode: 'DISTRIBUTED', ExecutionType: 'STANDARD' });
+    const runJob = proc.States[BATCH_STATES.runJob];
+    expect(runJob.Resource).toBe('arn:aws:states:::states:startExecution.sync:2');
+    expect((runJob.Parameters as Json)['Name.$']).toBe('$.jobId');
+  });
+
+  it('runs each line through PrepareItem and the generation workflow, then summarizes', async () => {
+    const def = withInlineItems(defs.batch as never, BATCH_STATES.runManifest, '$.items') as unknown as Asl;
+    const input = {
+      batchId: 'j-aaaaaaaaaaaaaaaaaaaaaaaa',
+      batchName: 'spring',
+      bucket: 'cil-data',
+      key: 'batches/spring.jsonl',
+      versionId: 'mv',
+      etag: 'e',
+      reportPrefix: 'reports/spring/',
+      items: [{ image: 'inputs/a.png' }, { image: 'inputs/b.png', request: { seed: 1 } }],
+    };
+    const r = await run(def, input, {
+      [BATCH_STATES.prepareItem]: (i) => ({ ...INPUT, jobId: `j-${String(i.index).padStart(24, '0')}`, key: (i.line as Json).image, request: (i.line as Json).request ?? null }),
+      [BATCH_STATES.runJob]: (i) => ({ ExecutionArn: `arn:exec:${String(i.Name)}`, Status: 'SUCCEEDED' }),
+      [BATCH_STATES.summarize]: ok({ summaryKey: 'reports/spring/summary.json', status: 'SUCCEEDED' }),
+    });
+    expect(r.error).toBeUndefined();
+    expect(r.calls[BATCH_STATES.prepareItem].map((c) => [c.index, c.line, c.manifestKey, c.manifestVersion, c.batchName])).toEqual([
+      [0, { image: 'inputs/a.png' }, 'batches/spring.jsonl', 'mv', 'spring'],
+      [1, { image: 'inputs/b.png', request: { seed: 1 } }, 'batches/spring.jsonl', 'mv', 'spring'],
+    ]);
+    const starts = r.calls[BATCH_STATES.runJob];
+    expect(starts.map((c) => c.Name)).toEqual(['j-000000000000000000000000', 'j-000000000000000000000001']);
+    expect((starts[1].Input as Json).request).toEqual({ seed: 1 });
+    expect(r.calls[BATCH_STATES.summarize][0]).toMatchObject({ batch: { batchName: 'spring' }, executionArn: CONTEXT.Execution.Id });
+    expect(r.entered.at(-1)).toBe(BATCH_STATES.succeeded);
+  });
+
+  it('summarizes a failed map too, then fails', async () => {
+    const def = withInlineItems(defs.batch as never, BATCH_STATES.runManifest, '$.items') as unknown as Asl;
+    const r = await run(def, { bucket: 'cil-data', key: 'batches/x.jsonl', versionId: null, batchName: 'x', reportPrefix: 'reports/x/', items: [{ nope: 1 }] }, {
+      [BATCH_STATES.prepareItem]: () => {
+        throw typedError('InvalidManifestLine', 'batches/x.jsonl line 1: image: required');
+      },
+      [BATCH_STATES.summarize]: ok({ status: 'FAILED' }),
+    });
+    expect(r.calls[BATCH_STATES.summarize][0]).toMatchObject({ batch: { mapError: { Error: 'InvalidManifestLine' } } });
+    expect(r.entered.at(-1)).toBe(BATCH_STATES.failed);
+    expect(r.error?.name).toBe('InvalidManifestLine');
+  });
+});
+
+describe('statistics workflow', () => {
+  const ctx = { Execution: { Id: 'arn:aws:states:us-east-1:123456789012:execution:Statistics:run-7', Name: 'run-7', StartTime: '2025-01-01T00:00:00Z' } };
+  const ok200 = ok({ JobId: 'b-1', Status: 'SUCCEEDED' });
+
+  it('runs the shards as one array job, then the merge, with s3:// locations as job parameters', async () => {
+    const input = { model: 'dynamicrafter-512', videosPrefix: 'statistics/datasets/webvid/', shards: 8, output: 'dynamicrafter-320x512' };
+    const r = await run(defs.statistics, input, { [STATISTICS_STATES.computeShards]: ok200, [STATISTICS_STATES.merge]: ok200, [STATISTICS_STATES.publishSucceeded]: ok({}) }, ctx);
+    expect(r.error).toBeUndefined();
+    const bucket = s.stack.resolve(s.stack.storage.bucket.bucketName) as { Ref: string };
+    const b = `s3://${bucket.Ref.toLowerCase()}/`;
+    const shards = r.calls[STATISTICS_STATES.computeShards][0];
+    expect(shards.ArrayProperties).toEqual({ Size: 8 });
+    expect(shards.Parameters).toEqual({ videos: `${b}statistics/datasets/webvid/`, model: `${b}models/dynamicrafter-512/`, partials: `${b}statistics/partials/run-7/`, shards: '8' });
+    const merge = r.calls[STATISTICS_STATES.merge][0];
+    expect(merge.Parameters).toEqual({ partials: `${b}statistics/partials/run-7/`, out: `${b}statistics/dynamicrafter-320x512.safetensors` });
+    expect(r.calls[STATISTICS_STATES.publishSucceeded][0]).toMatchObject({ Message: { status: 'SUCCEEDED', outputKey: 'statistics/dynamicrafter-320x512.safetensors' } });
+  });
+
+  it('refuses an input outside statistics/datasets/ or with too few shards before submitting anything', async () => {
+    for (const bad of [
+      { model: 'm', videosPrefix: 'outputs/', shards: 4, output: 'o' },
+      { model: 'm', videosPrefix: 'statistics/datasets/v/', shards: 1, output: 'o' },
+      { model: 'm', videosPrefix: 'statistics/datasets/v/', output: 'o' },
+    ]) {
+      const r = await run(defs.statistics, bad, {}, ctx);
+      expect(r.error?.name, JSON.stringify(bad)).toBe('CIL.InvalidStatisticsInput');
+      expect(r.calls).toEqual({});
+    }
+  });
+
+  it('publishes a failed shard job, then fails with its error', async () => {
+    const input = { model: 'm', videosPrefix: 'statistics/datasets/v/', shards: 2, output: 'o' };
+    const r = await run(
+      defs.statistics,
+      input,
+      {
+        [STATISTICS_STATES.computeShards]: () => {
+          throw typedError('States.TaskFailed', '{"Status":"FAILED"}');
+        },
+        [STATISTICS_STATES.publishFailed]: ok({}),
+      },
+      ctx,
+    );
+    expect(r.calls[STATISTICS_STATES.merge]).toBeUndefined();
+    expect(r.calls[STATISTICS_STATES.publishFailed][0]).toMatchObject({ Message: { status: 'FAILED' } });
+    expect(r.error?.name).toBe('States.TaskFailed');
+  });
+});
