@@ -42,5 +42,5 @@ Object.assign(out, { statsVideosPerS: round((await benchStats()).statsVideosPerS
 if (json) {
   process.stdout.write(`${JSON.stringify(out)}\n`);
 } else {
-  for (const [k, v] of Object.entries(out)) process.stdout.write(`${k.padEnd(22)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
+  for (const [k, v] of Object.entries(out)) process.stdout.write(`${k.padEnd(22)} ${typeof v === 'string' || typeof v === 'number' ? String(v) : JSON.stringify(v)}\n`);
 }
