@@ -7,6 +7,7 @@ import { runJob } from '../gpu-worker/src/job.ts';
 import type { GenerateParams, ProgressEvent } from '../gpu-worker/src/generate.ts';
 import { choiceArg, intArg, numberArg } from './args.ts';
 import { UsageError } from './errors.ts';
+import { abortOnSignals } from './signals.ts';
 
 interface GenerateOpts {
   image: string;
@@ -128,10 +129,7 @@ export function registerGenerate(program: Command): void {
     .option('--cache-dir <dir>', 'local cache for bundles downloaded from S3')
     .option('--progress <mode>', 'auto (bar on a terminal, JSON lines otherwise), bar, json, none', choiceArg('--progress', ['auto', 'bar', 'json', 'none'] as const), 'auto')
     .action(async (o: GenerateOpts) => {
-      const ac = new AbortController();
-      const onSignal = (sig: NodeJS.Signals): void => ac.abort(new Error(sig));
-      process.once('SIGTERM', onSignal);
-      process.once('SIGINT', onSignal);
+      const ac = abortOnSignals();
       const rep = progressReporter(o.progress);
       try {
         const meta = await runJob(
@@ -169,8 +167,7 @@ export function registerGenerate(program: Command): void {
         process.stderr.write(`${JSON.stringify({ error: (e as Error).name, reason: (e as Error).message })}\n`);
         process.exitCode = 1;
       } finally {
-        process.off('SIGTERM', onSignal);
-        process.off('SIGINT', onSignal);
+        ac.dispose();
       }
     });
 }

@@ -17,6 +17,7 @@ import { readRequired, writeLocation } from '../gpu-worker/src/stats/io.ts';
 import { mergeStatistics } from '../gpu-worker/src/stats/merge.ts';
 import { choiceArg, intArg } from './args.ts';
 import { UsageError } from './errors.ts';
+import { abortOnSignals } from './signals.ts';
 
 type ProgressMode = 'auto' | 'bar' | 'json' | 'none';
 
@@ -148,10 +149,7 @@ export function registerStats(program: Command): void {
     .option('--progress <mode>', 'auto (bar on a terminal, JSON lines otherwise), bar, json, none', choiceArg('--progress', ['auto', 'bar', 'json', 'none'] as const), 'auto')
     .action(async (o: ComputeOpts) => {
       const shard = resolveShard(o);
-      const ac = new AbortController();
-      const onSignal = (sig: NodeJS.Signals): void => ac.abort(new Error(sig));
-      process.once('SIGTERM', onSignal);
-      process.once('SIGINT', onSignal);
+      const ac = abortOnSignals();
       const rep = progressReporter(o.progress);
       try {
         const r = await computeStatistics({
@@ -198,8 +196,7 @@ export function registerStats(program: Command): void {
         }
         throw e;
       } finally {
-        process.off('SIGTERM', onSignal);
-        process.off('SIGINT', onSignal);
+        ac.dispose();
       }
     });
 

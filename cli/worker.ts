@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { runWorker } from '../gpu-worker/src/worker.ts';
 import { UsageError } from './errors.ts';
+import { abortOnSignals } from './signals.ts';
 
 export function registerWorker(program: Command): void {
   program
@@ -18,10 +19,7 @@ export function registerWorker(program: Command): void {
       } catch (e) {
         throw new UsageError(`--spec is neither JSON nor a readable JSON file (${(e as Error).message})`);
       }
-      const ac = new AbortController();
-      const onSignal = (sig: NodeJS.Signals): void => ac.abort(new Error(sig));
-      process.once('SIGTERM', onSignal);
-      process.once('SIGINT', onSignal);
+      const ac = abortOnSignals();
       process.exitCode = await runWorker(json, { progressBus: process.env.CIL_PROGRESS_BUS, signal: ac.signal });
     });
 }
