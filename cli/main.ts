@@ -7,6 +7,9 @@ import { registerDemoModel } from './demoModel.ts';
 import { registerValidate } from './validate.ts';
 import { registerStats } from './stats.ts';
 import { registerVerifyBundle } from './verifyBundle.ts';
+import { registerLocal } from './local.ts';
+import { registerDemo } from './demo.ts';
+import { registerRemote } from './remote.ts';
 import { UsageError } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -22,6 +25,9 @@ export function buildProgram(): Command {
   registerValidate(program);
   registerStats(program);
   registerVerifyBundle(program);
+  registerLocal(program);
+  registerDemo(program);
+  registerRemote(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

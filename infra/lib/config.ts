@@ -38,6 +38,14 @@ export type ModelProfiles = Record<Family, ResourceProfile>;
 
 const Email = z.email();
 
+/** One node of the fine-tuning job (docs/finetuning.md): vCPUs, memory and GPUs it asks for. */
+const FinetuneNodeProfile = z.strictObject({
+  vcpus: z.int().min(1).max(192),
+  memoryMiB: z.int().min(4096).max(4_000_000),
+  gpus: z.int().min(1).max(16),
+});
+export type FinetuneNodeProfile = z.infer<typeof FinetuneNodeProfile>;
+
 export const CilConfigSchema = z.strictObject({
   /** GPU instance types the compute environments may launch. */
   instanceTypes: z.array(z.string().regex(GPU_INSTANCE_TYPE, 'must be a GPU instance type such as g5.xlarge or g6.2xlarge')).min(1),
@@ -89,6 +97,20 @@ export const CilConfigSchema = z.strictObject({
   runnableAlarmMinutes: z.int().min(5).max(24 * 60),
   /** Alarm when at least this many executions fail (or time out) within 5 minutes. */
   failedExecutionsThreshold: z.int().min(1).max(10_000),
+  /** Deploy the TimeNoise fine-tuning workflow (docs/finetuning.md): its own on-demand GPU fleet and image. */
+  finetune: z.boolean(),
+  /** Instance types of the fine-tuning compute environment (multi-GPU; multi-node jobs run on-demand only). */
+  finetuneInstanceTypes: z.array(z.string().regex(GPU_INSTANCE_TYPE, 'must be a GPU instance type such as p4d.24xlarge')).min(1),
+  /** What one node of the fine-tuning job asks for. */
+  finetuneNode: FinetuneNodeProfile,
+  /** Nodes of a fine-tuning job unless the execution input says otherwise. */
+  finetuneNodes: z.int().min(1).max(64),
+  /** Upper bound of the fine-tuning compute environment (bounds the nodes an execution may ask for). */
+  finetuneMaxVcpus: z.int().min(1).max(20_000),
+  /** Root EBS volume of each fine-tuning instance: image, inputs, dataset copy, checkpoints in flight. */
+  finetuneVolumeGiB: z.int().min(200).max(16_384),
+  /** Batch's per-attempt timeout of the training job (an interrupted attempt resumes from its checkpoint). */
+  finetuneTimeoutHours: z.int().min(1).max(14 * 24),
 });
 export type CilConfig = z.infer<typeof CilConfigSchema>;
 
@@ -123,6 +145,16 @@ export const DEFAULT_CONFIG: CilConfig = Object.freeze({
   noncurrentVersionDays: 30,
   runnableAlarmMinutes: 30,
   failedExecutionsThreshold: 1,
+  // Off by default: it adds an on-demand multi-GPU fleet (capped at zero instances when idle) and a
+  // second large image built at every deploy; turn it on where fine-tuning is done.
+  finetune: false,
+  // 8× A100 40 GB, 96 vCPUs, 1152 GiB, 400 Gbit/s: the paper-scale setup (docs/finetuning.md).
+  finetuneInstanceTypes: ['p4d.24xlarge'],
+  finetuneNode: { vcpus: 92, memoryMiB: 1_100_000, gpus: 8 },
+  finetuneNodes: 2,
+  finetuneMaxVcpus: 192,
+  finetuneVolumeGiB: 2000,
+  finetuneTimeoutHours: 72,
 });
 
 export const CONTEXT_PREFIX = 'cil:';
@@ -140,7 +172,7 @@ export type ContextReader = (key: string) => unknown;
  * comma-separated string is also accepted (`g5.xlarge,g6.xlarge`).
  */
 function fromContextString(key: keyof CilConfig, raw: string): unknown {
-  const listKey = key === 'instanceTypes';
+  const listKey = key === 'instanceTypes' || key === 'finetuneInstanceTypes';
   const t = raw.trim();
   if (/^[[{]|^-?\d|^(true|false|null)$/.test(t)) {
     try {
@@ -187,6 +219,9 @@ export function resolveConfig(readContext: ContextReader, overrides: Partial<Cil
   };
   for (const family of FAMILIES) check(`${CONTEXT_PREFIX}modelProfiles.${family}`, c.modelProfiles[family]);
   check(`${CONTEXT_PREFIX}statisticsProfile`, c.statisticsProfile);
+  if (c.finetune && c.finetuneNode.vcpus * c.finetuneNodes > c.finetuneMaxVcpus) {
+    problems.push(`${CONTEXT_PREFIX}finetuneNodes (${c.finetuneNodes}) × finetuneNode.vcpus (${c.finetuneNode.vcpus}) exceeds ${CONTEXT_PREFIX}finetuneMaxVcpus (${c.finetuneMaxVcpus}): the default job could never start`);
+  }
   if (problems.length > 0) throw new ConfigError(`invalid deployment parameters:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   return c;
 }

@@ -9,7 +9,7 @@ import { Stack, Validations } from 'aws-cdk-lib';
 import type { CfnElement } from 'aws-cdk-lib';
 import type { IConstruct } from 'constructs';
 import { PREFIX } from '../../shared/src/schemas/layout.ts';
-import { BATCH_MAP_LABEL, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX } from './names.ts';
+import { BATCH_MAP_LABEL, FINETUNE_PREFIXES, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX } from './names.ts';
 import type { CilStack } from './stack.ts';
 
 const IAM5 = 'AwsSolutions-IAM5';
@@ -35,6 +35,10 @@ const PREFIX_PURPOSE: Readonly<Record<string, string>> = {
   [STATISTICS_DATASETS_PREFIX]: 'statistics datasets (videos)',
   [STATISTICS_PARTIALS_PREFIX]: 'partial statistics of sharded runs',
   [PREFIX.reports]: 'batch reports',
+  [FINETUNE_PREFIXES.inputs]: 'fine-tuning inputs: code, configs, base checkpoints, datasets',
+  [FINETUNE_PREFIXES.runs]: 'fine-tuning runs: checkpoints, exported weights, parity data',
+  [FINETUNE_PREFIXES.stagingModels]: 'bundles exported by fine-tuning runs, before publication',
+  [FINETUNE_PREFIXES.stagingStatistics]: 'statistics of staged bundles, before publication',
 };
 
 export function applyNagSuppressions(stack: CilStack): void {
@@ -132,4 +136,22 @@ export function applyNagSuppressions(stack: CilStack): void {
   star(st.role, `${sfnStar}, and batch:DescribeJobs (no resource-level permissions).`);
   batchJobs(st.role);
   topicKey(st.role);
+
+  // Fine-tuning (only when `finetune` is on).
+  const ft = stack.finetune;
+  if (ft) {
+    const F = FINETUNE_PREFIXES;
+    prefixes(ft.trainRole, F.inputs, F.runs);
+    prefixes(ft.exportRole, F.inputs, F.runs, F.stagingModels);
+    // Publishing writes models/<id>/ and statistics/<id>.safetensors for an id chosen at run time.
+    prefixes(ft.publishRole, PREFIX.models, PREFIX.statistics, F.runs, F.stagingModels, F.stagingStatistics);
+    const fsm = ft.stateMachine;
+    star(fsm.role, `${sfnStar}, and batch:DescribeJobs (no resource-level permissions).`);
+    batchJobs(fsm.role);
+    topicKey(fsm.role);
+    Validations.of(fsm.role).acknowledge({
+      id: resourceFinding(arn('states', `execution:${smName(st)}:*`)),
+      reason: 'ComputeStatistics follows the statistics executions it starts (DescribeExecution, StopExecution); their names exist only at run time.',
+    });
+  }
 }

@@ -154,3 +154,45 @@ export const CHECKPOINT_TAG = Object.freeze({ key: 'cil-kind', value: 'checkpoin
 /** Where statistics datasets (the videos) live, and where shard partials go. */
 export const STATISTICS_DATASETS_PREFIX = `${PREFIX.statistics}datasets/`;
 export const STATISTICS_PARTIALS_PREFIX = `${PREFIX.statistics}partials/`;
+
+/** States of the fine-tuning workflow (fine-tune → export → statistics → publish; docs/finetuning.md). */
+export const FINETUNE_STATES = Object.freeze({
+  applyDefaults: 'ApplyFinetuneDefaults',
+  mergeDefaults: 'MergeFinetuneDefaults',
+  checkInput: 'CheckFinetuneInput',
+  invalidInput: 'InvalidFinetuneInput',
+  prepare: 'PrepareRun',
+  buildSpec: 'BuildRunSpec',
+  train: 'FineTune',
+  export: 'ExportBundle',
+  hasStatistics: 'StatisticsRequested',
+  statistics: 'ComputeStatistics',
+  publish: 'PublishModel',
+  notifySucceeded: 'NotifyFinetuneSucceeded',
+  succeeded: 'FinetuneSucceeded',
+  notifyFailed: 'NotifyFinetuneFailed',
+  failed: 'FinetuneFailed',
+});
+
+/**
+ * The fine-tuning image (tools/finetune/Dockerfile) runs `python3 -m tools.finetune.batch <step>`;
+ * each job reads the run's spec from CIL_FINETUNE_SPEC (tools/finetune/batch.py parse_spec).
+ */
+export const FINETUNE_COMMANDS = Object.freeze({ train: ['train'], export: ['export'], publish: ['publish'] });
+export const FINETUNE_ENV = Object.freeze({ spec: 'CIL_FINETUNE_SPEC', scratch: 'CIL_SCRATCH' });
+
+/**
+ * S3 prefixes of fine-tuning (tools/finetune/batch.py uses the same): the user's inputs, the runs'
+ * checkpoints and exports, and the staging areas of a bundle and its statistics before publication.
+ * `_staging` can be neither a model id nor a statistics id (ids start with a letter or digit), so
+ * no job request can reach a bundle before it is published.
+ */
+export const FINETUNE_PREFIXES = Object.freeze({
+  inputs: 'finetune/inputs/',
+  runs: 'finetune/runs/',
+  stagingModels: `${PREFIX.models}_staging/`,
+  stagingStatistics: `${PREFIX.statistics}_staging/`,
+});
+
+/** Stack output with the fine-tuning state machine (only when `finetune` is on). */
+export const FINETUNE_OUTPUT = 'FinetuneStateMachineArn';

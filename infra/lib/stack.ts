@@ -17,12 +17,13 @@ import type { CilConfig } from './config.ts';
 import { resolveConfig } from './config.ts';
 import type { HandlerEntries } from './functions.ts';
 import { PipelineFunctions } from './functions.ts';
-import { OUTPUTS } from './names.ts';
+import { FINETUNE_OUTPUT, OUTPUTS } from './names.ts';
 import { applyNagSuppressions } from './nag.ts';
 import { Observability } from './observability.ts';
 import { DataStorage } from './storage.ts';
 import { UploadTriggers } from './triggers.ts';
 import { BatchWorkflow } from './workflows/batch.ts';
+import { FinetuneWorkflow } from './workflows/finetune.ts';
 import { GenerationWorkflow } from './workflows/generation.ts';
 import { StatisticsWorkflow } from './workflows/statistics.ts';
 
@@ -51,6 +52,8 @@ export class CilStack extends Stack {
   readonly statistics: StatisticsWorkflow;
   readonly triggers: UploadTriggers;
   readonly observability: Observability;
+  /** The TimeNoise fine-tuning workflow, when `finetune` is on (docs/finetuning.md). */
+  readonly finetune?: FinetuneWorkflow;
 
   constructor(scope: Construct, id: string, props: CilStackProps = {}) {
     super(scope, id, props);
@@ -133,6 +136,19 @@ export class CilStack extends Stack {
       },
     });
 
+    if (c.finetune) {
+      this.finetune = new FinetuneWorkflow(this, 'Finetune', {
+        config: c,
+        storage: this.storage,
+        gpu: this.gpu,
+        statistics: this.statistics.stateMachine,
+        topic: this.notificationTopic,
+        topicKey: this.topicKey,
+        alarmTopic: this.alarmTopic,
+        logGroup: workflowLogs('finetune'),
+      });
+    }
+
     const out = (key: string, value: string, description: string): CfnOutput => new CfnOutput(this, key, { value, description });
     out(OUTPUTS.bucket, this.storage.bucket.bucketName, 'Data bucket: upload images to inputs/, manifests to batches/; results under outputs/');
     out(OUTPUTS.generationStateMachine, this.generation.stateMachine.stateMachineArn, 'Generation workflow (execution name = job id)');
@@ -142,6 +158,7 @@ export class CilStack extends Stack {
     out(OUTPUTS.eventBus, this.eventBus.eventBusName, 'Event bus with job progress and outcome events');
     out(OUTPUTS.notificationTopic, this.notificationTopic.topicArn, 'SNS topic of job notifications');
     out(OUTPUTS.dashboard, this.observability.dashboard.dashboardName, 'CloudWatch dashboard');
+    if (this.finetune) out(FINETUNE_OUTPUT, this.finetune.stateMachine.stateMachineArn, 'TimeNoise fine-tuning workflow (docs/finetuning.md)');
 
     if (props.nagAcknowledgements ?? true) applyNagSuppressions(this);
   }

@@ -13,9 +13,9 @@ import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Context } from 'aws-lambda';
 import type { Env } from '../env.ts';
-import { dataBucket, eventBusName, presignConfig, s3Config, topicArn } from '../env.ts';
+import { dataBucket, eventBusName, MAX_PRESIGN_SECONDS, presignConfig, s3Config, topicArn } from '../env.ts';
 import type { PresignConfig } from '../env.ts';
-import { InvalidEvent, PipelineError, PublishFailed } from '../errors.ts';
+import { ConfigurationError, InvalidEvent, PipelineError, PublishFailed } from '../errors.ts';
 import { logger } from '../logger.ts';
 import { makeS3Client, putObject } from '../s3.ts';
 import type { FailureRecord } from './core.ts';
@@ -54,6 +54,12 @@ export function notifyDepsFromEnv(env: Env = process.env): NotifyDeps {
 
 export function createNotifyHandler(deps: NotifyDeps): (input: unknown, context?: Context) => Promise<NotifyOutcome> {
   const now = deps.now ?? ((): Date => new Date());
+  // presignConfig bounds the environment's value; deps built by hand (local mode, tests) must not
+  // get past SigV4's 7-day limit (an untyped SDK error at notify time) or sign already-dead URLs.
+  const expiry = deps.presign.expirySeconds;
+  if (deps.presign.enabled && !(Number.isInteger(expiry) && expiry >= 1 && expiry <= MAX_PRESIGN_SECONDS)) {
+    throw new ConfigurationError(`presigned-URL expiry must be an integer 1 … ${MAX_PRESIGN_SECONDS} seconds (7 days), got ${expiry}`);
+  }
   return async (input, context) => {
     if (context) logger.addContext(context);
     logger.appendKeys({ step: 'Notify' });

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common.ts';
 import { InvalidRequestError, parseJobRequest } from '../../../shared/src/schemas/jobRequest.ts';
 import type { JobRequest } from '../../../shared/src/schemas/jobRequest.ts';
-import { inputKeyProblem, JOB_ID_PATTERN, jobIdFor, jobKeys, modelPrefix, PREFIX } from '../../../shared/src/schemas/layout.ts';
+import { inputKeyProblem, JOB_ID_PATTERN, jobIdFor, jobKeys, MAX_KEY_CHARS, modelPrefix, PREFIX } from '../../../shared/src/schemas/layout.ts';
 import { ManifestError, parseManifest } from '../../../shared/src/schemas/manifest.ts';
 import type { Manifest } from '../../../shared/src/schemas/manifest.ts';
 import { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
@@ -85,6 +85,8 @@ const GenerationInput = z.looseObject({
  * under `batches/` (manifests may name images uploaded beside them).
  */
 export function imageKeyProblem(key: string, fromBatch: boolean): string | null {
+  // Checked on the key itself: the batches/ → inputs/ mapping below shortens it by one character.
+  if (key.length > MAX_KEY_CHARS) return `key is ${key.length} characters; S3 keys are at most ${MAX_KEY_CHARS}`;
   if (fromBatch && key.startsWith(PREFIX.batches)) {
     const problem = inputKeyProblem(PREFIX.inputs + key.slice(PREFIX.batches.length));
     return problem === null ? null : problem.replace(`'${PREFIX.inputs}'`, `'${PREFIX.inputs}' or '${PREFIX.batches}'`);
@@ -115,7 +117,10 @@ export function versionForJobId(versionId: string | null, etag: string | null): 
 function validTime(t: string | undefined): string | null {
   if (t === undefined) return null;
   const d = new Date(t);
-  return Number.isNaN(d.getTime()) ? null : d.toISOString();
+  if (Number.isNaN(d.getTime())) return null;
+  const iso = d.toISOString();
+  // Years outside 0000–9999 print as ±YYYYYY, which the job spec's createdAt (RFC 3339) refuses.
+  return /^\d{4}-/.test(iso) ? iso : null;
 }
 
 /**
@@ -221,8 +226,19 @@ export function readRequestJson(
 }
 
 
+/**
+ * zod's issue lines quote the first 40 characters of a bad string. For the prompt that is the
+ * user's text, and the reason travels on: the Lambda runtime logs a thrown error's message, and
+ * the failure record and its notification carry it. So the prompt's value is cut from its line
+ * (what was wrong with it stays).
+ */
+export function withoutPromptValue(reason: string): string {
+  return reason.replace(/^(\s*- prompt: .*?) \(got ".*$/gm, '$1 (value not shown)');
+}
+
 function toInvalidRequest(e: unknown): never {
-  if (e instanceof InvalidRequestError) throw new InvalidRequest(e.message, { cause: e });
+  // No `cause`: it would carry the unredacted message into error serialisers.
+  if (e instanceof InvalidRequestError) throw new InvalidRequest(withoutPromptValue(e.message));
   throw e;
 }
 

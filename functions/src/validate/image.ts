@@ -16,13 +16,18 @@ export interface ImageLimits {
   readonly maxPixels: number;
   /** Smallest side accepted, in pixels (after EXIF orientation). */
   readonly minSide: number;
+  /** Largest ratio of the longer side to the shorter. */
+  readonly maxAspect: number;
 }
 
 /**
  * 20 MB covers any camera JPEG; 40 MP covers 8K×5K; 64 px on each side: anything smaller
  * upscales to mush at the models' resolutions (256–1024 px), so it is refused as a likely mistake.
+ * 8:1 covers phone panoramas. A strip beyond it keeps under a quarter of itself in the centre crop,
+ * and its cover resize is costly: the short side is upscaled to the model's, so a 25 KB 65500×64
+ * JPEG (EXIF-rotated) took a minute of CPU to normalise (the fuzz suite found it).
  */
-export const IMAGE_LIMITS: ImageLimits = Object.freeze({ maxBytes: 20 * 1024 * 1024, maxPixels: 40_000_000, minSide: 64 });
+export const IMAGE_LIMITS: ImageLimits = Object.freeze({ maxBytes: 20 * 1024 * 1024, maxPixels: 40_000_000, minSide: 64, maxAspect: 8 });
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
@@ -120,6 +125,9 @@ export async function inspectImage(bytes: Uint8Array, where: string, limits: Ima
   }
   if (Math.min(width, height) < limits.minSide) {
     throw new InvalidImage(`${w}: ${width}×${height} is too small; each side must be at least ${limits.minSide} pixels`);
+  }
+  if (Math.max(width, height) > limits.maxAspect * Math.min(width, height)) {
+    throw new InvalidImage(`${w}: ${width}×${height} is too elongated; the longer side may be at most ${limits.maxAspect} times the shorter`);
   }
   return {
     format,

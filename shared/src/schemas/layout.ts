@@ -27,6 +27,8 @@ export const PREFIX = Object.freeze({
 });
 
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp'] as const;
+/** S3's key limit (1024 bytes; accepted keys are ASCII, so characters), which job specs also enforce. */
+export const MAX_KEY_CHARS = 1024;
 export const JOB_ID_PATTERN = /^j-[0-9a-f]{24}$/;
 
 /**
@@ -87,6 +89,7 @@ export function statisticsKey(id: string): string {
  */
 export function inputKeyProblem(key: string): string | null {
   if (!key.startsWith(PREFIX.inputs)) return `key must start with '${PREFIX.inputs}'`;
+  if (key.length > MAX_KEY_CHARS) return `key is ${key.length} characters; S3 keys are at most ${MAX_KEY_CHARS}`;
   const rest = key.slice(PREFIX.inputs.length);
   if (!isSafeRelativeKey(rest)) {
     return "key segments must be A-Z a-z 0-9 . _ - and start with a letter or digit (no '..', spaces, leading '/', or other characters)";

@@ -1,0 +1,1 @@
+XFORMERS_IS_AVAILBLE = False
