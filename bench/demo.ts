@@ -33,7 +33,7 @@ async function rgb(file: string | Buffer): Promise<Float64Array> {
   return Float64Array.from(await sharp(file).removeAlpha().raw().toBuffer());
 }
 
-export async function benchDemo(seeds = 6): Promise<DemoBench> {
+export async function benchDemo(seeds = 8): Promise<DemoBench> {
   const dir = await mkdtemp(join(tmpdir(), 'cil-bench-demo-'));
   try {
     const bundle = join(dir, 'bundle');

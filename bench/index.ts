@@ -6,6 +6,7 @@ import { benchSampler } from './sampler.ts';
 import { benchTorch } from './torch.ts';
 import { benchStats } from './stats.ts';
 import { benchDemo } from './demo.ts';
+import { benchLocal } from './local.ts';
 import { round } from './util.ts';
 
 const json = process.argv.includes('--json');
@@ -36,6 +37,9 @@ if (t) {
 log('demo model: one generation, and motion / first-frame fidelity by start time and Analytic-Init…');
 const d = await benchDemo();
 Object.assign(out, { demoGenerateS: round(d.demoGenerateS, 3), unetCallsPerStep: d.unetCallsPerStep, demoTable: d.demoTable });
+log('local pipeline end to end (demo job)…');
+const l = await benchLocal();
+Object.assign(out, { e2eDemoS: round(l.e2eDemoS, 2), localPipelineOverheadS: round(l.localPipelineOverheadS, 2) });
 log('dataset statistics on the demo model…');
 Object.assign(out, { statsVideosPerS: round((await benchStats()).statsVideosPerS, 2) });
 
