@@ -17,14 +17,12 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerVerifyBundle } from '../cli/verifyBundle.ts';
 import { checkSessionAgainstManifest, openBundle } from '../gpu-worker/src/bundle.ts';
-import { runJob } from '../gpu-worker/src/job.ts';
 import { OnnxSessions } from '../gpu-worker/src/runtime/sessions.ts';
 import type { VerifyReport } from '../gpu-worker/src/verify.ts';
 import { FAMILIES } from '../shared/src/families.ts';
 import { readNpy, writeNpy } from '../shared/src/npy.ts';
-import { parseJobRequest } from '../shared/src/schemas/jobRequest.ts';
-import { resolveRequest } from '../shared/src/schemas/resolve.ts';
 import { tensor } from '../shared/src/tensor.ts';
+import { sampleBundle } from './helpers/sampleBundle.ts';
 
 const PY = '/usr/bin/python3';
 const ROOT = resolve(import.meta.dirname, '..');
@@ -178,18 +176,7 @@ describe.skipIf(missing !== null)('tools/export → worker round trip', () => {
     for (let i = 0; i < 80 * 48; i++) rgb.set([(i * 7) % 256, (i * 3) % 256, 128], 3 * i);
     await writeFile(image, await sharp(rgb, { raw: { width: 80, height: 48, channels: 3 } }).png().toBuffer());
     const dest = join(out, `${name}-job`);
-    const meta = await runJob(
-      { image, model: join(out, name), out: dest, statistics: null, initNoise: null },
-      {
-        provider: 'cpu',
-        threads: 2,
-        params: (bundle) => {
-          const json = { model: bundle.manifest.id, prompt: bundle.manifest.family === 'svd' ? '' : 'a boat moves left', steps: 2, analyticInit: false, seed: 11, outputs: ['png-frames'] };
-          const req = parseJobRequest(json, 'test');
-          return { ...resolveRequest({ request: req, explicit: new Set(Object.keys(json)) }, bundle.manifest, () => 1, 'test'), saveLatent: false };
-        },
-      },
-    );
+    const meta = await sampleBundle(join(out, name), image, dest, 11);
     expect(meta.model.id).toBe(b.manifest.id);
     expect(meta.frames.count).toBe(b.manifest.frames);
     expect(meta.unetCallsPerStep).toBe(1); // both guidance branches in one batch-2 call

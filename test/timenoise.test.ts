@@ -26,11 +26,9 @@ import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openBundle } from '../gpu-worker/src/bundle.ts';
-import { runJob } from '../gpu-worker/src/job.ts';
 import { NormalGenerator } from '../shared/src/rng.ts';
-import { parseJobRequest } from '../shared/src/schemas/jobRequest.ts';
-import { resolveRequest } from '../shared/src/schemas/resolve.ts';
 import { TIME_NOISE_DEFAULTS, sampleTimeNoiseBeta, timeNoiseMoments } from '../shared/src/timeNoise.ts';
+import { sampleBundle } from './helpers/sampleBundle.ts';
 
 const PY = '/usr/bin/python3';
 const ROOT = resolve(import.meta.dirname, '..');
@@ -195,18 +193,7 @@ describe.skipIf(missing !== null)('TimeNoise in Python and TypeScript; fine-tune
     for (let i = 0; i < 80 * 48; i++) rgb.set([(i * 5) % 256, (i * 11) % 256, 96], 3 * i);
     await writeFile(image, await sharp(rgb, { raw: { width: 80, height: 48, channels: 3 } }).png().toBuffer());
     const dest = join(out, `${name}-job`);
-    const meta = await runJob(
-      { image, model: dir, out: dest, statistics: null, initNoise: null },
-      {
-        provider: 'cpu',
-        threads: 2,
-        params: (bundle) => {
-          const json = { model: bundle.manifest.id, prompt: bundle.manifest.family === 'svd' ? '' : 'a boat moves left', steps: 2, analyticInit: false, seed: 5, outputs: ['png-frames'] };
-          const req = parseJobRequest(json, 'test');
-          return { ...resolveRequest({ request: req, explicit: new Set(Object.keys(json)) }, bundle.manifest, () => 1, 'test'), saveLatent: false };
-        },
-      },
-    );
+    const meta = await sampleBundle(dir, image, dest, 5);
     expect(meta.model.id).toBe(b.manifest.id);
     expect(meta.frames.count).toBe(b.manifest.frames);
     const frames = (await readdir(join(dest, 'frames'))).sort();
