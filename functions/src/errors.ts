@@ -66,6 +66,13 @@ export class InvalidWorkerOutput extends PipelineError {
 export class EncodeFailed extends PipelineError {
   override readonly name = 'EncodeFailed';
 }
+/**
+ * `outputs/<jobId>/result.json` exists but is not this job's result (unreadable, another job or
+ * input): Post-process refuses to write over finished outputs it cannot account for.
+ */
+export class OutputConflict extends PipelineError {
+  override readonly name = 'OutputConflict';
+}
 /** An environment variable of the function is missing or invalid. */
 export class ConfigurationError extends PipelineError {
   override readonly name = 'ConfigurationError';
@@ -73,6 +80,16 @@ export class ConfigurationError extends PipelineError {
 /** SNS or EventBridge refused a notification (transient: worth a retry). */
 export class PublishFailed extends PipelineError {
   override readonly name = 'PublishFailed';
+}
+
+/**
+ * S3 could not be reached at all (connection refused or reset, a name that does not resolve)
+ * after the SDK's own retries. Transient: the state machine retries it (HANDLER_TRANSIENT_ERRORS).
+ * Without this name such an error would reach Step Functions as a bare `Error`, which no Retry
+ * can match without also retrying real bugs.
+ */
+export class S3Unreachable extends Error {
+  override readonly name = 'S3Unreachable';
 }
 
 /**
@@ -91,6 +108,7 @@ export const PERMANENT_ERRORS: readonly string[] = [
   'WorkerOutputNotFound',
   'InvalidWorkerOutput',
   'EncodeFailed',
+  'OutputConflict',
   'ConfigurationError',
 ];
 

@@ -7,6 +7,39 @@ import type { S3ClientConfig } from '@aws-sdk/client-s3';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import type { Env } from './env.ts';
 import { s3Config } from './env.ts';
+import { S3Unreachable } from './errors.ts';
+
+/** Socket-level error codes of Node's HTTP stack that mean "S3 was not reachable", not "S3 said no". */
+const NETWORK_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ECONNABORTED']);
+
+/** The network error, if `e` is one (the SDK passes Node's socket errors through with their `code`). */
+export function networkErrorCode(e: unknown): string | null {
+  if (!(e instanceof Error) || e instanceof S3ServiceException) return null;
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' && NETWORK_ERROR_CODES.has(code) ? code : null;
+}
+
+/**
+ * Names a network failure that outlived the SDK's retries `S3Unreachable`, so that Step Functions
+ * retries it as a transient error. Added at the `initialize` step: outside the SDK's retry
+ * middleware, so it sees only the final error.
+ */
+export function nameNetworkErrors(client: S3Client): S3Client {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      try {
+        return await next(args);
+      } catch (e) {
+        const code = networkErrorCode(e);
+        if (code === null) throw e;
+        const attempts = (e as { $metadata?: { attempts?: number } }).$metadata?.attempts;
+        throw new S3Unreachable(`S3 ${context.commandName ?? 'request'} could not reach the endpoint (${code}${attempts ? ` after ${attempts} attempts` : ''}): ${(e as Error).message}`, { cause: e });
+      }
+    },
+    { step: 'initialize', name: 'cilNameNetworkErrors', override: true },
+  );
+  return client;
+}
 
 /** The S3 client of a handler, from the environment (see env.ts `s3Config`). */
 export function makeS3Client(env: Env = process.env, overrides: Partial<S3ClientConfig> = {}): S3Client {
@@ -18,7 +51,7 @@ export function makeS3Client(env: Env = process.env, overrides: Partial<S3Client
     config.requestChecksumCalculation = 'WHEN_REQUIRED';
     config.responseChecksumValidation = 'WHEN_REQUIRED';
   }
-  return new S3Client(config);
+  return nameNetworkErrors(new S3Client(config));
 }
 
 export interface ObjectRef {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DeleteObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { parseManifest } from '../../shared/src/schemas/manifest.ts';
 import type { JobSpec } from '../../shared/src/schemas/jobSpec.ts';
 import type { PipelineError } from '../src/errors.ts';
@@ -213,6 +214,46 @@ describe('post-process handler (s3rver)', () => {
     for (const [i, k] of expected.entries()) expect((await s3.get(k))!.equals(snapshot[i]), k).toBe(true);
     expect(await s3.list(`${s.workPrefix}frames/`)).toHaveLength(4);
     expect((await s3.get(s.input.key))!.toString()).toBe('original upload');
+  });
+
+  it('never rewrites finished outputs: a re-run after result.json returns it and writes nothing; a lost output is restored', async () => {
+    const s = spec({}, 'inputs/pp-finished.png');
+    await s3.put(s.input.key, 'original upload');
+    await workerOutput(s, 4);
+    const run = createPostprocessHandler({ s3: s3.s3, dataBucket: s3.bucket, ffmpegPath: FFMPEG });
+    const result = await run(s);
+    const o = s.outputPrefix;
+    const stamp = async (): Promise<string[]> =>
+      Promise.all(result.outputs.map(async (e) => {
+        const h = await s3.s3.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: e.key }));
+        return `${e.key} ${h.ETag} ${h.LastModified?.getTime()}`;
+      }));
+    const before = await stamp();
+    // The worker's frames change (a later, different run of the same job id): the finished outputs stay.
+    for (const [i, b] of (await frames(4, 96, 64)).reverse().entries()) await s3.put(`${s.workPrefix}frames/${String(i).padStart(4, '0')}.png`, b);
+    await new Promise((r) => setTimeout(r, 1100)); // LastModified has 1 s resolution
+    expect(await run(s)).toEqual(result);
+    expect(await stamp()).toEqual(before);
+    // An output deleted since (by hand, say) is written again rather than left missing.
+    await s3.s3.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: `${o}video.gif` }));
+    await run(s);
+    expect(await s3.list(o)).toContain(`${o}video.gif`);
+  });
+
+  it('refuses to write over a result.json that is not this job’s (OutputConflict), writing nothing', async () => {
+    const run = createPostprocessHandler({ s3: s3.s3, dataBucket: s3.bucket, ffmpegPath: FFMPEG });
+    const a = spec({}, 'inputs/pp-a.png');
+    const b = spec({}, 'inputs/pp-b.png');
+    await workerOutput(a, 4);
+    await workerOutput(b, 4);
+    const ra = await run(a);
+    await s3.put(`${b.outputPrefix}result.json`, JSON.stringify(ra));
+    const e = (await run(b).catch((x: unknown) => x)) as PipelineError;
+    expect(e.name).toBe('OutputConflict');
+    expect(e.reason).toContain(`belongs to job ${a.jobId}`);
+    await s3.put(`${b.outputPrefix}result.json`, 'not json');
+    expect(await run(b).catch((x: PipelineError) => x.name)).toBe('OutputConflict');
+    expect(await s3.list(b.outputPrefix)).toEqual([`${b.outputPrefix}result.json`]);
   });
 
   it('refuses missing or inconsistent worker output', async () => {

@@ -82,14 +82,22 @@ export interface GenerateInput {
   readonly checkpointEvery?: number;
   /** Inspection hook: receives x_M before the first step (not called when resuming). */
   readonly onInitialLatent?: (x: Tensor) => void;
+  /** Something went wrong that the run survives (a periodic checkpoint could not be written). */
+  readonly onWarning?: (message: string) => void;
 }
 
 export class GenerationInterrupted extends Error {
   override readonly name = 'GenerationInterrupted';
   readonly step: number;
-  constructor(step: number, reason: string) {
-    super(`interrupted (${reason}) after step ${step}; checkpoint written, a rerun resumes from it`);
+  readonly checkpointWritten: boolean;
+  constructor(step: number, reason: string, checkpointWritten = true) {
+    super(
+      checkpointWritten
+        ? `interrupted (${reason}) after step ${step}; checkpoint written, a rerun resumes from it`
+        : `interrupted (${reason}) after step ${step}; no checkpoint written, a rerun resumes from the last periodic one or starts over`,
+    );
     this.step = step;
+    this.checkpointWritten = checkpointWritten;
   }
 }
 
@@ -233,15 +241,34 @@ export async function generate(i: GenerateInput): Promise<GenerationMetadata> {
       onStep: async (e) => {
         last = { completed: e.completed, x: e.x.data.slice(), state: noise.state() };
         i.onProgress?.({ phase: 'denoise', step: e.completed, total: e.total, elapsedS: elapsed() });
-        if (i.checkpointEvery && e.completed % i.checkpointEvery === 0 && e.completed < e.total) await writeCheckpoint(last);
+        if (i.checkpointEvery && e.completed % i.checkpointEvery === 0 && e.completed < e.total) {
+          // Periodic checkpoints are insurance, not output: a storage hiccup (S3 restarting,
+          // throttling past the SDK's retries) must not fail a run that is otherwise healthy.
+          // The next period tries again; an interruption still writes one (below).
+          try {
+            await writeCheckpoint(last);
+          } catch (err) {
+            i.onWarning?.(`checkpoint after step ${e.completed} not written (the run goes on; a restart would resume from an earlier one): ${(err as Error).message}`);
+          }
+        }
       },
     });
   } catch (e) {
     if (i.signal?.aborted) {
       const c = last as { completed: number; x: Float32Array; state: GeneratorState } | null;
-      if (c) await writeCheckpoint(c);
+      let written = c !== null;
+      if (c) {
+        try {
+          await writeCheckpoint(c);
+        } catch (err) {
+          // Still an interruption (exit 143, retried): the next attempt resumes from the last
+          // periodic checkpoint instead, or starts over.
+          written = false;
+          i.onWarning?.(`checkpoint after step ${c.completed} not written on interruption: ${(err as Error).message}`);
+        }
+      }
       const reason = i.signal.reason instanceof Error ? i.signal.reason.message : String(i.signal.reason);
-      throw new GenerationInterrupted(c?.completed ?? resume?.completed ?? 0, reason);
+      throw new GenerationInterrupted(c?.completed ?? resume?.completed ?? 0, reason, written);
     }
     throw e;
   }

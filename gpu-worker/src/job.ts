@@ -36,6 +36,7 @@ export interface RunJobOptions {
   readonly onSessions?: (info: { component: string; provider: string; fallbackReason?: string }[]) => void;
   readonly checkpointEvery?: number;
   readonly onInitialLatent?: (x: Tensor) => void;
+  readonly onWarning?: (message: string) => void;
   /** Called once the bundle is open (e.g. to resolve parameters from its manifest). */
   readonly params: (b: Bundle) => GenerateParams;
 }
@@ -74,7 +75,7 @@ export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<Gener
     }
     let initNoise: Tensor | null = null;
     if (loc.initNoise) initNoise = readNpy(await readInput(loc.initNoise, o.s3), loc.initNoise).tensor;
-    return await generate({ bundle, sessions, image, imageWhere: loc.image, params, statistics, initNoise, sink, signal: o.signal, onProgress: o.onProgress, checkpointEvery: o.checkpointEvery, onInitialLatent: o.onInitialLatent });
+    return await generate({ bundle, sessions, image, imageWhere: loc.image, params, statistics, initNoise, sink, signal: o.signal, onProgress: o.onProgress, checkpointEvery: o.checkpointEvery, onInitialLatent: o.onInitialLatent, onWarning: o.onWarning });
   } catch (e) {
     if ((e as Error).name !== 'GenerationInterrupted') {
       await sink.put('error.json', Buffer.from(`${JSON.stringify(errorRecord(e), null, 2)}\n`), 'application/json').catch(() => undefined);

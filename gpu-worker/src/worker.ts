@@ -75,6 +75,7 @@ export async function runWorker(specJson: unknown, o: WorkerOptions = {}): Promi
         onProgress: sendProgress,
         onSessions: (infos) => log({ event: 'sessions', jobId: spec.jobId, sessions: infos }),
         checkpointEvery: 10,
+        onWarning: (message) => log({ event: 'warning', jobId: spec.jobId, message }),
         params: () => ({ ...r, saveLatent: r.outputs.includes('latent-npy') }),
       },
     );

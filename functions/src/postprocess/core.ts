@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common.ts';
 import { jobKeys, JOB_ID_PATTERN } from '../../../shared/src/schemas/layout.ts';
 import { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
-import { InvalidEvent, InvalidWorkerOutput, WorkerOutputNotFound } from '../errors.ts';
+import { InvalidEvent, InvalidWorkerOutput, OutputConflict, WorkerOutputNotFound } from '../errors.ts';
 import type { EncodeOptions, VideoFormat } from './encode.ts';
 import { encodeVideos } from './encode.ts';
 
@@ -48,6 +48,32 @@ export const JobResult = z.strictObject({
   createdAt: z.iso.datetime(),
 });
 export type JobResult = z.infer<typeof JobResult>;
+
+/**
+ * A `result.json` already under the job's output prefix, from an earlier run of the same job:
+ * that run finished, so its outputs are kept rather than rewritten. OutputConflict when the file
+ * is not a result of this job and input — then nothing is written over it.
+ */
+export function resultKeyOf(jobId: string): string {
+  return `${jobKeys(jobId).output}result.json`;
+}
+
+export function priorResult(bytes: Buffer, spec: JobSpec): JobResult {
+  const where = resultKeyOf(spec.jobId);
+  let json: unknown;
+  try {
+    json = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw new OutputConflict(`${where} exists but is not JSON (${(e as Error).message}); refusing to write over it`);
+  }
+  const r = JobResult.safeParse(json);
+  if (!r.success) throw new OutputConflict(formatIssues(where, 'exists but is not a cil-result/1 document; refusing to write over it', toSchemaIssues(r.error.issues)));
+  const p = r.data;
+  if (p.jobId !== spec.jobId || p.bucket !== spec.bucket || p.input.key !== spec.input.key || p.input.versionId !== spec.input.versionId) {
+    throw new OutputConflict(`${where} belongs to job ${p.jobId} (input s3://${p.bucket}/${p.input.key}), not to this job's input s3://${spec.bucket}/${spec.input.key}; refusing to write over it`);
+  }
+  return p;
+}
 
 /** One object Post-process writes. */
 export interface OutputFile {
@@ -198,7 +224,7 @@ export async function postprocess(input: PostprocessInput, opts: EncodeOptions):
     model: spec.request.model,
     input: { key: spec.input.key, versionId: spec.input.versionId },
     outputPrefix: out,
-    resultKey: `${out}result.json`,
+    resultKey: resultKeyOf(spec.jobId),
     video: { frames: input.frames.length, fps: spec.request.fps, width: size.width, height: size.height },
     outputs: files.map((f) => ({ kind: f.kind, key: f.key, contentType: f.contentType, bytes: f.body.length, sha256: sha256(f.body) })),
     timings,

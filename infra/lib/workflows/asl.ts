@@ -20,10 +20,10 @@ export const LAMBDA_TRANSIENT_ERRORS = [
 /**
  * Transient errors a handler itself may report after the SDK's own retries: S3 and EventBridge
  * throttling or 5xx (the SDK error's name becomes the Lambda error type), and the functions'
- * PublishFailed (docs/functions.md). The handlers' typed errors (InvalidImage, ModelNotFound, …)
+ * PublishFailed and S3Unreachable (connection refused/reset; functions/src/errors.ts). The handlers' typed errors (InvalidImage, ModelNotFound, …)
  * are final and go straight to the Catch.
  */
-export const HANDLER_TRANSIENT_ERRORS = ['PublishFailed', 'SlowDown', 'ServiceUnavailable', 'InternalError', 'ThrottlingException', 'TimeoutError'] as const;
+export const HANDLER_TRANSIENT_ERRORS = ['PublishFailed', 'SlowDown', 'ServiceUnavailable', 'InternalError', 'ThrottlingException', 'TimeoutError', 'S3Unreachable'] as const;
 
 /** Batch service errors and throttling of SubmitJob (a FAILED job is final: Batch already retried it). */
 export const BATCH_TRANSIENT_ERRORS = ['Batch.ServerException', 'Batch.AWSBatchException', 'Batch.TooManyRequestsException', 'Batch.ThrottlingException'] as const;

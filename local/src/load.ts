@@ -1,0 +1,404 @@
+/**
+ * Load on the local pipeline (issue 8, "Load"): N distinct uploads started at once against a
+ * pipeline whose Batch stand-in runs a bounded number of workers, every job followed to its end
+ * and accounted for — succeeded with its `outputs/<job>/result.json`, failed with the reason of
+ * its failure record, or unfinished at the deadline — with latency percentiles, throughput and
+ * the peak number of workers that ran at once. Used by `cil local load`, `npm run bench` and
+ * test/load.test.ts. Everything stays on 127.0.0.1, bounded in count (at most 1000 jobs) and in
+ * time (one overall deadline).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { z } from 'zod';
+import { formatIssues, toSchemaIssues } from '../../shared/src/schemas/common.ts';
+import { jobKeys } from '../../shared/src/schemas/layout.ts';
+import type { ExecutionRecord } from './executions.ts';
+import type { LocalPipeline, PipelineEvent } from './pipeline.ts';
+import { defaultWorkerConcurrency, startLocalPipeline } from './pipeline.ts';
+import { testCardPng } from './testCard.ts';
+
+export const MAX_LOAD_JOBS = 1000;
+export const DEFAULT_LOAD_JOBS = 20;
+/** Where the uploads go: `inputs/load/<run>/job-<i>.png` (a new run folder each time, so a kept data folder never sees a duplicate). */
+export const LOAD_PREFIX = 'inputs/load/';
+
+/** Default overall deadline: generous for a CPU-only machine (the demo job takes about 3 s of two cores). */
+export function defaultLoadTimeoutS(jobs: number): number {
+  return 120 + 15 * jobs;
+}
+
+export class LoadOptionsError extends Error {
+  override readonly name = 'LoadOptionsError';
+}
+
+export class PercentileError extends Error {
+  override readonly name = 'PercentileError';
+}
+
+/**
+ * Nearest-rank percentile: the smallest value with at least p % of the values at or below it
+ * (always one of the values; p = 0 gives the minimum). Null for no values.
+ */
+export function percentile(values: readonly number[], p: number): number | null {
+  if (!Number.isFinite(p) || p < 0 || p > 100) throw new PercentileError(`percentile: p must be in [0, 100], got ${p}`);
+  if (values.length === 0) return null;
+  const s = [...values].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * s.length));
+  return s[rank - 1];
+}
+
+/** The Batch job states in which a job holds a worker slot (set while the slot is held). */
+const HOLDS_WORKER = new Set(['STARTING', 'RUNNING']);
+
+/**
+ * Peak number of Batch jobs holding a worker at once, from the pipeline's 'batch-job' events
+ * (each job's status as it changes). Counts every Batch job of the pipeline, not only this run's:
+ * the bound is the pipeline's.
+ */
+export class WorkerPeak {
+  readonly #status = new Map<string, string>();
+  #now = 0;
+  #peak = 0;
+
+  observe(e: PipelineEvent): void {
+    if (e.type !== 'batch-job') return;
+    const before = HOLDS_WORKER.has(this.#status.get(e.job.JobId) ?? '');
+    const after = HOLDS_WORKER.has(e.job.Status);
+    this.#status.set(e.job.JobId, e.job.Status);
+    this.#now += Number(after) - Number(before);
+    this.#peak = Math.max(this.#peak, this.#now);
+  }
+
+  get peak(): number {
+    return this.#peak;
+  }
+
+  get current(): number {
+    return this.#now;
+  }
+}
+
+/** Fans one pipeline's `onEvent` out to listeners: pass `onEvent` to startLocalPipeline and `subscribe` to runLoad. */
+export interface PipelineEventHub {
+  readonly onEvent: (e: PipelineEvent) => void;
+  readonly subscribe: (listener: (e: PipelineEvent) => void) => () => void;
+}
+
+export function pipelineEventHub(): PipelineEventHub {
+  const listeners = new Set<(e: PipelineEvent) => void>();
+  return {
+    onEvent: (e) => {
+      for (const l of listeners) l(e);
+    },
+    subscribe: (l) => {
+      listeners.add(l);
+      return () => listeners.delete(l);
+    },
+  };
+}
+
+/** A pipeline started by the caller, with its events (for the worker peak). */
+export interface LoadTarget {
+  readonly pipeline: LocalPipeline;
+  readonly subscribe: PipelineEventHub['subscribe'];
+  /** The pipeline's worker concurrency, for the report (runLoad cannot read it back). */
+  readonly workers: number;
+}
+
+const LoadSettings = z
+  .strictObject({
+    jobs: z.int().min(1).max(MAX_LOAD_JOBS).default(DEFAULT_LOAD_JOBS),
+    /** Worker processes at once, for a pipeline runLoad starts. */
+    workers: z.int().min(1).max(64).optional(),
+    /** How many of the uploads are deliberately invalid images (they must fail at Validate). */
+    invalid: z.int().min(0).default(0),
+    /** Sampling steps of each request (default: the model's). */
+    steps: z.int().min(1).max(1000).optional(),
+    /** Overall deadline in seconds (default defaultLoadTimeoutS(jobs)). */
+    timeoutS: z.number().positive().max(86_400).optional(),
+    /** Data folder of a pipeline runLoad starts (default: a temporary one, removed afterwards). */
+    dataDir: z.string().min(1).optional(),
+    /** Definitions cache of a pipeline runLoad starts (see LocalPipelineOptions). */
+    definitionsCacheDir: z.string().min(1).nullable().optional(),
+    /** SIGTERM → SIGKILL grace of a pipeline runLoad starts (short: a run that hit its deadline should not wait 30 s to stop). */
+    workerKillGraceMs: z.int().min(0).max(60_000).default(5000),
+  })
+  .superRefine((o, ctx) => {
+    if (o.invalid > o.jobs) ctx.addIssue({ code: 'custom', path: ['invalid'], message: `must not exceed jobs (${o.jobs})`, input: o.invalid });
+  });
+
+export type LoadSettingsInput = z.input<typeof LoadSettings>;
+
+export interface LoadOptions extends LoadSettingsInput {
+  /** Run against this pipeline instead of starting one (then `workers`, `dataDir`, `definitionsCacheDir` and `workerKillGraceMs` must be left out). */
+  readonly target?: LoadTarget;
+  /** Called as each job is accounted for. */
+  readonly onJob?: (j: LoadJobResult) => void;
+}
+
+export type LoadJobStatus = 'SUCCEEDED' | 'FAILED' | 'TIMED_OUT' | 'ABORTED' | 'NO_RESULT' | 'UPLOAD_FAILED' | 'UNFINISHED';
+
+export interface LoadJobResult {
+  readonly index: number;
+  readonly key: string;
+  /** Null when the upload itself failed. */
+  readonly jobId: string | null;
+  /** Deliberately invalid image. */
+  readonly invalid: boolean;
+  readonly status: LoadJobStatus;
+  /** From just before the upload to the execution's stopDate; null when it did not end. */
+  readonly latencyS: number | null;
+  readonly failedStep: string | null;
+  readonly error: string | null;
+  readonly reason: string | null;
+}
+
+export interface LoadFailure {
+  readonly jobId: string | null;
+  readonly key: string;
+  readonly status: LoadJobStatus;
+  /** True for a deliberately invalid upload that failed as it should. */
+  readonly expected: boolean;
+  readonly failedStep: string | null;
+  readonly error: string | null;
+  readonly reason: string | null;
+}
+
+export interface LoadReport {
+  readonly jobs: number;
+  readonly invalid: number;
+  readonly succeeded: number;
+  /** Ended other than SUCCEEDED with result.json (FAILED, TIMED_OUT, ABORTED, NO_RESULT, UPLOAD_FAILED). */
+  readonly failed: number;
+  /** Not ended by the deadline. */
+  readonly unfinished: number;
+  /** Every job that did not succeed, with its reason. */
+  readonly failures: readonly LoadFailure[];
+  /** Every job accounted for, none unfinished, every valid upload succeeded, every invalid one failed at Validate. */
+  readonly ok: boolean;
+  /** From the first upload to the last job accounted for. */
+  readonly wallS: number;
+  /** Succeeded jobs per minute of wallS. */
+  readonly throughputJobsPerMin: number;
+  /** Latency percentiles (nearest rank) and maximum over the jobs that succeeded; null when none did. */
+  readonly p50S: number | null;
+  readonly p95S: number | null;
+  readonly maxS: number | null;
+  /** The pipeline's worker concurrency, and the most Batch jobs that held a worker at once. */
+  readonly workers: number;
+  readonly peakWorkers: number;
+  readonly timeoutS: number;
+  readonly results: readonly LoadJobResult[];
+}
+
+/** Which of `jobs` uploads are the invalid ones: `invalid` indices spread evenly. */
+export function invalidIndices(jobs: number, invalid: number): Set<number> {
+  const out = new Set<number>();
+  for (let k = 0; k < invalid; k++) out.add(Math.min(jobs - 1, Math.floor(((k + 0.5) * jobs) / invalid)));
+  return out;
+}
+
+/** A PNG signature followed by garbage: refused by content at Validate (InvalidImage), not by name. */
+export function invalidPng(i: number): Buffer {
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from(`load test upload ${i}: not the rest of a PNG file`)]);
+}
+
+function parseSettings(o: LoadOptions): z.output<typeof LoadSettings> {
+  const { target, onJob: _onJob, ...plain } = o;
+  const r = LoadSettings.safeParse(plain, { reportInput: true });
+  if (!r.success) throw new LoadOptionsError(formatIssues('load', 'invalid options', toSchemaIssues(r.error.issues, Object.keys(LoadSettings.shape))));
+  if (target !== undefined) {
+    const own = (['workers', 'dataDir', 'definitionsCacheDir'] as const).filter((k) => plain[k] !== undefined);
+    if (own.length > 0) throw new LoadOptionsError(`load: ${own.join(', ')} configure a pipeline runLoad starts; with a target pipeline leave them out`);
+  }
+  return r.data;
+}
+
+async function getJson(p: LocalPipeline, key: string): Promise<Record<string, unknown> | null> {
+  try {
+    const r = await p.s3.send(new GetObjectCommand({ Bucket: p.bucket, Key: key }));
+    return JSON.parse(await r.Body!.transformToString('utf8')) as Record<string, unknown>;
+  } catch (e) {
+    if ((e as Error).name === 'NoSuchKey') return null;
+    throw e;
+  }
+}
+
+async function exists(p: LocalPipeline, key: string): Promise<boolean> {
+  try {
+    await p.s3.send(new HeadObjectCommand({ Bucket: p.bucket, Key: key }));
+    return true;
+  } catch (e) {
+    if ((e as Error).name === 'NotFound' || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
+    throw e;
+  }
+}
+
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+
+/** What an ended execution amounts to: succeeded with result.json, or failed with its failure record's step, error and reason. */
+async function account(p: LocalPipeline, rec: ExecutionRecord, jobId: string): Promise<Pick<LoadJobResult, 'status' | 'failedStep' | 'error' | 'reason'>> {
+  const keys = jobKeys(jobId);
+  if (rec.status === 'SUCCEEDED') {
+    const result = `${keys.output}result.json`;
+    if (await exists(p, result)) return { status: 'SUCCEEDED', failedStep: null, error: null, reason: null };
+    return { status: 'NO_RESULT', failedStep: null, error: null, reason: `the execution succeeded but ${result} does not exist` };
+  }
+  // waitForJob returns ended executions only; RUNNING cannot occur here.
+  const status = rec.status === 'RUNNING' ? 'FAILED' : rec.status;
+  const f = await getJson(p, keys.failure);
+  if (f === null) {
+    return { status, failedStep: null, error: rec.error, reason: `no failure record ${keys.failure}; execution ${rec.status}: ${rec.error ?? ''} ${(rec.cause ?? '').slice(0, 300)}`.trim() };
+  }
+  return { status, failedStep: str(f.failedStep), error: str(f.error) ?? rec.error, reason: str(f.reason) ?? `failure record ${keys.failure} has no reason` };
+}
+
+/**
+ * Runs the load: starts a pipeline (unless given one), uploads every job at once, waits for each
+ * until the deadline, accounts for each, stops the pipeline it started.
+ */
+export async function runLoad(o: LoadOptions = {}): Promise<LoadReport> {
+  const s = parseSettings(o);
+  const timeoutS = s.timeoutS ?? defaultLoadTimeoutS(s.jobs);
+  const peak = new WorkerPeak();
+  let pipeline: LocalPipeline;
+  let workers: number;
+  let unsubscribe: () => void;
+  let cleanup: () => Promise<void>;
+  if (o.target) {
+    pipeline = o.target.pipeline;
+    workers = o.target.workers;
+    unsubscribe = o.target.subscribe((e) => peak.observe(e));
+    cleanup = () => Promise.resolve();
+  } else {
+    const dataDir = s.dataDir ?? mkdtempSync(join(tmpdir(), 'cil-load-'));
+    workers = s.workers ?? defaultWorkerConcurrency();
+    unsubscribe = () => undefined;
+    try {
+      pipeline = await startLocalPipeline({
+        dataDir,
+        workerConcurrency: workers,
+        definitionsCacheDir: s.definitionsCacheDir,
+        workerKillGraceMs: s.workerKillGraceMs,
+        onEvent: (e) => peak.observe(e),
+      });
+    } catch (e) {
+      if (s.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
+      throw e;
+    }
+    const p = pipeline;
+    cleanup = async () => {
+      await p.stop();
+      if (s.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
+    };
+  }
+  try {
+    return await drive(pipeline, s, timeoutS, workers, peak, o.onJob);
+  } finally {
+    unsubscribe();
+    await cleanup();
+  }
+}
+
+async function drive(p: LocalPipeline, s: z.output<typeof LoadSettings>, timeoutS: number, workers: number, peak: WorkerPeak, onJob: LoadOptions['onJob']): Promise<LoadReport> {
+  const card = await testCardPng(192, 128);
+  const bad = invalidIndices(s.jobs, s.invalid);
+  // A new folder per run: s3rver is unversioned, so the same key and bytes again would be the same job id (a duplicate, nothing started).
+  const run = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(3).toString('hex')}`;
+  const width = String(s.jobs - 1).length;
+  const started = Date.now();
+  const deadline = started + timeoutS * 1000;
+
+  const one = async (i: number): Promise<LoadJobResult> => {
+    const invalid = bad.has(i);
+    const key = `${LOAD_PREFIX}${run}/${invalid ? 'bad' : 'job'}-${String(i).padStart(width, '0')}.png`;
+    const request: Record<string, unknown> = { prompt: `load test job ${i}: the card pans left`, seed: 1000 + i, ...(s.steps !== undefined ? { steps: s.steps } : {}) };
+    const base = { index: i, key, invalid };
+    const t0 = Date.now();
+    let jobId: string;
+    try {
+      jobId = (await p.upload(key, invalid ? invalidPng(i) : card, { request, contentType: 'image/png' })).id;
+    } catch (e) {
+      return { ...base, jobId: null, status: 'UPLOAD_FAILED', latencyS: null, failedStep: null, error: (e as Error).name, reason: `upload failed: ${(e as Error).message}` };
+    }
+    let rec: ExecutionRecord;
+    try {
+      rec = await p.waitForJob(jobId, Math.max(1, deadline - Date.now()));
+    } catch (e) {
+      const now = p.execution('generation', jobId);
+      const last = now?.states.at(-1)?.name;
+      const where = `execution ${now?.status ?? 'not started'}${last ? `, in ${last}` : ''}`;
+      const reason = (e as Error).name === 'ExecutionWaitTimeout' ? `not ended within the ${timeoutS} s deadline (${where})` : `following the job failed (${where}): ${(e as Error).message}`;
+      return { ...base, jobId, status: 'UNFINISHED', latencyS: null, failedStep: null, error: null, reason };
+    }
+    const latencyS = rec.stopDate ? (Date.parse(rec.stopDate) - t0) / 1000 : null;
+    try {
+      return { ...base, jobId, latencyS, ...(await account(p, rec, jobId)) };
+    } catch (e) {
+      // Reading the outputs or the failure record back failed: the job ended, its result is unknown.
+      return { ...base, jobId, latencyS, status: 'NO_RESULT', failedStep: null, error: rec.error, reason: `execution ${rec.status}, but reading its result back failed: ${(e as Error).message}` };
+    }
+  };
+
+  const results = await Promise.all(
+    Array.from({ length: s.jobs }, async (_, i) => {
+      const r = await one(i);
+      onJob?.(r);
+      return r;
+    }),
+  );
+  const wallS = (Date.now() - started) / 1000;
+  return report(results, { jobs: s.jobs, invalid: s.invalid, wallS, workers, peakWorkers: peak.peak, timeoutS });
+}
+
+/** An invalid upload failed as it should: at Validate. */
+function expectedFailure(r: LoadJobResult): boolean {
+  return r.invalid && r.status === 'FAILED' && r.failedStep === 'Validate';
+}
+
+/** The report of a set of job results (exported for tests). */
+export function report(results: readonly LoadJobResult[], m: { jobs: number; invalid: number; wallS: number; workers: number; peakWorkers: number; timeoutS: number }): LoadReport {
+  const succeeded = results.filter((r) => r.status === 'SUCCEEDED');
+  const unfinished = results.filter((r) => r.status === 'UNFINISHED').length;
+  const failures: LoadFailure[] = results
+    .filter((r) => r.status !== 'SUCCEEDED')
+    .map((r) => ({ jobId: r.jobId, key: r.key, status: r.status, expected: expectedFailure(r), failedStep: r.failedStep, error: r.error, reason: r.reason }));
+  const latencies = succeeded.map((r) => r.latencyS).filter((v): v is number => v !== null);
+  const ok = results.length === m.jobs && unfinished === 0 && results.every((r) => (r.invalid ? expectedFailure(r) : r.status === 'SUCCEEDED'));
+  return {
+    jobs: m.jobs,
+    invalid: m.invalid,
+    succeeded: succeeded.length,
+    failed: results.length - succeeded.length - unfinished,
+    unfinished,
+    failures,
+    ok,
+    wallS: m.wallS,
+    throughputJobsPerMin: m.wallS > 0 ? (succeeded.length / m.wallS) * 60 : 0,
+    p50S: percentile(latencies, 50),
+    p95S: percentile(latencies, 95),
+    maxS: latencies.length > 0 ? Math.max(...latencies) : null,
+    workers: m.workers,
+    peakWorkers: m.peakWorkers,
+    timeoutS: m.timeoutS,
+    results,
+  };
+}
+
+/** A few lines for people: counts, latency, throughput, workers, and each unexpected failure. */
+export function formatLoadReport(r: LoadReport): string {
+  const f = (v: number | null): string => (v === null ? '–' : v.toFixed(2));
+  const lines = [
+    `${r.jobs} jobs (${r.invalid} deliberately invalid): ${r.succeeded} succeeded, ${r.failed} failed, ${r.unfinished} unfinished`,
+    `wall ${r.wallS.toFixed(1)} s, ${r.throughputJobsPerMin.toFixed(1)} jobs/min; latency p50 ${f(r.p50S)} s, p95 ${f(r.p95S)} s, max ${f(r.maxS)} s`,
+    `workers ${r.workers}, at most ${r.peakWorkers} at once`,
+  ];
+  const unexpected = r.failures.filter((x) => !x.expected);
+  for (const x of unexpected.slice(0, 20)) lines.push(`  ${x.status} ${x.jobId ?? '(no job)'} ${x.key}${x.failedStep ? ` in ${x.failedStep}` : ''}${x.error ? ` (${x.error})` : ''}: ${x.reason ?? ''}`);
+  if (unexpected.length > 20) lines.push(`  … and ${unexpected.length - 20} more`);
+  lines.push(r.ok ? 'every job accounted for' : 'NOT OK: see the failures above');
+  return `${lines.join('\n')}\n`;
+}
