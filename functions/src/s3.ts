@@ -20,9 +20,21 @@ export function networkErrorCode(e: unknown): string | null {
 }
 
 /**
- * Names a network failure that outlived the SDK's retries `S3Unreachable`, so that Step Functions
- * retries it as a transient error. Added at the `initialize` step: outside the SDK's retry
- * middleware, so it sees only the final error.
+ * A 5xx answer without an error body (HEAD has none) reaches the caller named `Unknown`; named by
+ * its status instead (`ServiceUnavailable` for 503, else `InternalError`), it is retried like the
+ * same error on a GET. Null when `e` is not such an answer.
+ */
+export function serverErrorName(e: unknown): string | null {
+  if (!(e instanceof S3ServiceException) || !['Unknown', 'UnknownError'].includes(e.name)) return null;
+  const status = e.$metadata.httpStatusCode ?? 0;
+  if (status < 500 || status > 599) return null;
+  return status === 503 ? 'ServiceUnavailable' : 'InternalError';
+}
+
+/**
+ * Names a network failure that outlived the SDK's retries `S3Unreachable`, and a body-less 5xx by
+ * its status, so that Step Functions retries them as transient errors. Added at the `initialize`
+ * step: outside the SDK's retry middleware, so it sees only the final error.
  */
 export function nameNetworkErrors(client: S3Client): S3Client {
   client.middlewareStack.add(
@@ -30,6 +42,8 @@ export function nameNetworkErrors(client: S3Client): S3Client {
       try {
         return await next(args);
       } catch (e) {
+        const serverName = serverErrorName(e);
+        if (serverName !== null) throw Object.defineProperty(e as Error, 'name', { value: serverName, configurable: true, writable: true });
         const code = networkErrorCode(e);
         if (code === null) throw e;
         const attempts = (e as { $metadata?: { attempts?: number } }).$metadata?.attempts;

@@ -1,13 +1,14 @@
 /**
  * The handlers' S3 client: a network failure that outlives the SDK's retries is named
- * S3Unreachable (retried by the state machine); an error S3 itself answers keeps its own name.
+ * S3Unreachable (retried by the state machine); an error S3 itself answers keeps its own name,
+ * and a body-less 5xx (HEAD) is named by its status.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { HANDLER_TRANSIENT_ERRORS } from '../../infra/lib/workflows/asl.ts';
 import { PERMANENT_ERRORS, S3Unreachable } from '../src/errors.ts';
-import { makeS3Client, networkErrorCode, readObject } from '../src/s3.ts';
+import { headObject, makeS3Client, networkErrorCode, readObject } from '../src/s3.ts';
 
 const env = (port: number): Record<string, string> => ({ S3_ENDPOINT: `http://127.0.0.1:${port}`, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'x' });
 
@@ -44,6 +45,9 @@ describe('makeS3Client', () => {
       const e = (await readObject(s3, { bucket: 'b', key: 'k' }, 10).catch((x: unknown) => x)) as Error;
       expect(e.name).toBe('InternalError');
       expect(hits).toBe(2);
+      // HEAD answers carry no body: named by the status, not 'Unknown'.
+      const h = (await headObject(s3, { bucket: 'b', key: 'k' }).catch((x: unknown) => x)) as Error;
+      expect(h.name).toBe('InternalError');
       s3.destroy();
     } finally {
       await new Promise<void>((r) => srv.close(() => r()));

@@ -26,6 +26,17 @@ export function exitCodeFor(e: unknown): number {
   return REFUSALS.has(name) ? EXIT.refused : EXIT.failed;
 }
 
+/**
+ * S3 attempts per request in the worker (the SDK's default is 3). A failed request fails the
+ * attempt, and a new Batch attempt costs a container start and reloading the model, so the worker
+ * rides out longer S3 trouble (throttling, a brief outage) than a Lambda: 8 attempts with the
+ * SDK's jittered exponential backoff wait up to about 13 s in all. AWS_MAX_ATTEMPTS overrides it.
+ */
+export function workerS3MaxAttempts(env: Readonly<Record<string, string | undefined>> = process.env): number {
+  const n = Number(env.AWS_MAX_ATTEMPTS);
+  return Number.isInteger(n) && n >= 1 ? n : 8;
+}
+
 export interface WorkerOptions {
   readonly s3?: S3Client;
   readonly events?: EventBridgeClient;
@@ -44,7 +55,7 @@ export async function runWorker(specJson: unknown, o: WorkerOptions = {}): Promi
     log({ event: 'error', error: (e as Error).name, reason: (e as Error).message });
     return EXIT.refused;
   }
-  const s3 = o.s3 ?? new S3Client({});
+  const s3 = o.s3 ?? new S3Client({ maxAttempts: workerS3MaxAttempts() });
   const b = `s3://${spec.bucket}/`;
   const r = spec.request;
   let lastSent = 0;

@@ -110,6 +110,7 @@ const TIMED_OUT = 'Job attempt duration exceeded timeout';
 const STOPPED = 'Terminated: the local pipeline stopped';
 
 interface Running {
+  readonly job: BatchJobDescription;
   readonly kill: (signal: NodeJS.Signals) => void;
 }
 
@@ -182,6 +183,22 @@ export class LocalBatch {
         this.#release();
       }
     }
+  }
+
+  /**
+   * Signals the running attempt of a job (by job id or name): SIGTERM is what ECS sends when a
+   * Spot instance is reclaimed or a task is stopped (SIGKILL follows after the grace time), SIGKILL
+   * what a lost host or the kernel's OOM killer amounts to. The attempt then ends as its process
+   * does, and the retry strategy decides. False when the job has no running attempt.
+   */
+  interrupt(job: string, signal: 'SIGTERM' | 'SIGKILL'): boolean {
+    for (const r of this.#running) {
+      if (r.job.JobId === job || r.job.JobName === job) {
+        r.kill(signal);
+        return true;
+      }
+    }
+    return false;
   }
 
   /** Stops every running attempt (SIGTERM, then SIGKILL) and refuses new ones. */
@@ -257,7 +274,7 @@ export class LocalBatch {
         killTimer ??= setTimeout(() => child.kill('SIGKILL'), o.killGraceMs ?? 30_000);
       }
     };
-    const running: Running = { kill };
+    const running: Running = { job, kill };
     this.#running.add(running);
     const timeout =
       job.Timeout === null

@@ -104,6 +104,12 @@ export interface LocalStepFunctionsOptions {
   /** Turns the execution input into what the interpreter runs (local stand-ins for ItemReader); a throw fails the execution. */
   readonly prepareInput?: (workflow: LocalWorkflow, input: unknown, handle: ExecutionHandle) => Promise<unknown>;
   readonly onChange?: (record: ExecutionRecord, what: 'started' | 'state' | 'progress' | 'finished', state?: StateEntry) => void;
+  /**
+   * Replaces every Retry's wait (IntervalSeconds × BackoffRate^n, jittered) by this many
+   * milliseconds; which errors are retried and how often stays as the definition says. For tests
+   * of the retry paths, which would otherwise wait tens of seconds. Default: the definition's waits.
+   */
+  readonly retryIntervalMs?: number;
 }
 
 /** AWS's rule for execution names: 1–80 characters, none of whitespace, < > { } [ ] ? * " # % \ ^ | ~ ` $ & , ; : / or controls. */
@@ -125,6 +131,18 @@ export function taskStates(def: Asl): string[] {
     const inner = (st.ItemProcessor ?? st.Iterator) as Asl | undefined;
     if (inner) out.push(...taskStates(inner));
     for (const b of (st.Branches ?? []) as Asl[]) out.push(...taskStates(b));
+  }
+  return out;
+}
+
+/** Every state with a Retry field, nested ones included (the keys of the interpreter's retry-interval overrides). */
+export function retryingStates(def: Asl): string[] {
+  const out: string[] = [];
+  for (const [name, st] of Object.entries(def.States)) {
+    if (Array.isArray((st as { Retry?: unknown }).Retry)) out.push(name);
+    const inner = (st.ItemProcessor ?? st.Iterator) as Asl | undefined;
+    if (inner) out.push(...retryingStates(inner));
+    for (const b of (st.Branches ?? []) as Asl[]) out.push(...retryingStates(b));
   }
   return out;
 }
@@ -337,8 +355,10 @@ export class LocalStepFunctions {
     }
     const machine = this.#machines.get(record.workflow)!;
     const handlers = this.#o.handlersFor(record.workflow, handle);
+    const ms = this.#o.retryIntervalMs;
+    const retryIntervalOverrides = ms === undefined ? undefined : Object.fromEntries(retryingStates(this.#o.workflows[record.workflow].definition).map((n) => [n, ms]));
     const exec = machine.run(input as never, {
-      overrides: { taskResourceLocalHandlers: handlers as never },
+      overrides: { taskResourceLocalHandlers: handlers as never, retryIntervalOverrides },
       context: {
         Execution: { Id: record.executionArn, Name: record.name, StartTime: record.startDate, Input: input as never, RoleArn: `arn:aws:iam::${LOCAL_ACCOUNT}:role/local` },
         StateMachine: { Id: record.stateMachineArn, Name: record.stateMachineArn.split(':').at(-1) },

@@ -39,7 +39,9 @@ import type { ExecutionHandle, ExecutionRecord, LocalWorkflow, StateEntry, TaskH
 import { NotificationLog } from './notifications.ts';
 import type { LocalNotification } from './notifications.ts';
 import { CLI_ENTRY } from './paths.ts';
-import { localS3Env, startS3Server } from './s3.ts';
+import { localS3Client, localS3Env, startS3Server } from './s3.ts';
+import { startS3FaultProxy, TaskFaults } from './faults.ts';
+import type { S3FaultProxy } from './faults.ts';
 import type { LocalS3Server } from './s3.ts';
 
 export const DEFAULT_BUCKET = 'cil-data';
@@ -88,6 +90,24 @@ export interface LocalPipelineOptions {
   readonly onEvent?: (e: PipelineEvent) => void;
   /** Called before a synthesis (a cache miss takes several seconds). */
   readonly onSynth?: () => void;
+  /**
+   * Fault injection (tests, drills): S3 traffic of the pipeline and its workers goes through a
+   * proxy that can fail chosen requests, and Task states can be failed before their handler runs
+   * (`pipeline.faults`). Default false: clients talk to the S3 server directly.
+   */
+  readonly faultInjection?: boolean;
+  /** Every Retry waits this long instead of the definition's backoff (tests); see LocalStepFunctionsOptions. */
+  readonly retryIntervalMs?: number;
+}
+
+/** The handles of fault injection (`faultInjection: true`). */
+export interface LocalFaults {
+  /** The S3 proxy every client of the pipeline and its workers uses: add rules to fail requests. */
+  readonly s3: S3FaultProxy;
+  /** Failures of Task states before their handler runs (e.g. `Lambda.ServiceException` in PostProcess). */
+  readonly tasks: TaskFaults;
+  /** A client of the S3 server itself, past the proxy: for checking what is stored while rules are on. */
+  readonly direct: S3Client;
 }
 
 export interface Uploaded {
@@ -109,10 +129,25 @@ export interface LocalPipeline {
   waitForBatch(batchId: string, timeoutMs?: number): Promise<ExecutionRecord>;
   execution(workflow: LocalWorkflow, name: string): ExecutionRecord | undefined;
   executions(workflow: LocalWorkflow): ExecutionRecord[];
+  /**
+   * StartExecution with a name and input of one's own: how an operator runs a job again under its
+   * job id (docs/operations.md §2). ExecutionAlreadyExists when the name was used.
+   */
+  startExecution(workflow: LocalWorkflow, name: string, input: unknown): ExecutionRecord;
   /** Delivers an S3 "Object Created" event detail as EventBridge would (tests: a duplicate delivery). */
   deliver(detail: ObjectCreatedDetail): Promise<StartOutcome | 'ignored'>;
   notifications(): LocalNotification[];
   batchJob(jobId: string): BatchJobDescription | undefined;
+  /** Fault injection handles, or null when the pipeline was started without `faultInjection`. */
+  readonly faults: LocalFaults | null;
+  /** Restarts the S3 server as after a crash (connections dropped), down for `downMs`; objects stay. */
+  restartS3(downMs?: number): Promise<void>;
+  /**
+   * Signals the worker process of a job's running Batch attempt (job id, i.e. the Batch job name):
+   * SIGTERM as a Spot reclaim or task stop (SIGKILL after the grace time), SIGKILL as a lost host
+   * or the OOM killer. False when no attempt of that job is running.
+   */
+  interruptWorker(jobId: string, signal: 'SIGTERM' | 'SIGKILL'): boolean;
   stop(): Promise<void>;
 }
 
@@ -135,6 +170,19 @@ export class LambdaFunctionError extends Error {
 /** A task failure as Step Functions reports a failed Batch job or child execution. */
 export class TaskFailed extends Error {
   override readonly name = 'States.TaskFailed';
+}
+
+/** Each handler first lets the injected task faults fail it (as the service would, before the code runs). */
+function withTaskFaults(handlers: TaskHandlers, faults: TaskFaults): TaskHandlers {
+  return Object.fromEntries(
+    Object.entries(handlers).map(([state, h]) => [
+      state,
+      async (input: unknown) => {
+        faults.check(state);
+        return h(input);
+      },
+    ]),
+  );
 }
 
 /** Invokes a handler the way the Lambda runtime does: JSON in, JSON out, errors as type + message. */
@@ -301,9 +349,11 @@ async function startLocked(o: LocalPipelineOptions, releaseLock: () => void): Pr
     await new Promise<void>((r) => stream.end(r));
   };
   let server = null as LocalS3Server | null;
+  let proxy = null as S3FaultProxy | null;
   try {
     return await assemble();
   } catch (e) {
+    await proxy?.close();
     await server?.close();
     await restoreLogger();
     throw e;
@@ -328,7 +378,11 @@ async function startLocked(o: LocalPipelineOptions, releaseLock: () => void): Pr
       },
     });
     const srv = server;
-    const s3 = srv.s3;
+    // With fault injection every S3 client (handlers here, workers there) goes through the proxy.
+    proxy = o.faultInjection ? await startS3FaultProxy(srv.endpoint) : null;
+    const endpoint = proxy?.endpoint ?? srv.endpoint;
+    const s3 = proxy ? localS3Client(proxy.endpoint) : srv.s3;
+    const taskFaults = proxy ? new TaskFaults() : null;
 
     // Step Functions' StartExecution, for the starter's own code.
     const sfnClient = {
@@ -371,7 +425,7 @@ async function startLocked(o: LocalPipelineOptions, releaseLock: () => void): Pr
       entrypoint: o.workerEntrypoint ?? [process.execPath, CLI_ENTRY],
       // Node's compile cache: the worker process loads its modules from V8 bytecode after the
       // first job (about 0.4 s less per job here; the container could do the same).
-      baseEnv: { ...localS3Env(srv.endpoint), NODE_COMPILE_CACHE: join(dirname(modelCache), 'node-compile') },
+      baseEnv: { ...localS3Env(endpoint), NODE_COMPILE_CACHE: join(dirname(modelCache), 'node-compile') },
       envSubstitutes: {
         [WORKER_ENV.modelCache]: modelCache,
         // No EventBridge locally: progress comes from the worker's JSON lines on stdout.
@@ -499,10 +553,11 @@ async function startLocked(o: LocalPipelineOptions, releaseLock: () => void): Pr
         batch: { stateMachineArn: defs.stateMachineArns.batch, definition: batchDefinition },
       },
       handlersFor: (w, h) => {
-        if (w === 'batch') return batchHandlers(h);
-        handles.set(h.record.name, h);
-        return generationHandlers();
+        const handlers = w === 'batch' ? batchHandlers(h) : generationHandlers();
+        if (w === 'generation') handles.set(h.record.name, h);
+        return taskFaults === null ? handlers : withTaskFaults(handlers, taskFaults);
       },
+      retryIntervalMs: o.retryIntervalMs,
       prepareInput: async (w, input, h) => {
         if (w !== 'batch') return input;
         const i = input as { bucket: string; key: string; versionId: string | null };
@@ -526,7 +581,7 @@ async function startLocked(o: LocalPipelineOptions, releaseLock: () => void): Pr
 
     let stopped = false;
     const pipeline: LocalPipeline = {
-      endpoint: srv.endpoint,
+      endpoint,
       bucket,
       dataDir,
       s3,
@@ -543,9 +598,13 @@ async function startLocked(o: LocalPipelineOptions, releaseLock: () => void): Pr
       waitForBatch: (batchId, timeoutMs) => sfn.wait('batch', batchId, timeoutMs),
       execution: (w, name) => sfn.get(w, name),
       executions: (w) => sfn.list(w),
+      startExecution: (w, name, input) => sfn.start(w, name, input),
       deliver: (detail) => track(deliver(detail)),
       notifications: () => notifications.read(),
       batchJob: (id) => batch.describe(id),
+      faults: proxy && taskFaults ? { s3: proxy, tasks: taskFaults, direct: srv.s3 } : null,
+      restartS3: (downMs) => srv.restart(downMs),
+      interruptWorker: (jobId, signal) => batch.interrupt(jobId, signal),
       async stop() {
         if (stopped) return;
         stopped = true;
@@ -554,6 +613,10 @@ async function startLocked(o: LocalPipelineOptions, releaseLock: () => void): Pr
         // Executions first (their Batch tasks then end with the workers), then the workers, then S3.
         await sfn.stop();
         await batch.stop();
+        if (proxy) {
+          s3.destroy();
+          await proxy.close();
+        }
         await srv.close();
         await restoreLogger();
         releaseLock();

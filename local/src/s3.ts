@@ -25,6 +25,7 @@ interface S3rverRecord {
 interface S3rverInstance {
   run(): Promise<{ address: string; port: number }>;
   close(): Promise<void>;
+  readonly httpServer?: { closeAllConnections(): void };
   on(event: 'event', listener: (e: { Records: S3rverRecord[] }) => void): void;
 }
 type S3rverCtor = new (options: Record<string, unknown>) => S3rverInstance;
@@ -39,6 +40,12 @@ export interface LocalS3Server {
   readonly port: number;
   readonly bucket: string;
   readonly s3: S3Client;
+  /**
+   * Stops the server as a crash would (open connections dropped, requests in flight lost), keeps
+   * it down for `downMs`, and starts it again on the same port over the same folder: what was
+   * stored stays stored.
+   */
+  restart(downMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -69,33 +76,51 @@ export function localS3Env(endpoint: string): Record<string, string> {
 export async function startS3Server(o: { directory: string; port: number; bucket: string; onObjectCreated: (e: ObjectCreated) => void }): Promise<LocalS3Server> {
   mkdirSync(o.directory, { recursive: true });
   const S3rver = createRequire(import.meta.url)('s3rver') as S3rverCtor;
-  const server = new S3rver({ address: '127.0.0.1', port: o.port, silent: true, directory: o.directory, configureBuckets: [{ name: o.bucket, configs: [] }] });
-  server.on('event', (e) => {
-    for (const r of e.Records) {
-      if (!r.eventName.startsWith('ObjectCreated:')) continue;
-      const obj = r.s3.object;
-      o.onObjectCreated({
-        time: r.eventTime,
-        detail: { bucket: { name: r.s3.bucket.name }, object: { key: obj.key, size: obj.size, etag: obj.eTag, sequencer: obj.sequencer } },
-      });
+  const launch = async (port: number): Promise<{ server: S3rverInstance; port: number }> => {
+    const server = new S3rver({ address: '127.0.0.1', port, silent: true, directory: o.directory, configureBuckets: [{ name: o.bucket, configs: [] }] });
+    server.on('event', (e) => {
+      for (const r of e.Records) {
+        if (!r.eventName.startsWith('ObjectCreated:')) continue;
+        const obj = r.s3.object;
+        o.onObjectCreated({
+          time: r.eventTime,
+          detail: { bucket: { name: r.s3.bucket.name }, object: { key: obj.key, size: obj.size, etag: obj.eTag, sequencer: obj.sequencer } },
+        });
+      }
+    });
+    try {
+      return { server, port: (await server.run()).port };
+    } catch (e) {
+      throw new LocalS3Error(`could not start the local S3 server on 127.0.0.1:${port}: ${(e as Error).message}`);
     }
-  });
-  let port: number;
-  try {
-    ({ port } = await server.run());
-  } catch (e) {
-    throw new LocalS3Error(`could not start the local S3 server on 127.0.0.1:${o.port}: ${(e as Error).message}`);
-  }
+  };
+  let current: S3rverInstance | null;
+  const first = await launch(o.port);
+  current = first.server;
+  const port = first.port;
   const endpoint = `http://127.0.0.1:${port}`;
   const s3 = localS3Client(endpoint);
+  const stop = async (): Promise<void> => {
+    const srv = current;
+    current = null;
+    if (srv === null) return;
+    const closed = srv.close();
+    srv.httpServer?.closeAllConnections();
+    await closed;
+  };
   return {
     endpoint,
     port,
     bucket: o.bucket,
     s3,
+    async restart(downMs = 0) {
+      await stop();
+      if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+      current = (await launch(port)).server;
+    },
     async close() {
       s3.destroy();
-      await server.close();
+      await stop();
     },
   };
 }
