@@ -13,14 +13,14 @@ import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-s
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DescribeExecutionCommand, GetExecutionHistoryCommand } from '@aws-sdk/client-sfn';
 import type { HistoryEvent, SFNClient } from '@aws-sdk/client-sfn';
-import { OUTPUTS } from '../infra/lib/names.ts';
+import { DEFAULT_STACK_NAME, OUTPUTS } from '../infra/lib/names.ts';
 import { isJobId, jobIdFor, jobKeys, sidecarKey } from '../shared/src/schemas/layout.ts';
 import { downloadPrefix } from '../local/src/follow.ts';
 import type { ExecutionObserver } from '../local/src/follow.ts';
 import { contentTypeOf, executionArnOf, uploadKeyFor } from '../local/src/keys.ts';
 
-/** The stack name `cdk deploy` uses unless `-c cil:stackName=…` (infra/lib/app.ts DEFAULT_STACK_NAME; a test keeps them equal). */
-export const DEFAULT_STACK = 'CilVideo';
+/** The stack name `cdk deploy` uses unless `-c cil:stackName=…`. */
+export const DEFAULT_STACK = DEFAULT_STACK_NAME;
 
 export class RemoteError extends Error {
   override readonly name = 'RemoteError';

@@ -6,6 +6,7 @@ import { App, Validations } from 'aws-cdk-lib';
 import type { AppProps } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { ConfigError } from './config.ts';
+import { DEFAULT_STACK_NAME } from './names.ts';
 import type { HandlerEntries } from './functions.ts';
 import type { CilStackProps } from './stack.ts';
 import { CilStack } from './stack.ts';
@@ -17,7 +18,7 @@ export const FEATURE_FLAGS: Readonly<Record<string, boolean>> = Object.freeze({
   '@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy': true,
 });
 
-export const DEFAULT_STACK_NAME = 'CilVideo';
+export { DEFAULT_STACK_NAME };
 
 export interface BuildOptions {
   readonly appProps?: AppProps;

@@ -5,6 +5,9 @@
  */
 import { PREFIX } from '../../shared/src/schemas/layout.ts';
 
+/** The stack name `cdk deploy` uses unless `-c cil:stackName=…` (also the remote CLI's default). */
+export const DEFAULT_STACK_NAME = 'CilVideo';
+
 /** States of the generation workflow (one upload → one video). */
 export const GENERATION_STATES = Object.freeze({
   validate: 'Validate',
