@@ -139,16 +139,23 @@ export async function encodeVideos(
   const dir = await mkdtemp(join(opts.tmpRoot ?? tmpdir(), 'cil-encode-'));
   try {
     await Promise.all(frames.map((f, i) => writeFile(join(dir, `${String(i).padStart(4, '0')}.png`), f)));
-    for (const format of formats) {
-      if (format === 'webp' && !encoders.has('libwebp_anim')) {
-        out.set('webp', await webpWithSharp(frames, fps));
-        continue;
-      }
-      if (format === 'mp4' && !encoders.has('libx264')) throw new EncodeFailed(`${opts.ffmpegPath} has no libx264 encoder (install Debian's ffmpeg)`);
-      const file = join(dir, `out.${format}`);
-      const args = format === 'mp4' ? mp4Args(dir, fps, file) : format === 'gif' ? gifArgs(dir, fps, file) : webpArgs(dir, fps, file);
-      await runTool(opts.ffmpegPath, args, timeout);
-      out.set(format, await readFile(file));
+    // The formats are independent encodes of the same frames: run them at once (a Lambda with
+    // more than one vCPU, or the local pipeline, finishes in the time of the slowest one). Each
+    // has a fixed thread count, so the bytes do not depend on what else runs.
+    // allSettled: when one fails, the others still finish before the folder is removed.
+    const settled = await Promise.allSettled(
+      formats.map(async (format): Promise<Buffer> => {
+        if (format === 'webp' && !encoders.has('libwebp_anim')) return webpWithSharp(frames, fps);
+        if (format === 'mp4' && !encoders.has('libx264')) throw new EncodeFailed(`${opts.ffmpegPath} has no libx264 encoder (install Debian's ffmpeg)`);
+        const file = join(dir, `out.${format}`);
+        const args = format === 'mp4' ? mp4Args(dir, fps, file) : format === 'gif' ? gifArgs(dir, fps, file) : webpArgs(dir, fps, file);
+        await runTool(opts.ffmpegPath, args, timeout);
+        return readFile(file);
+      }),
+    );
+    for (const [i, r] of settled.entries()) {
+      if (r.status === 'rejected') throw r.reason;
+      out.set(formats[i], r.value);
     }
     return out;
   } finally {
