@@ -6,7 +6,7 @@ import { benchSampler } from './sampler.ts';
 import { benchTorch } from './torch.ts';
 import { benchStats } from './stats.ts';
 import { benchDemo } from './demo.ts';
-import { benchLocal } from './local.ts';
+import { benchLoad, benchLocal } from './local.ts';
 import { round } from './util.ts';
 
 const json = process.argv.includes('--json');
@@ -40,11 +40,22 @@ Object.assign(out, { demoGenerateS: round(d.demoGenerateS, 3), unetCallsPerStep:
 log('local pipeline end to end (demo job)…');
 const l = await benchLocal();
 Object.assign(out, { e2eDemoS: round(l.e2eDemoS, 2), localPipelineOverheadS: round(l.localPipelineOverheadS, 2) });
+log(`local pipeline under load (${process.env.CIL_LOAD_JOBS ?? 20} uploads at once, default workers)…`);
+const ld = await benchLoad();
+const r2 = (v: number | null): number | null => (v === null ? null : round(v, 2));
+Object.assign(out, {
+  loadJobs: ld.loadJobs,
+  loadFailures: ld.loadFailures,
+  loadP50S: r2(ld.loadP50S),
+  loadP95S: r2(ld.loadP95S),
+  loadThroughputJobsPerMin: round(ld.loadThroughputJobsPerMin, 1),
+  loadPeakWorkers: ld.loadPeakWorkers,
+});
 log('dataset statistics on the demo model…');
 Object.assign(out, { statsVideosPerS: round((await benchStats()).statsVideosPerS, 2) });
 
 if (json) {
   process.stdout.write(`${JSON.stringify(out)}\n`);
 } else {
-  for (const [k, v] of Object.entries(out)) process.stdout.write(`${k.padEnd(22)} ${typeof v === 'string' || typeof v === 'number' ? String(v) : JSON.stringify(v)}\n`);
+  for (const [k, v] of Object.entries(out)) process.stdout.write(`${k.padEnd(24)} ${typeof v === 'string' || typeof v === 'number' ? String(v) : JSON.stringify(v)}\n`);
 }

@@ -3,7 +3,8 @@
  * PutObject to the end of its execution (Validate, the worker process, PostProcess, Notify) — and
  * the pipeline's overhead on it: end-to-end time minus the worker's own generation time
  * (metadata.json timings.totalS). One warm-up job first (it fills the worker's model cache), then
- * the median of three jobs.
+ * the median of three jobs. And the load (issue 8, "Load"): CIL_LOAD_JOBS uploads (default 20)
+ * at once on a pipeline with the default worker concurrency (`benchLoad()`, local/src/load.ts).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,8 @@ import { performance } from 'node:perf_hooks';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { jobKeys } from '../shared/src/schemas/layout.ts';
 import { DEFAULT_DATA_DIR } from '../local/src/paths.ts';
+import { DEFAULT_LOAD_JOBS, runLoad } from '../local/src/load.ts';
+import type { LoadReport } from '../local/src/load.ts';
 import { startLocalPipeline } from '../local/src/pipeline.ts';
 import { testCardPng } from '../local/src/testCard.ts';
 import { median } from './util.ts';
@@ -76,6 +79,47 @@ export async function benchLocal(): Promise<LocalBench> {
   return { e2eDemoS: d.e2eDemoS, localPipelineOverheadS: d.localPipelineOverheadS };
 }
 
+export interface LoadBench {
+  readonly loadJobs: number;
+  /** Failed plus unfinished (0 when every upload succeeded). */
+  readonly loadFailures: number;
+  readonly loadP50S: number | null;
+  readonly loadP95S: number | null;
+  readonly loadThroughputJobsPerMin: number;
+  readonly loadPeakWorkers: number;
+}
+
+/** The number of load jobs: CIL_LOAD_JOBS, default 20. */
+export function loadJobsFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.CIL_LOAD_JOBS;
+  if (v === undefined || v === '') return DEFAULT_LOAD_JOBS;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 1000) throw new LocalBenchError(`CIL_LOAD_JOBS must be an integer in [1, 1000], got '${v}'`);
+  return n;
+}
+
+export async function benchLoadDetailed(): Promise<LoadReport> {
+  return runLoad({ jobs: loadJobsFromEnv(), definitionsCacheDir: join(DEFAULT_DATA_DIR, 'cache') });
+}
+
+export async function benchLoad(): Promise<LoadBench> {
+  const r = await benchLoadDetailed();
+  return {
+    loadJobs: r.jobs,
+    loadFailures: r.failed + r.unfinished,
+    loadP50S: r.p50S,
+    loadP95S: r.p95S,
+    loadThroughputJobsPerMin: r.throughputJobsPerMin,
+    loadPeakWorkers: r.peakWorkers,
+  };
+}
+
 if (import.meta.main) {
-  process.stdout.write(`${JSON.stringify(await benchLocalDetailed())}\n`);
+  // `node bench/local.ts load`: the load report (its per-job results left out).
+  if (process.argv.includes('load')) {
+    const { results: _results, ...r } = await benchLoadDetailed();
+    process.stdout.write(`${JSON.stringify(r)}\n`);
+  } else {
+    process.stdout.write(`${JSON.stringify(await benchLocalDetailed())}\n`);
+  }
 }

@@ -1,5 +1,5 @@
 /**
- * `cil local up|run|down|notifications`: the whole pipeline on this machine (docs/local.md). The
+ * `cil local up|run|down|notifications|load`: the whole pipeline on this machine (docs/local.md). The
  * pipeline's modules (S3 server, interpreter, CDK synthesis) are loaded only when a verb runs, so
  * every other `cil` command (the worker's included) starts as fast as before.
  */
@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import type { LocalNotification } from '../local/src/notifications.ts';
 import type { PipelineEvent } from '../local/src/pipeline.ts';
 import type { RunImageResult, UpInfo } from '../local/src/run.ts';
-import { intArg } from './args.ts';
+import { intArg, numberArg } from './args.ts';
 import { UsageError } from './errors.ts';
 import type { RequestFlags } from './jobFlags.ts';
 import { addRequestOptions, requestFromFlags } from './jobFlags.ts';
@@ -230,6 +230,51 @@ async function notifications(o: { data: string; job?: string; json?: boolean }):
   if (all.length === 0 && !o.json) process.stderr.write('no notifications\n');
 }
 
+interface LoadOpts {
+  jobs: number;
+  workers?: number;
+  invalid: number;
+  steps?: number;
+  timeout?: number;
+  data?: string;
+  json?: boolean;
+  chaosS3?: number;
+  chaosKill?: number;
+  chaosSeed?: number;
+}
+
+/** `local load`: N uploads at once on a pipeline in this process; exit 0 when every job is accounted for as expected. */
+async function load(o: LoadOpts): Promise<number> {
+  const { runLoad, formatLoadReport } = await import('../local/src/load.ts');
+  const total = o.jobs;
+  let done = 0;
+  let report;
+  try {
+    report = await runLoad({
+      jobs: o.jobs,
+      workers: o.workers,
+      invalid: o.invalid,
+      steps: o.steps,
+      timeoutS: o.timeout,
+      chaos: o.chaosS3 !== undefined || o.chaosKill !== undefined ? { s3ErrorRate: o.chaosS3, killFraction: o.chaosKill, seed: o.chaosSeed } : undefined,
+      onSynth: () => process.stderr.write('synthesizing the CDK app for its workflow definitions (cached after the first run)…\n'),
+      // Without --data: a temporary data folder, and the definitions cache of `local up`'s default one (no synthesis after the first run).
+      ...(o.data !== undefined ? { dataDir: resolve(o.data) } : { definitionsCacheDir: resolve(DEFAULT_DATA, 'cache') }),
+      onJob: (j) => {
+        done++;
+        if (o.json) return;
+        const t = j.latencyS === null ? '' : ` ${j.latencyS.toFixed(1)} s`;
+        process.stderr.write(`[${done}/${total}] ${j.jobId ?? '(no job)'} ${j.status}${t}${j.invalid ? ' (invalid upload)' : ''}\n`);
+      },
+    });
+  } catch (e) {
+    if ((e as Error).name === 'LoadOptionsError' || (e as Error).name === 'DataDirInUse') throw new UsageError((e as Error).message);
+    throw e;
+  }
+  process.stdout.write(o.json ? `${JSON.stringify(report)}\n` : formatLoadReport(report));
+  return report.ok ? 0 : 1;
+}
+
 export function registerLocal(program: Command): void {
   const local = program.command('local').description('the whole pipeline on this machine, no AWS account: S3 server, the synthesized workflows, the worker, notifications');
   local
@@ -265,5 +310,21 @@ export function registerLocal(program: Command): void {
     .option('--job <id>', 'only this job (or batch)')
     .option('--json', 'one JSON object per line')
     .action(async (o: { data: string; job?: string; json?: boolean }) => notifications(o));
+  local
+    .command('load')
+    .description('load test: N distinct uploads at once on a pipeline in this process; reports every job, latency percentiles, throughput and the peak of workers at once')
+    .option('--jobs <n>', 'uploads, all started at once', intArg('--jobs', 1, 1000), 20)
+    .option('--workers <n>', 'worker processes at once (default: cores / 4, 1 to 4)', intArg('--workers', 1, 64))
+    .option('--invalid <k>', 'how many of the uploads are deliberately invalid images (they must fail at Validate)', intArg('--invalid', 0, 1000), 0)
+    .option('--steps <n>', 'sampling steps of each request (default: the model\'s)', intArg('--steps', 1, 1000))
+    .option('--timeout <s>', 'overall deadline in seconds (default 120 + 15 per job)', intArg('--timeout', 1, 86_400))
+    .option('--data <dir>', 'data folder, kept afterwards (default: a temporary one, removed)')
+    .option('--chaos-s3 <rate>', 'chaos: every S3 request fails with 503 SlowDown with this probability (0 to 0.5)', numberArg('--chaos-s3', 0, 0.5))
+    .option('--chaos-kill <fraction>', 'chaos: SIGKILL the first worker attempt of this share of the valid jobs mid-denoise (0 to 1)', numberArg('--chaos-kill', 0, 1))
+    .option('--chaos-seed <n>', 'chaos: seed of the S3 error draws (default 1)', intArg('--chaos-seed', 0, 2 ** 32 - 1))
+    .option('--json', 'print the report as one JSON object')
+    .action(async (o: LoadOpts) => {
+      process.exitCode = await load(o);
+    });
   for (const c of local.commands) c.exitOverride();
 }

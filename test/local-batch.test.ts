@@ -159,6 +159,27 @@ describe('the synthesized Generate job definition, run locally', () => {
     for (let i = 1; i < spans.length; i++) expect(spans[i][0]).toBeGreaterThanOrEqual(spans[i - 1][1]);
   });
 
+  it('a retried attempt queues again: with one slot, no two attempts ever overlap (the slot is handed over, not raced for)', async () => {
+    const { batch, lines } = batchWith(defs.jobDefinitions, 1);
+    const jobs = await Promise.all([
+      batch.submitAndWait(submit('r1', '1,0', { FAKE_SLEEP_MS: '100' })),
+      batch.submitAndWait(submit('r2', '1,1,0', { FAKE_SLEEP_MS: '100' })),
+      batch.submitAndWait(submit('r3', '0', { FAKE_SLEEP_MS: '100' })),
+    ]);
+    expect(jobs.map((j) => j.Attempts.length)).toEqual([2, 3, 1]);
+    const spans: [number, number][] = [];
+    for (const j of jobs) {
+      let start = 0;
+      for (const l of lines.get(j.JobId)!) {
+        if (l.event === 'env') start = l.start as number;
+        if (l.event === 'end') spans.push([start, l.end as number]);
+      }
+    }
+    expect(spans).toHaveLength(6);
+    spans.sort((x, y) => x[0] - y[0]);
+    for (let i = 1; i < spans.length; i++) expect(spans[i][0]).toBeGreaterThanOrEqual(spans[i - 1][1]);
+  });
+
   it('refuses an unknown job definition and array jobs as Batch client errors', async () => {
     const { batch } = batchWith(defs.jobDefinitions);
     await expect(batch.submitAndWait(submit('x', '0', {}, 'arn:aws:batch:us-east-1:000000000000:job-definition/Nope:1'))).rejects.toMatchObject({ name: 'Batch.ClientException' });

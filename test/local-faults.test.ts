@@ -78,7 +78,21 @@ describe('the S3 fault proxy', () => {
     expect(keyOfPath('/bucket?list-type=2')).toBe('');
     expect(keyOfPath('/bucket/bad%zz')).toBe('bad%zz');
     expect(() => proxy.add({ fault: { status: 500 }, times: 0 })).toThrow(FaultInjectionError);
+    expect(() => proxy.add({ fault: { status: 500 }, probability: 0 })).toThrow(FaultInjectionError);
+    expect(() => proxy.add({ fault: { status: 500 }, probability: 1.5 })).toThrow(FaultInjectionError);
     await expect(startS3FaultProxy('http://example.com:80')).rejects.toBeInstanceOf(FaultInjectionError);
+  });
+
+  it('a rule with a probability fails about that share of matching requests (seeded draws)', async () => {
+    const id = proxy.add({ method: 'GET', key: 'a/', fault: { status: 503 }, probability: 0.25 });
+    const outcomes: boolean[] = [];
+    for (let i = 0; i < 200; i++) outcomes.push(await get('a/one.txt').then(() => true, () => false));
+    proxy.remove(id);
+    const failed = outcomes.filter((ok) => !ok).length;
+    expect(failed).toBe(proxy.injected(id));
+    // 200 draws at p = 0.25: mean 50, sd ≈ 6.1; ±5 sd.
+    expect(failed).toBeGreaterThan(19);
+    expect(failed).toBeLessThan(81);
   });
 });
 

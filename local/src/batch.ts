@@ -165,8 +165,8 @@ export class LocalBatch {
     }
     for (const e of p.ContainerOverrides?.Environment ?? []) env[e.Name] = e.Value;
 
+    this.#set(job, 'RUNNABLE');
     for (let attempt = 1; ; attempt++) {
-      this.#set(job, 'RUNNABLE');
       await this.#acquire();
       try {
         if (this.#stopping) return this.#finish(job, 'FAILED', STOPPED);
@@ -179,6 +179,8 @@ export class LocalBatch {
         // A timed-out attempt is not retried, nor is one the shutdown stopped.
         const final = a.StatusReason !== CONTAINER_EXITED || last || retryDecision(def.retryStrategy.evaluateOnExit, a.Container.ExitCode, a.Container.Reason, a.StatusReason) === 'EXIT';
         if (final || this.#stopping) return this.#finish(job, 'FAILED', this.#stopping ? STOPPED : a.StatusReason);
+        // Back in the queue before the slot is given up: a job never looks RUNNING while another holds its slot.
+        this.#set(job, 'RUNNABLE');
       } finally {
         this.#release();
       }
@@ -205,7 +207,10 @@ export class LocalBatch {
   async stop(): Promise<void> {
     this.#stopping = true;
     for (const r of this.#running) r.kill('SIGTERM');
-    for (const next of this.#queue.splice(0)) next();
+    const waiting = this.#queue.splice(0);
+    // Let the waiting jobs through to end themselves (each then releases a slot it holds).
+    this.#active += waiting.length;
+    for (const next of waiting) next();
     const deadline = Date.now() + (this.#o.killGraceMs ?? 30_000) + 1000;
     while (this.#running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   }
@@ -231,14 +236,14 @@ export class LocalBatch {
       this.#active++;
       return;
     }
+    // The slot is handed over by #release, already counted: nothing can take it in between.
     await new Promise<void>((resolve) => this.#queue.push(resolve));
-    this.#active++;
   }
 
   #release(): void {
-    this.#active--;
     const next = this.#queue.shift();
     if (next) next();
+    else this.#active--;
   }
 
   async #runAttempt(job: BatchJobDescription, command: readonly string[], jobEnv: Readonly<Record<string, string>>, attempt: number): Promise<BatchAttempt> {

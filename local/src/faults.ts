@@ -13,6 +13,7 @@
 import { createServer, request as httpRequest } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { NormalGenerator } from '../../shared/src/rng.ts';
 
 export type S3Method = 'GET' | 'PUT' | 'HEAD' | 'DELETE' | 'POST';
 
@@ -31,6 +32,8 @@ export interface S3FaultRule {
   readonly fault: S3Fault;
   /** How many matching requests fail (default: every one, until the rule is removed). */
   readonly times?: number;
+  /** Each matching request fails with this probability (seeded: the proxy's `seed`; default 1). */
+  readonly probability?: number;
 }
 
 /** One request the proxy saw. */
@@ -87,8 +90,12 @@ function matches(rule: S3FaultRule, method: string, key: string): boolean {
 
 const MAX_LOG = 10_000;
 
-/** Starts the proxy on 127.0.0.1 (any free port) in front of `upstream` (an http://127.0.0.1:… endpoint). */
-export async function startS3FaultProxy(upstream: string): Promise<S3FaultProxy> {
+/**
+ * Starts the proxy on 127.0.0.1 (any free port) in front of `upstream` (an http://127.0.0.1:…
+ * endpoint). `seed` drives the rules' `probability` draws.
+ */
+export async function startS3FaultProxy(upstream: string, o: { readonly seed?: number } = {}): Promise<S3FaultProxy> {
+  const rng = NormalGenerator.fromSeed(o.seed ?? 1);
   const up = new URL(upstream);
   if (up.protocol !== 'http:' || up.hostname !== '127.0.0.1') throw new FaultInjectionError(`the fault proxy only fronts a local S3 on http://127.0.0.1, not ${upstream}`);
   const rules = new Map<number, { rule: S3FaultRule; left: number; hits: number }>();
@@ -103,6 +110,7 @@ export async function startS3FaultProxy(upstream: string): Promise<S3FaultProxy>
   const pick = (method: string, key: string): { id: number; fault: S3Fault } | null => {
     for (const [id, r] of rules) {
       if (r.left <= 0 || !matches(r.rule, method, key)) continue;
+      if (r.rule.probability !== undefined && rng.uniform() >= r.rule.probability) continue;
       r.left--;
       r.hits++;
       return { id, fault: r.rule.fault };
@@ -162,6 +170,7 @@ export async function startS3FaultProxy(upstream: string): Promise<S3FaultProxy>
     add(rule) {
       const times = rule.times ?? Infinity;
       if (!(times >= 1)) throw new FaultInjectionError(`a fault rule's times must be ≥ 1 (got ${rule.times})`);
+      if (rule.probability !== undefined && !(rule.probability > 0 && rule.probability <= 1)) throw new FaultInjectionError(`a fault rule's probability must be in (0, 1] (got ${rule.probability})`);
       const id = nextId++;
       rules.set(id, { rule, left: times, hits: 0 });
       return id;

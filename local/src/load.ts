@@ -125,6 +125,19 @@ const LoadSettings = z
     definitionsCacheDir: z.string().min(1).nullable().optional(),
     /** SIGTERM → SIGKILL grace of a pipeline runLoad starts (short: a run that hit its deadline should not wait 30 s to stop). */
     workerKillGraceMs: z.int().min(0).max(60_000).default(5000),
+    /**
+     * Faults during the load (a soak under trouble): every S3 request of the pipeline and its
+     * workers fails with 503 SlowDown with probability `s3ErrorRate`, and the first attempt of a
+     * `killFraction` share of the valid jobs is SIGKILLed mid-denoise. The retry policies must
+     * absorb all of it: `ok` still needs every valid job to succeed.
+     */
+    chaos: z
+      .strictObject({
+        s3ErrorRate: z.number().min(0).max(0.5).default(0),
+        killFraction: z.number().min(0).max(1).default(0),
+        seed: z.int().min(0).max(2 ** 32 - 1).default(1),
+      })
+      .optional(),
   })
   .superRefine((o, ctx) => {
     if (o.invalid > o.jobs) ctx.addIssue({ code: 'custom', path: ['invalid'], message: `must not exceed jobs (${o.jobs})`, input: o.invalid });
@@ -137,6 +150,8 @@ export interface LoadOptions extends LoadSettingsInput {
   readonly target?: LoadTarget;
   /** Called as each job is accounted for. */
   readonly onJob?: (j: LoadJobResult) => void;
+  /** Called before a synthesis of the definitions, for a pipeline runLoad starts (a cache miss takes several seconds). */
+  readonly onSynth?: () => void;
 }
 
 export type LoadJobStatus = 'SUCCEEDED' | 'FAILED' | 'TIMED_OUT' | 'ABORTED' | 'NO_RESULT' | 'UPLOAD_FAILED' | 'UNFINISHED';
@@ -177,7 +192,7 @@ export interface LoadReport {
   readonly unfinished: number;
   /** Every job that did not succeed, with its reason. */
   readonly failures: readonly LoadFailure[];
-  /** Every job accounted for, none unfinished, every valid upload succeeded, every invalid one failed at Validate. */
+  /** Every job accounted for, none unfinished, every valid upload succeeded, every invalid one failed at Validate with InvalidImage. */
   readonly ok: boolean;
   /** From the first upload to the last job accounted for. */
   readonly wallS: number;
@@ -191,6 +206,8 @@ export interface LoadReport {
   readonly workers: number;
   readonly peakWorkers: number;
   readonly timeoutS: number;
+  /** The faults of a chaos run, as injected: S3 errors answered by the proxy, worker attempts killed. */
+  readonly chaos: { readonly s3ErrorRate: number; readonly killFraction: number; readonly s3FaultsInjected: number; readonly workersKilled: number } | null;
   readonly results: readonly LoadJobResult[];
 }
 
@@ -207,12 +224,13 @@ export function invalidPng(i: number): Buffer {
 }
 
 function parseSettings(o: LoadOptions): z.output<typeof LoadSettings> {
-  const { target, onJob: _onJob, ...plain } = o;
+  const { target, onJob: _onJob, onSynth: _onSynth, ...plain } = o;
   const r = LoadSettings.safeParse(plain, { reportInput: true });
   if (!r.success) throw new LoadOptionsError(formatIssues('load', 'invalid options', toSchemaIssues(r.error.issues, Object.keys(LoadSettings.shape))));
   if (target !== undefined) {
-    const own = (['workers', 'dataDir', 'definitionsCacheDir'] as const).filter((k) => plain[k] !== undefined);
+    const own = (['workers', 'dataDir', 'definitionsCacheDir', 'workerKillGraceMs'] as const).filter((k) => plain[k] !== undefined);
     if (own.length > 0) throw new LoadOptionsError(`load: ${own.join(', ')} configure a pipeline runLoad starts; with a target pipeline leave them out`);
+    if (plain.chaos !== undefined && target.pipeline.faults === null) throw new LoadOptionsError('load: chaos needs a target pipeline started with faultInjection: true');
   }
   return r.data;
 }
@@ -266,24 +284,28 @@ export async function runLoad(o: LoadOptions = {}): Promise<LoadReport> {
   const peak = new WorkerPeak();
   let pipeline: LocalPipeline;
   let workers: number;
-  let unsubscribe: () => void;
+  let subscribe: PipelineEventHub['subscribe'];
   let cleanup: () => Promise<void>;
+  const hub = pipelineEventHub();
   if (o.target) {
     pipeline = o.target.pipeline;
     workers = o.target.workers;
-    unsubscribe = o.target.subscribe((e) => peak.observe(e));
+    subscribe = o.target.subscribe;
     cleanup = () => Promise.resolve();
   } else {
     const dataDir = s.dataDir ?? mkdtempSync(join(tmpdir(), 'cil-load-'));
     workers = s.workers ?? defaultWorkerConcurrency();
-    unsubscribe = () => undefined;
+    subscribe = hub.subscribe;
     try {
       pipeline = await startLocalPipeline({
         dataDir,
         workerConcurrency: workers,
         definitionsCacheDir: s.definitionsCacheDir,
         workerKillGraceMs: s.workerKillGraceMs,
-        onEvent: (e) => peak.observe(e),
+        faultInjection: s.chaos !== undefined,
+        faultSeed: s.chaos?.seed,
+        onEvent: (e) => hub.onEvent(e),
+        onSynth: o.onSynth,
       });
     } catch (e) {
       if (s.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
@@ -295,17 +317,48 @@ export async function runLoad(o: LoadOptions = {}): Promise<LoadReport> {
       if (s.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
     };
   }
+  const unsubscribe = subscribe((e) => peak.observe(e));
   try {
-    return await drive(pipeline, s, timeoutS, workers, peak, o.onJob);
+    return await drive(pipeline, s, timeoutS, workers, peak, subscribe, o.onJob);
   } finally {
     unsubscribe();
     await cleanup();
   }
 }
 
-async function drive(p: LocalPipeline, s: z.output<typeof LoadSettings>, timeoutS: number, workers: number, peak: WorkerPeak, onJob: LoadOptions['onJob']): Promise<LoadReport> {
+/** Which of the valid jobs get their first worker attempt killed: `round(fraction × valid)` of them, spread evenly. */
+export function killIndices(jobs: number, invalid: ReadonlySet<number>, fraction: number): Set<number> {
+  const valid = Array.from({ length: jobs }, (_, i) => i).filter((i) => !invalid.has(i));
+  const k = Math.round(fraction * valid.length);
+  return new Set([...invalidIndices(valid.length, k)].map((j) => valid[j]));
+}
+
+/** The denoising step at which a chaos kill lands (after the first periodic checkpoint). */
+const KILL_AT_STEP = 12;
+
+async function drive(
+  p: LocalPipeline,
+  s: z.output<typeof LoadSettings>,
+  timeoutS: number,
+  workers: number,
+  peak: WorkerPeak,
+  subscribe: PipelineEventHub['subscribe'],
+  onJob: LoadOptions['onJob'],
+): Promise<LoadReport> {
   const card = await testCardPng(192, 128);
   const bad = invalidIndices(s.jobs, s.invalid);
+  // Chaos: the S3 error rule, and the jobs whose first attempt is killed once it has denoised a little.
+  const chaos = s.chaos;
+  const faults = p.faults;
+  const s3Rule = chaos && faults && chaos.s3ErrorRate > 0 ? faults.s3.add({ fault: { status: 503, code: 'SlowDown' }, probability: chaos.s3ErrorRate }) : null;
+  const injectedBefore = faults?.s3.injected() ?? 0;
+  const toKill = new Set<string>();
+  const killed = new Set<string>();
+  const killAt = chaos ? killIndices(s.jobs, bad, chaos.killFraction) : new Set<number>();
+  const stopKilling = subscribe((e) => {
+    if (e.type !== 'progress' || !toKill.has(e.jobId) || killed.has(e.jobId) || e.progress.phase !== 'denoise' || (e.progress.step ?? 0) < KILL_AT_STEP) return;
+    if (p.interruptWorker(e.jobId, 'SIGKILL')) killed.add(e.jobId);
+  });
   // A new folder per run: s3rver is unversioned, so the same key and bytes again would be the same job id (a duplicate, nothing started).
   const run = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(3).toString('hex')}`;
   const width = String(s.jobs - 1).length;
@@ -321,6 +374,7 @@ async function drive(p: LocalPipeline, s: z.output<typeof LoadSettings>, timeout
     let jobId: string;
     try {
       jobId = (await p.upload(key, invalid ? invalidPng(i) : card, { request, contentType: 'image/png' })).id;
+      if (killAt.has(i)) toKill.add(jobId);
     } catch (e) {
       return { ...base, jobId: null, status: 'UPLOAD_FAILED', latencyS: null, failedStep: null, error: (e as Error).name, reason: `upload failed: ${(e as Error).message}` };
     }
@@ -343,24 +397,31 @@ async function drive(p: LocalPipeline, s: z.output<typeof LoadSettings>, timeout
     }
   };
 
-  const results = await Promise.all(
-    Array.from({ length: s.jobs }, async (_, i) => {
-      const r = await one(i);
-      onJob?.(r);
-      return r;
-    }),
-  );
+  let results: LoadJobResult[];
+  try {
+    results = await Promise.all(
+      Array.from({ length: s.jobs }, async (_, i) => {
+        const r = await one(i);
+        onJob?.(r);
+        return r;
+      }),
+    );
+  } finally {
+    stopKilling();
+    if (s3Rule !== null) faults?.s3.remove(s3Rule);
+  }
   const wallS = (Date.now() - started) / 1000;
-  return report(results, { jobs: s.jobs, invalid: s.invalid, wallS, workers, peakWorkers: peak.peak, timeoutS });
+  const chaosReport = chaos ? { s3ErrorRate: chaos.s3ErrorRate, killFraction: chaos.killFraction, s3FaultsInjected: (faults?.s3.injected() ?? 0) - injectedBefore, workersKilled: killed.size } : null;
+  return report(results, { jobs: s.jobs, invalid: s.invalid, wallS, workers, peakWorkers: peak.peak, timeoutS, chaos: chaosReport });
 }
 
-/** An invalid upload failed as it should: at Validate. */
+/** An invalid upload failed as it should: at Validate, as an invalid image. */
 function expectedFailure(r: LoadJobResult): boolean {
-  return r.invalid && r.status === 'FAILED' && r.failedStep === 'Validate';
+  return r.invalid && r.status === 'FAILED' && r.failedStep === 'Validate' && r.error === 'InvalidImage';
 }
 
 /** The report of a set of job results (exported for tests). */
-export function report(results: readonly LoadJobResult[], m: { jobs: number; invalid: number; wallS: number; workers: number; peakWorkers: number; timeoutS: number }): LoadReport {
+export function report(results: readonly LoadJobResult[], m: { jobs: number; invalid: number; wallS: number; workers: number; peakWorkers: number; timeoutS: number; chaos?: LoadReport['chaos'] }): LoadReport {
   const succeeded = results.filter((r) => r.status === 'SUCCEEDED');
   const unfinished = results.filter((r) => r.status === 'UNFINISHED').length;
   const failures: LoadFailure[] = results
@@ -384,18 +445,20 @@ export function report(results: readonly LoadJobResult[], m: { jobs: number; inv
     workers: m.workers,
     peakWorkers: m.peakWorkers,
     timeoutS: m.timeoutS,
+    chaos: m.chaos ?? null,
     results,
   };
 }
 
 /** A few lines for people: counts, latency, throughput, workers, and each unexpected failure. */
 export function formatLoadReport(r: LoadReport): string {
-  const f = (v: number | null): string => (v === null ? '–' : v.toFixed(2));
+  const f = (v: number | null): string => (v === null ? '–' : `${v.toFixed(2)} s`);
   const lines = [
     `${r.jobs} jobs (${r.invalid} deliberately invalid): ${r.succeeded} succeeded, ${r.failed} failed, ${r.unfinished} unfinished`,
-    `wall ${r.wallS.toFixed(1)} s, ${r.throughputJobsPerMin.toFixed(1)} jobs/min; latency p50 ${f(r.p50S)} s, p95 ${f(r.p95S)} s, max ${f(r.maxS)} s`,
+    `wall ${r.wallS.toFixed(1)} s, ${r.throughputJobsPerMin.toFixed(1)} jobs/min; latency p50 ${f(r.p50S)}, p95 ${f(r.p95S)}, max ${f(r.maxS)}`,
     `workers ${r.workers}, at most ${r.peakWorkers} at once`,
   ];
+  if (r.chaos) lines.push(`chaos: S3 503 rate ${r.chaos.s3ErrorRate} (${r.chaos.s3FaultsInjected} injected), ${r.chaos.workersKilled} worker attempts killed mid-denoise`);
   const unexpected = r.failures.filter((x) => !x.expected);
   for (const x of unexpected.slice(0, 20)) lines.push(`  ${x.status} ${x.jobId ?? '(no job)'} ${x.key}${x.failedStep ? ` in ${x.failedStep}` : ''}${x.error ? ` (${x.error})` : ''}: ${x.reason ?? ''}`);
   if (unexpected.length > 20) lines.push(`  … and ${unexpected.length - 20} more`);

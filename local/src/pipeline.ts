@@ -96,6 +96,8 @@ export interface LocalPipelineOptions {
    * (`pipeline.faults`). Default false: clients talk to the S3 server directly.
    */
   readonly faultInjection?: boolean;
+  /** Seed of the fault proxy's probability draws (default 1). */
+  readonly faultSeed?: number;
   /** Every Retry waits this long instead of the definition's backoff (tests); see LocalStepFunctionsOptions. */
   readonly retryIntervalMs?: number;
 }
@@ -379,7 +381,7 @@ async function startLocked(o: LocalPipelineOptions, releaseLock: () => void): Pr
     });
     const srv = server;
     // With fault injection every S3 client (handlers here, workers there) goes through the proxy.
-    proxy = o.faultInjection ? await startS3FaultProxy(srv.endpoint) : null;
+    proxy = o.faultInjection ? await startS3FaultProxy(srv.endpoint, { seed: o.faultSeed }) : null;
     const endpoint = proxy?.endpoint ?? srv.endpoint;
     const s3 = proxy ? localS3Client(proxy.endpoint) : srv.s3;
     const taskFaults = proxy ? new TaskFaults() : null;
