@@ -47,19 +47,19 @@ interface CloudFormationModule {
 }
 
 /**
- * DescribeStacks through @aws-sdk/client-cloudformation. Loaded when used (by name, so that the
- * rest of the CLI neither needs nor waits for it); its absence is reported with the fix.
+ * DescribeStacks through @aws-sdk/client-cloudformation, loaded when used (the rest of the CLI
+ * does not wait for it); a broken install is reported with the fix.
  */
-export function cloudFormationSource(region?: string, load: () => Promise<unknown> = () => import(['@aws-sdk', 'client-cloudformation'].join('/'))): StackOutputSource {
+export function cloudFormationSource(region?: string, load: () => Promise<unknown> = () => import('@aws-sdk/client-cloudformation')): StackOutputSource {
   return {
     describe: 'CloudFormation DescribeStacks',
     async outputs(stackName) {
       let mod: CloudFormationModule;
       try {
         mod = (await load()) as CloudFormationModule;
-      } catch {
+      } catch (e) {
         throw new RemoteError(
-          'stack discovery needs @aws-sdk/client-cloudformation, which is not installed (npm install @aws-sdk/client-cloudformation); or pass --outputs-file <file> written by `cdk deploy --outputs-file <file>`',
+          `stack discovery needs @aws-sdk/client-cloudformation, which could not be loaded (${(e as Error).message}; run \`npm ci\`); or pass --outputs-file <file> written by \`cdk deploy --outputs-file <file>\``,
         );
       }
       const cfn = new mod.CloudFormationClient({ region });

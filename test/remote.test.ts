@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BatchClient, DescribeJobsCommand } from '@aws-sdk/client-batch';
+import { CloudFormationClient, DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DescribeExecutionCommand, ExecutionDoesNotExist, GetExecutionHistoryCommand, SFNClient } from '@aws-sdk/client-sfn';
@@ -144,27 +145,24 @@ describe('cil submit / status / fetch against the local S3 server', () => {
 });
 
 describe('stack discovery', () => {
-  it('reads the outputs named in infra/lib/names.ts from DescribeStacks', async () => {
-    const calls: unknown[] = [];
-    class DescribeStacksCommand {
-      readonly input: unknown;
-      constructor(input: unknown) {
-        this.input = input;
-      }
+  it('reads the outputs named in infra/lib/names.ts from DescribeStacks (the real client, mocked)', async () => {
+    const cfn = mockClient(CloudFormationClient);
+    try {
+      cfn.on(DescribeStacksCommand).resolves({
+        Stacks: [{ StackName: 'MyStack', CreationTime: new Date(), StackStatus: 'CREATE_COMPLETE', Outputs: [{ OutputKey: OUTPUTS.bucket, OutputValue: 'data-bucket' }, { OutputKey: OUTPUTS.generationStateMachine, OutputValue: 'arn:aws:states:eu-west-1:1:stateMachine:Gen' }] }],
+      });
+      const info = await discoverStack(cloudFormationSource('eu-west-1'), 'MyStack');
+      expect(cfn.commandCalls(DescribeStacksCommand).map((c) => c.args[0].input)).toEqual([{ StackName: 'MyStack' }]);
+      expect(info).toEqual({ stackName: 'MyStack', bucket: 'data-bucket', generationStateMachineArn: 'arn:aws:states:eu-west-1:1:stateMachine:Gen', batchStateMachineArn: null, jobQueueArn: null });
+      // A stack that does not exist: CloudFormation answers ValidationError.
+      cfn.on(DescribeStacksCommand).rejects(Object.assign(new Error('Stack with id Nope does not exist'), { name: 'ValidationError' }));
+      await expect(discoverStack(cloudFormationSource('eu-west-1'), 'Nope')).rejects.toThrow(/stack 'Nope' not found in eu-west-1/);
+    } finally {
+      cfn.restore();
     }
-    class CloudFormationClient {
-      send(cmd: DescribeStacksCommand): Promise<unknown> {
-        calls.push(cmd.input);
-        return Promise.resolve({ Stacks: [{ Outputs: [{ OutputKey: OUTPUTS.bucket, OutputValue: 'data-bucket' }, { OutputKey: OUTPUTS.generationStateMachine, OutputValue: 'arn:aws:states:eu-west-1:1:stateMachine:Gen' }] }] });
-      }
-      destroy(): void {}
-    }
-    const info = await discoverStack(cloudFormationSource('eu-west-1', () => Promise.resolve({ CloudFormationClient, DescribeStacksCommand })), 'MyStack');
-    expect(calls).toEqual([{ StackName: 'MyStack' }]);
-    expect(info).toEqual({ stackName: 'MyStack', bucket: 'data-bucket', generationStateMachineArn: 'arn:aws:states:eu-west-1:1:stateMachine:Gen', batchStateMachineArn: null, jobQueueArn: null });
   });
 
-  it('says how to get @aws-sdk/client-cloudformation when it is missing, and names a missing output', async () => {
+  it('says how to fix a broken install of @aws-sdk/client-cloudformation, and names a missing output', async () => {
     await expect(cloudFormationSource(undefined, () => Promise.reject(new Error('Cannot find package'))).outputs('S')).rejects.toThrow(/@aws-sdk\/client-cloudformation.*--outputs-file/);
     await expect(discoverStack({ describe: 'x', outputs: () => Promise.resolve({ [OUTPUTS.bucket]: 'b' }) }, 'S')).rejects.toThrow(OUTPUTS.generationStateMachine);
   });
