@@ -309,8 +309,26 @@ describe('the S3 server restarted mid-run', () => {
   }, 120_000);
 });
 
-// Last: its many failed PUTs draw down the SDK retry quota of the in-process handlers' shared S3 client.
-describe('S3 failing persistently for PostProcess', () => {
+// Last: their many failed requests draw down the SDK retry quota of the in-process handlers' shared S3 client.
+describe('S3 failing persistently for the handlers', () => {
+  it('the upload and failures/ both unavailable: no record can be written, yet the failure notification goes out and names the cause', async () => {
+    const key = 'inputs/faults/s3-record-down.png';
+    // Reads of the upload fail (its PUT goes through), and so does every request under failures/.
+    faults.s3.add({ method: 'GET', key, fault: { status: 500 } });
+    faults.s3.add({ method: 'HEAD', key, fault: { status: 500 } });
+    faults.s3.add({ key: 'failures/', fault: { status: 500 } });
+    const up = await t.pipeline.upload(key, card, { request: REQUEST });
+    const rec = await t.pipeline.waitForJob(up.id, 120_000);
+    expect(rec.status).toBe('FAILED');
+    expect(rec.states.map((st) => st.name)).toEqual(['Validate', 'ValidateFailed', 'RecordFailure', 'NotifyFailure', 'JobFailed']);
+    const sns = t.pipeline.notifications().find((n) => n.channel === 'sns' && (n.message as { jobId?: string }).jobId === up.id);
+    expect(sns?.subject).toBe(`CIL job ${up.id} failed in Validate`);
+    expect(sns?.attributes).toMatchObject({ status: 'failed', failedStep: 'Validate', error: 'InternalError' });
+    faults.s3.clear();
+    expect(await t.get(jobKeys(up.id).failure)).toBeNull();
+    expect(sha((await t.get(key))!)).toBe(sha(card));
+  }, 120_000);
+
   it('persistently for PostProcess (every output PUT 503): retried as the definition says, then a failure record naming PostProcess and SlowDown', async () => {
     const key = 'inputs/faults/s3-postprocess-down.png';
     faults.s3.add({ method: 'PUT', key: /^outputs\//, fault: { status: 503, code: 'SlowDown' } });
