@@ -107,6 +107,23 @@ describe('the S3 server restart', () => {
     expect(await get('a/two.txt')).toBe('two');
     expect(proxy.requests().some((r) => r.status === 'reset' && !r.injected)).toBe(true);
   });
+
+  it('a server closed while it is down for a restart stays closed', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'cil-local-faults-restart-'));
+    try {
+      const other = await startS3Server({ directory: d, port: 0, bucket: 'b', onObjectCreated: () => undefined });
+      const restart = other.restart(200);
+      await new Promise((r) => setTimeout(r, 50));
+      await other.close();
+      await restart;
+      const probe = makeS3Client({ S3_ENDPOINT: other.endpoint, AWS_REGION: 'us-east-1' }, { maxAttempts: 1, credentials: { ...LOCAL_CREDENTIALS } });
+      expect((await errorOf(probe.send(new HeadObjectCommand({ Bucket: 'b', Key: 'x' })))).name).toBe('S3Unreachable');
+      probe.destroy();
+      await expect(other.restart()).rejects.toThrow(/closed/);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('task faults', () => {

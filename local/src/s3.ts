@@ -95,6 +95,7 @@ export async function startS3Server(o: { directory: string; port: number; bucket
     }
   };
   let current: S3rverInstance | null;
+  let closed = false;
   const first = await launch(o.port);
   current = first.server;
   const port = first.port;
@@ -114,11 +115,15 @@ export async function startS3Server(o: { directory: string; port: number; bucket
     bucket: o.bucket,
     s3,
     async restart(downMs = 0) {
+      if (closed) throw new LocalS3Error('the local S3 server is closed; it cannot be restarted');
       await stop();
       if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+      // Closed while it was down: stay down (nothing would close a server started now).
+      if (closed) return;
       current = (await launch(port)).server;
     },
     async close() {
+      closed = true;
       s3.destroy();
       await stop();
     },
