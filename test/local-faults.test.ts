@@ -108,6 +108,29 @@ describe('the S3 server restart', () => {
     expect(proxy.requests().some((r) => r.status === 'reset' && !r.injected)).toBe(true);
   });
 
+  it('survives a download cut by a restart and an upload the client aborts', async () => {
+    await s3.send(new PutObjectCommand({ Bucket: 'b', Key: 'big/blob.bin', Body: Buffer.alloc(32 * 1024 * 1024, 7) }));
+    // A GET in flight when the server goes: the client's stream breaks, the proxy carries on.
+    const r = await s3.send(new GetObjectCommand({ Bucket: 'b', Key: 'big/blob.bin' }));
+    const body = r.Body as NodeJS.ReadableStream;
+    // Not read yet (backpressure holds the rest upstream) when the server drops its connections.
+    const restarting = server.restart(100);
+    const cut = new Promise<string>((resolve) => {
+      body.on('error', (e: Error) => resolve(e.message));
+      body.on('end', () => resolve('ended'));
+      body.resume();
+    });
+    expect(await cut).not.toBe('ended');
+    await restarting;
+    // An upload aborted half-way by the client.
+    const ac = new AbortController();
+    const put = s3.send(new PutObjectCommand({ Bucket: 'b', Key: 'big/aborted.bin', Body: Buffer.alloc(32 * 1024 * 1024, 1) }), { abortSignal: ac.signal });
+    setTimeout(() => ac.abort(), 5);
+    await put.catch(() => undefined);
+    // Still serving.
+    expect(await get('a/one.txt')).toBe('one');
+  });
+
   it('a server closed while it is down for a restart stays closed', async () => {
     const d = mkdtempSync(join(tmpdir(), 'cil-local-faults-restart-'));
     try {

@@ -140,17 +140,26 @@ export async function startS3FaultProxy(upstream: string, o: { readonly seed?: n
       });
       return;
     }
+    // Either side going away mid-request drops the other side's connection: the client sees what
+    // it would see of S3 itself going away. Every stream gets an error handler, so a restart of
+    // the S3 server or an aborted upload never takes this process down.
+    const drop = (): void => {
+      req.socket.destroy();
+    };
     const fwd = httpRequest({ host: up.hostname, port: up.port, method, path: req.url, headers: req.headers }, (r) => {
       record({ method, key, status: r.statusCode ?? 0, injected: false, rule: null });
+      r.on('error', drop);
+      r.on('aborted', drop);
       res.writeHead(r.statusCode ?? 502, r.headers);
       r.pipe(res);
     });
     fwd.on('error', () => {
-      // The local S3 server is down (restarting): the client sees what it would see of S3 itself
-      // going away, a dropped connection.
+      // The local S3 server is down (restarting), or the connection to it broke.
       record({ method, key, status: 'reset', injected: false, rule: null });
-      req.socket.destroy();
+      drop();
     });
+    req.on('error', () => fwd.destroy());
+    res.on('error', () => fwd.destroy());
     req.pipe(fwd);
   };
 
