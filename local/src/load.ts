@@ -11,10 +11,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import { formatIssues, toSchemaIssues } from '../../shared/src/schemas/common.ts';
 import { jobKeys } from '../../shared/src/schemas/layout.ts';
+import { headObject, readObject } from '../../functions/src/s3.ts';
 import type { ExecutionRecord } from './executions.ts';
 import type { LocalPipeline, PipelineEvent } from './pipeline.ts';
 import { defaultWorkerConcurrency, startLocalPipeline } from './pipeline.ts';
@@ -24,6 +24,8 @@ export const MAX_LOAD_JOBS = 1000;
 export const DEFAULT_LOAD_JOBS = 20;
 /** Where the uploads go: `inputs/load/<run>/job-<i>.png` (a new run folder each time, so a kept data folder never sees a duplicate). */
 export const LOAD_PREFIX = 'inputs/load/';
+/** A failure record is a few kB; anything this large is not one. */
+const MAX_RECORD_BYTES = 1024 * 1024;
 
 /** Default overall deadline: generous for a CPU-only machine (the demo job takes about 3 s of two cores). */
 export function defaultLoadTimeoutS(jobs: number): number {
@@ -236,23 +238,14 @@ function parseSettings(o: LoadOptions): z.output<typeof LoadSettings> {
 }
 
 async function getJson(p: LocalPipeline, key: string): Promise<Record<string, unknown> | null> {
-  try {
-    const r = await p.s3.send(new GetObjectCommand({ Bucket: p.bucket, Key: key }));
-    return JSON.parse(await r.Body!.transformToString('utf8')) as Record<string, unknown>;
-  } catch (e) {
-    if ((e as Error).name === 'NoSuchKey') return null;
-    throw e;
-  }
+  const r = await readObject(p.s3, { bucket: p.bucket, key }, MAX_RECORD_BYTES);
+  if (r.kind === 'missing') return null;
+  if (r.kind !== 'ok') throw new Error(`${key}: over ${MAX_RECORD_BYTES} bytes`);
+  return JSON.parse(r.bytes.toString('utf8')) as Record<string, unknown>;
 }
 
 async function exists(p: LocalPipeline, key: string): Promise<boolean> {
-  try {
-    await p.s3.send(new HeadObjectCommand({ Bucket: p.bucket, Key: key }));
-    return true;
-  } catch (e) {
-    if ((e as Error).name === 'NotFound' || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
-    throw e;
-  }
+  return (await headObject(p.s3, { bucket: p.bucket, key })) !== null;
 }
 
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
