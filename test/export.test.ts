@@ -8,10 +8,9 @@
  * Needs Debian's python3-torch and python3-onnx at /usr/bin/python3 (scripts/setup-python.sh
  * installs them; this test never installs anything). Without them it is skipped, loudly.
  */
-import { spawnSync } from 'node:child_process';
 import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -23,26 +22,14 @@ import { FAMILIES } from '../shared/src/families.ts';
 import { readNpy, writeNpy } from '../shared/src/npy.ts';
 import { tensor } from '../shared/src/tensor.ts';
 import { sampleBundle } from './helpers/sampleBundle.ts';
+import type { PythonRun } from './helpers/python.ts';
+import { pythonOrWarn, runPythonSuite } from './helpers/python.ts';
 
-const PY = '/usr/bin/python3';
-const ROOT = resolve(import.meta.dirname, '..');
 /** The bundles tools/export/tests/test_export.py leaves in $CIL_EXPORT_TEST_OUT. */
 const BUNDLES = ['dynamicrafter', 'dynamicrafter-cil-fp16', 'videocrafter', 'svd', 'svd-cil-fp16'] as const;
 const FP16 = new Set<string>(['dynamicrafter-cil-fp16', 'svd-cil-fp16']);
 
-function pythonProblem(): string | null {
-  const r = spawnSync(PY, ['-c', 'import torch, onnx'], { encoding: 'utf8', timeout: 60_000 });
-  if (r.error) return r.error.message;
-  return r.status === 0 ? null : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`);
-}
-
-const missing = pythonProblem();
-if (missing !== null) {
-  console.warn(
-    `\n*** test/export.test.ts SKIPPED: ${PY} cannot import torch and onnx (${missing}).\n` +
-      `*** Install Debian's python3-torch and python3-onnx: sudo bash scripts/setup-python.sh ***\n`,
-  );
-}
+const missing = pythonOrWarn('test/export.test.ts');
 
 /** Runs `cil verify-bundle …` in-process; returns its stdout and exit code. */
 async function verifyCli(...args: string[]): Promise<{ stdout: string; code: number }> {
@@ -68,18 +55,12 @@ async function verifyCli(...args: string[]): Promise<{ stdout: string; code: num
 
 describe.skipIf(missing !== null)('tools/export → worker round trip', () => {
   let out: string;
-  let python: { status: number | null; output: string };
+  let python: PythonRun;
 
   beforeAll(async () => {
     out = await mkdtemp(join(tmpdir(), 'cil-export-'));
     // ONE command: the whole Python suite; it leaves the bundles in CIL_EXPORT_TEST_OUT.
-    const r = spawnSync(PY, ['-m', 'unittest', 'discover', '-s', 'tools/export/tests'], {
-      cwd: ROOT,
-      encoding: 'utf8',
-      timeout: 300_000,
-      env: { ...process.env, CIL_EXPORT_TEST_OUT: out, PYTHONDONTWRITEBYTECODE: '1', OMP_NUM_THREADS: '2' },
-    });
-    python = { status: r.status, output: `${r.stdout}\n${r.stderr}${r.error ? `\n${r.error.message}` : ''}` };
+    python = runPythonSuite('tools/export/tests', { CIL_EXPORT_TEST_OUT: out });
   }, 320_000);
 
   afterAll(async () => {

@@ -20,7 +20,6 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { parseManifest } from '../shared/src/schemas/manifest.ts';
 import type { JobSpec } from '../shared/src/schemas/jobSpec.ts';
 import { MAX_PRESIGN_SECONDS } from '../functions/src/env.ts';
 import { ConfigurationError, InvalidRequest, PipelineError } from '../functions/src/errors.ts';
@@ -29,9 +28,9 @@ import { buildFailureRecord, buildNotification, parseFailureInput } from '../fun
 import { createNotifyHandler, createRecordFailureHandler, notifyDepsFromEnv } from '../functions/src/notify/handler.ts';
 import type { NotifyDeps } from '../functions/src/notify/handler.ts';
 import type { JobResult } from '../functions/src/postprocess/core.ts';
-import { buildJobSpec, parseRequest, parseUploadEvent, resolveRequest, withoutPromptValue } from '../functions/src/validate/core.ts';
+import { parseRequest, withoutPromptValue } from '../functions/src/validate/core.ts';
 import { createValidateHandler } from '../functions/src/validate/handler.ts';
-import { noiseImage, tinyManifest, uploadEvent } from '../functions/test/helpers/fixtures.ts';
+import { noiseImage, tinyJobResult, tinyJobSpec, tinyManifest, uploadEvent } from '../functions/test/helpers/fixtures.ts';
 import type { LocalS3 } from '../functions/test/helpers/s3server.ts';
 import { startLocalS3 } from '../functions/test/helpers/s3server.ts';
 import { ALLOWLIST_FILE, AuditSetupError, evaluate, main as auditMain, parseAllowlist, parseAuditOutput, passes, summarize, unavailableBanner } from '../scripts/audit.ts';
@@ -42,19 +41,11 @@ const NOW = new Date('2025-01-15T13:00:00.000Z');
 const CREDS = { accessKeyId: 'AKIAFUZZEXAMPLE00000', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' };
 
 function spec(prompt = SECRET): JobSpec {
-  const r = resolveRequest(parseRequest({ model: 'tiny', prompt }, 'x'), parseManifest(tinyManifest(), 'tiny'), () => 1, 'x');
-  return buildJobSpec(parseUploadEvent(uploadEvent('cil-data', 'inputs/cat.png', { etag: 'e' })), 10, r, '2025-01-15T12:00:00.000Z');
+  return tinyJobSpec(prompt);
 }
 
 function result(s: JobSpec): JobResult {
-  const o = s.outputPrefix;
-  const entry = (kind: JobResult['outputs'][number]['kind'], key: string) => ({ kind, key: o + key, contentType: 'x/y', bytes: 10, sha256: '0'.repeat(64) });
-  return {
-    format: 'cil-result/1', status: 'succeeded', jobId: s.jobId, bucket: s.bucket, model: 'tiny', input: { key: s.input.key, versionId: null },
-    outputPrefix: o, resultKey: `${o}result.json`, video: { frames: 4, fps: 10, width: 96, height: 64 },
-    outputs: [entry('mp4', 'video.mp4'), entry('gif', 'video.gif'), entry('poster', 'poster.png'), entry('metadata', 'metadata.json')],
-    timings: { totalS: 2.5 }, createdAt: s.createdAt,
-  };
+  return tinyJobResult(s, [['mp4', 'video.mp4'], ['gif', 'video.gif'], ['poster', 'poster.png'], ['metadata', 'metadata.json']]);
 }
 
 /** Runs `fn` with the logger at `level`, returning everything written to stdout and stderr meanwhile. */

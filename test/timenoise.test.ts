@@ -18,7 +18,6 @@
  * Needs Debian's python3-torch and python3-onnx at /usr/bin/python3 (scripts/setup-python.sh); without
  * them the Python-dependent tests are skipped, loudly.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,8 +28,9 @@ import { openBundle } from '../gpu-worker/src/bundle.ts';
 import { NormalGenerator } from '../shared/src/rng.ts';
 import { TIME_NOISE_DEFAULTS, sampleTimeNoiseBeta, timeNoiseMoments } from '../shared/src/timeNoise.ts';
 import { sampleBundle } from './helpers/sampleBundle.ts';
+import type { PythonRun } from './helpers/python.ts';
+import { pythonOrWarn, runPythonSuite } from './helpers/python.ts';
 
-const PY = '/usr/bin/python3';
 const ROOT = resolve(import.meta.dirname, '..');
 const REFERENCE = resolve(ROOT, '..', 'shared', 'fixtures', 'reference-excerpt', 'timenoise_moments.json');
 /** Standard errors allowed between an estimate and its expectation (see the header). */
@@ -58,19 +58,7 @@ interface MomentsFile {
   readonly rows: MomentRow[];
 }
 
-function pythonProblem(): string | null {
-  const r = spawnSync(PY, ['-c', 'import torch, onnx'], { encoding: 'utf8', timeout: 60_000 });
-  if (r.error) return r.error.message;
-  return r.status === 0 ? null : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`);
-}
-
-const missing = pythonProblem();
-if (missing !== null) {
-  console.warn(
-    `\n*** test/timenoise.test.ts: Python parts SKIPPED: ${PY} cannot import torch and onnx (${missing}).\n` +
-      `*** Install Debian's python3-torch and python3-onnx: sudo bash scripts/setup-python.sh ***\n`,
-  );
-}
+const missing = pythonOrWarn('test/timenoise.test.ts: Python parts');
 
 /** Mean, std and their standard errors of a float64 sample (two passes, central moments). */
 function momentsOf(x: Float64Array): Omit<MomentRow, 't'> {
@@ -116,19 +104,13 @@ describe('TimeNoise closed form (TypeScript) against the reference excerpt', () 
 
 describe.skipIf(missing !== null)('TimeNoise in Python and TypeScript; fine-tune → export → bundle → worker', () => {
   let out: string;
-  let python: { status: number | null; output: string };
+  let python: PythonRun;
   let moments: MomentsFile;
 
   beforeAll(async () => {
     out = await mkdtemp(join(tmpdir(), 'cil-finetune-'));
     // ONE command: the whole Python suite; it leaves moments and bundles in CIL_FINETUNE_TEST_OUT.
-    const r = spawnSync(PY, ['-m', 'unittest', 'discover', '-s', 'tools/finetune/tests'], {
-      cwd: ROOT,
-      encoding: 'utf8',
-      timeout: 300_000,
-      env: { ...process.env, CIL_FINETUNE_TEST_OUT: out, PYTHONDONTWRITEBYTECODE: '1', OMP_NUM_THREADS: '2', PYTHONWARNINGS: 'ignore' },
-    });
-    python = { status: r.status, output: `${r.stdout}\n${r.stderr}${r.error ? `\n${r.error.message}` : ''}` };
+    python = runPythonSuite('tools/finetune/tests', { CIL_FINETUNE_TEST_OUT: out, PYTHONWARNINGS: 'ignore' });
     const file = join(out, 'timenoise_moments.json');
     if (existsSync(file)) moments = JSON.parse(readFileSync(file, 'utf8')) as MomentsFile;
   }, 320_000);

@@ -4,7 +4,6 @@ import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { jobIdFor } from '../../shared/src/schemas/layout.ts';
-import { parseManifest } from '../../shared/src/schemas/manifest.ts';
 import type { JobSpec } from '../../shared/src/schemas/jobSpec.ts';
 import { dataBucket, eventBusName, presignConfig, topicArn } from '../src/env.ts';
 import { PipelineError } from '../src/errors.ts';
@@ -12,8 +11,7 @@ import { logger } from '../src/logger.ts';
 import { buildFailureRecord, buildNotification, FailureRecord, parseFailureInput, parseNotifyInput, reasonFromCause } from '../src/notify/core.ts';
 import { createNotifyHandler, createRecordFailureHandler } from '../src/notify/handler.ts';
 import type { JobResult } from '../src/postprocess/core.ts';
-import { buildJobSpec, parseRequest, parseUploadEvent, resolveRequest } from '../src/validate/core.ts';
-import { tinyManifest, uploadEvent } from './helpers/fixtures.ts';
+import { tinyJobResult, tinyJobSpec, uploadEvent } from './helpers/fixtures.ts';
 import type { LocalS3 } from './helpers/s3server.ts';
 import { startLocalS3 } from './helpers/s3server.ts';
 
@@ -21,19 +19,11 @@ const PROMPT = 'a confidential prompt';
 const NOW = new Date('2025-01-15T13:00:00.000Z');
 
 function spec(): JobSpec {
-  const r = resolveRequest(parseRequest({ model: 'tiny', prompt: PROMPT }, 'x'), parseManifest(tinyManifest(), 'tiny'), () => 1, 'x');
-  return buildJobSpec(parseUploadEvent(uploadEvent('cil-data', 'inputs/cat.png', { etag: 'e' })), 10, r, '2025-01-15T12:00:00.000Z');
+  return tinyJobSpec(PROMPT);
 }
 
 function result(s: JobSpec): JobResult {
-  const o = s.outputPrefix;
-  const entry = (kind: JobResult['outputs'][number]['kind'], key: string) => ({ kind, key: o + key, contentType: 'x/y', bytes: 10, sha256: '0'.repeat(64) });
-  return {
-    format: 'cil-result/1', status: 'succeeded', jobId: s.jobId, bucket: s.bucket, model: 'tiny', input: { key: s.input.key, versionId: null },
-    outputPrefix: o, resultKey: `${o}result.json`, video: { frames: 4, fps: 10, width: 96, height: 64 },
-    outputs: [entry('mp4', 'video.mp4'), entry('poster', 'poster.png'), entry('png-frame', 'frames/0000.png'), entry('metadata', 'metadata.json')],
-    timings: { totalS: 2.5 }, createdAt: s.createdAt,
-  };
+  return tinyJobResult(s, [['mp4', 'video.mp4'], ['poster', 'poster.png'], ['png-frame', 'frames/0000.png'], ['metadata', 'metadata.json']]);
 }
 
 const lambdaCause = JSON.stringify({ errorType: 'InvalidImage', errorMessage: 'inputs/cat.png: 1×1 is too small; each side must be at least 64 pixels', trace: ['at x'] });

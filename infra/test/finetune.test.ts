@@ -23,25 +23,10 @@ import { FINETUNE_ENV, FINETUNE_OUTPUT, FINETUNE_PREFIXES as P, FINETUNE_STATES 
 import { REPO_ROOT } from '../lib/paths.ts';
 import { BATCH_TRANSIENT_ERRORS, SFN_TRANSIENT_ERRORS, SNS_TRANSIENT_ERRORS } from '../lib/workflows/asl.ts';
 import { FINETUNE_DOCKERFILE, RENDEZVOUS_PORT } from '../lib/workflows/finetune.ts';
-import type { Statement, Synthesized } from './helpers.ts';
+import type { Asl, Statement, Synthesized } from './helpers.ts';
 import { FIXTURE_HANDLER, allStatements, logicalIdOf, objectPrefix, refOf, s3Grants, statementsOfRole, synth } from './helpers.ts';
 
 type Json = Record<string, unknown>;
-interface AslState extends Json {
-  Type: string;
-  Next?: string;
-  End?: boolean;
-  Default?: string;
-  Choices?: { Next: string }[];
-  Catch?: { ErrorEquals: string[]; Next: string; ResultPath?: string }[];
-  Retry?: { ErrorEquals: string[]; MaxAttempts?: number; BackoffRate?: number; JitterStrategy?: string }[];
-  TimeoutSeconds?: number;
-  Parameters?: Json;
-}
-interface Asl {
-  StartAt: string;
-  States: Record<string, AslState>;
-}
 
 let s: Synthesized;
 let bucketId: string;

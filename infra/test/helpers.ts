@@ -120,3 +120,23 @@ export function s3Grants(s: Synthesized, roleLogicalId: string, bucketLogicalId:
 export function logicalIdOf(s: Synthesized, construct: { node: { defaultChild?: unknown } }): string {
   return s.stack.getLogicalId(construct.node.defaultChild as never);
 }
+
+/** The parts of an Amazon States Language definition the infra tests read. */
+type AslJson = Record<string, unknown>;
+export interface AslState extends AslJson {
+  Type: string;
+  Next?: string;
+  End?: boolean;
+  Default?: string;
+  Choices?: { Next: string }[];
+  Catch?: { ErrorEquals: string[]; Next: string; ResultPath?: string }[];
+  Retry?: { ErrorEquals: string[]; MaxAttempts?: number; BackoffRate?: number; IntervalSeconds?: number; JitterStrategy?: string }[];
+  TimeoutSeconds?: number;
+  Parameters?: AslJson;
+  ItemProcessor?: Asl;
+}
+export interface Asl {
+  StartAt: string;
+  States: Record<string, AslState>;
+  ProcessorConfig?: AslJson;
+}

@@ -11,26 +11,10 @@ import { DEFAULT_CONFIG } from '../lib/config.ts';
 import { findStateMachines, resolveDefinition, withInlineItems } from '../lib/definitions.ts';
 import { BATCH_STATES, GENERATION_STATES as G, STATISTICS_STATES, WORKER_ENV } from '../lib/names.ts';
 import { BATCH_TRANSIENT_ERRORS, HANDLER_TRANSIENT_ERRORS, LAMBDA_TRANSIENT_ERRORS, SFN_TRANSIENT_ERRORS, SNS_TRANSIENT_ERRORS } from '../lib/workflows/asl.ts';
-import type { Synthesized } from './helpers.ts';
+import type { Asl, AslState, Synthesized } from './helpers.ts';
 import { synth } from './helpers.ts';
 
 type Json = Record<string, unknown>;
-interface AslState extends Json {
-  Type: string;
-  Next?: string;
-  End?: boolean;
-  Default?: string;
-  Choices?: { Next: string }[];
-  Catch?: { ErrorEquals: string[]; Next: string; ResultPath?: string }[];
-  Retry?: { ErrorEquals: string[]; MaxAttempts?: number; BackoffRate?: number; IntervalSeconds?: number; JitterStrategy?: string }[];
-  TimeoutSeconds?: number;
-  ItemProcessor?: Asl;
-}
-interface Asl {
-  StartAt: string;
-  States: Record<string, AslState>;
-  ProcessorConfig?: Json;
-}
 
 let s: Synthesized;
 let defs: { generation: Asl; batch: Asl; statistics: Asl };

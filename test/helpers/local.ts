@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { getObjectOrNull } from '../../functions/test/helpers/s3server.ts';
 import type { LocalPipeline, LocalPipelineOptions, PipelineEvent } from '../../local/src/pipeline.ts';
 import { startLocalPipeline } from '../../local/src/pipeline.ts';
 
@@ -44,15 +45,7 @@ export async function startTestPipeline(o: Partial<LocalPipelineOptions> = {}): 
     pipeline,
     dataDir,
     events,
-    async get(key) {
-      try {
-        const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-        return Buffer.from(await r.Body!.transformToByteArray());
-      } catch (e) {
-        if ((e as Error).name === 'NoSuchKey') return null;
-        throw e;
-      }
-    },
+    get: (key) => getObjectOrNull(s3, bucket, key),
     async exists(key) {
       try {
         await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));

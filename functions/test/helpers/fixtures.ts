@@ -3,6 +3,10 @@ import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import type { Sharp } from 'sharp';
 import type { ManifestInput } from '../../../shared/src/schemas/manifest.ts';
+import { parseManifest } from '../../../shared/src/schemas/manifest.ts';
+import type { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
+import type { JobResult, OutputKind } from '../../src/postprocess/core.ts';
+import { buildJobSpec, parseRequest, parseUploadEvent, resolveRequest } from '../../src/validate/core.ts';
 
 /** A minimal valid DynamiCrafter manifest at 96×64 (w×h), 4 frames, written by hand for the tests. */
 export function tinyManifest(over: Partial<ManifestInput> = {}): ManifestInput {
@@ -138,4 +142,21 @@ export function meanRgb(raw: Buffer, width: number, x0: number, y0: number, x1: 
     }
   }
   return [s[0] / n, s[1] / n, s[2] / n];
+}
+
+/** The job spec Validate builds for `inputs/cat.png` on the tiny model with this prompt (seed 1). */
+export function tinyJobSpec(prompt: string): JobSpec {
+  const r = resolveRequest(parseRequest({ model: 'tiny', prompt }, 'x'), parseManifest(tinyManifest(), 'tiny'), () => 1, 'x');
+  return buildJobSpec(parseUploadEvent(uploadEvent('cil-data', 'inputs/cat.png', { etag: 'e' })), 10, r, '2025-01-15T12:00:00.000Z');
+}
+
+/** A job result for `s` listing these outputs (kind, key under the output prefix), with placeholder sizes and hashes. */
+export function tinyJobResult(s: JobSpec, outputs: readonly (readonly [OutputKind, string])[]): JobResult {
+  const o = s.outputPrefix;
+  return {
+    format: 'cil-result/1', status: 'succeeded', jobId: s.jobId, bucket: s.bucket, model: 'tiny', input: { key: s.input.key, versionId: null },
+    outputPrefix: o, resultKey: `${o}result.json`, video: { frames: 4, fps: 10, width: 96, height: 64 },
+    outputs: outputs.map(([kind, key]) => ({ kind, key: o + key, contentType: 'x/y', bytes: 10, sha256: '0'.repeat(64) })),
+    timings: { totalS: 2.5 }, createdAt: s.createdAt,
+  };
 }

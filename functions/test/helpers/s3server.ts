@@ -28,6 +28,17 @@ export interface LocalS3 {
   stop(): Promise<void>;
 }
 
+/** An object's bytes, or null when there is no such key (read with the SDK directly, not the code under test). */
+export async function getObjectOrNull(s3: S3Client, bucket: string, key: string): Promise<Buffer | null> {
+  try {
+    const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return Buffer.from(await r.Body!.transformToByteArray());
+  } catch (e) {
+    if ((e as Error).name === 'NoSuchKey') return null;
+    throw e;
+  }
+}
+
 export async function startLocalS3(bucket = 'cil-data'): Promise<LocalS3> {
   const dir = mkdtempSync(join(tmpdir(), 'cil-s3rver-'));
   const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: dir, configureBuckets: [{ name: bucket, configs: [] }] });
@@ -42,15 +53,7 @@ export async function startLocalS3(bucket = 'cil-data'): Promise<LocalS3> {
     async put(key, body, metadata) {
       await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, Metadata: metadata }));
     },
-    async get(key) {
-      try {
-        const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-        return Buffer.from(await r.Body!.transformToByteArray());
-      } catch (e) {
-        if ((e as Error).name === 'NoSuchKey') return null;
-        throw e;
-      }
-    },
+    get: (key) => getObjectOrNull(s3, bucket, key),
     async list(prefix = '') {
       const r = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
       return (r.Contents ?? []).map((c) => c.Key!).sort();
