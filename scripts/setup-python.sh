@@ -1,32 +1,41 @@
 #!/usr/bin/env bash
-# Python packages the exporter tests need (tools/export, test/export.test.ts), from Debian (never
-# pip, never downloaded wheels), for the system interpreter /usr/bin/python3:
-#   python3-torch   torch.onnx.export of the stand-in models (Debian 12: torch 1.13)
-#   python3-onnx    onnx.checker, shape inference, the float16 pass (Debian 12: onnx 1.12)
-# (numpy comes with both.) Idempotent: does nothing when /usr/bin/python3 already imports torch and
-# onnx, else installs only the missing packages. Needs root (CI and the dev machines run as root).
+# The Python environment of the exporter, the reference harness and their tests: a virtualenv at
+# .venv with the exact versions of tools/reference/requirements.txt (PyPI by name; torch and
+# torchvision come from the machine's local wheel store where pip finds them there).
+# Idempotent: does nothing when .venv already holds exactly those versions.
+#   CIL_VENV=/path    put the virtualenv elsewhere (the tests read the same variable)
 set -euo pipefail
-PY=/usr/bin/python3
-PKGS=(python3-torch python3-onnx)
-if [ -x "$PY" ] && "$PY" -c 'import torch, onnx' >/dev/null 2>&1; then
-  echo "setup-python: $PY imports torch and onnx"
+cd "$(dirname "$0")/.."
+VENV="${CIL_VENV:-$PWD/.venv}"
+REQ=tools/reference/requirements.txt
+PY="${CIL_PYTHON_BASE:-python3}"
+stamp="$VENV/.requirements.sha256"
+want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "setup-python: $VENV matches $REQ"
   exit 0
 fi
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup-python: ${PKGS[*]} are installed but $PY cannot import torch and onnx:" >&2
-  "$PY" -c 'import torch, onnx' >&2 || true
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+  echo "setup-python: needs Python 3.11 (the pinned torch wheels are cp311); $PY is $("$PY" --version 2>&1)." >&2
+  echo "setup-python: set CIL_PYTHON_BASE to a Python 3.11 interpreter." >&2
   exit 1
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup-python: missing ${missing[*]}; run as root: apt-get install -y ${missing[*]}" >&2
-  exit 1
-fi
-echo "setup-python: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-"$PY" -c 'import torch, onnx; print(f"setup-python: torch {torch.__version__}, onnx {onnx.__version__}")'
+echo "setup-python: creating $VENV from $REQ (first run: a few minutes, ~6 GB)"
+"$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" - <<'PY'
+import importlib, sys
+mods = ["torch", "torchvision", "onnx", "onnxruntime", "diffusers", "transformers", "open_clip", "kornia", "einops", "omegaconf"]
+bad = []
+for m in mods:
+    try:
+        importlib.import_module(m)
+    except Exception as e:  # noqa: BLE001 — report every failure, then exit 1
+        bad.append(f"{m}: {e}")
+if bad:
+    print("setup-python: imports failed:\n  " + "\n  ".join(bad), file=sys.stderr)
+    sys.exit(1)
+import torch, onnx
+print(f"setup-python: torch {torch.__version__}, onnx {onnx.__version__} in {sys.prefix}")
+PY
+echo "$want" > "$stamp"

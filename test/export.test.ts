@@ -5,8 +5,8 @@
  * against its manifest, the manifest defaults against shared/src/families.ts, `cil verify-bundle`
  * (onnxruntime vs the saved torch outputs, ≤ 1e-4 for float32), and a short generate job per bundle.
  *
- * Needs Debian's python3-torch and python3-onnx at /usr/bin/python3 (scripts/setup-python.sh
- * installs them; this test never installs anything). Without them it is skipped, loudly.
+ * Needs the repository's Python environment, .venv (scripts/setup-python.sh
+ * makes it; this test never installs anything). Without it the suite is skipped, loudly.
  */
 import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

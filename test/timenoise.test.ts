@@ -15,8 +15,8 @@
  *    there (skipped loudly otherwise).
  *  - The worker opens each fine-tuned bundle (its manifest says `cil: true`) and samples 2 steps.
  *
- * Needs Debian's python3-torch and python3-onnx at /usr/bin/python3 (scripts/setup-python.sh); without
- * them the Python-dependent tests are skipped, loudly.
+ * Needs the repository's Python environment, .venv (scripts/setup-python.sh); without
+ * it the Python-dependent tests are skipped, loudly.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
