@@ -26,12 +26,12 @@ Object.assign(out, {
   eulerStepGBps: round(s.eulerStepGBps, 2),
   ddimStepVsMemcpy: round(s.ddimStepVsMemcpy, 2),
 });
-log('PyTorch op-by-op step on CPU, one thread (when python3-torch is installed)…');
+log('PyTorch op-by-op step on CPU, one thread (where the Python environment has torch)…');
 const t = await benchTorch();
 if (t) {
   Object.assign(out, { torchDdimStepMs: round(t.ddimStepMs), torchEulerStepMs: round(t.eulerStepMs), ddimVsTorch: round(s.ddimStepMs / t.ddimStepMs, 2), eulerVsTorch: round(s.eulerStepMs / t.eulerStepMs, 2) });
 } else {
-  out.torch = 'not installed (apt-get install python3-torch to compare)';
+  out.torch = 'not installed (bash scripts/setup-python.sh to compare)';
 }
 
 log('demo model: one generation, and motion / first-frame fidelity by start time and Analytic-Init…');

@@ -1,8 +1,9 @@
 /**
  * The same sampler steps written op by op in PyTorch (CPU, one thread), as the reference code runs
- * them — the yardstick for the TypeScript step. Runs only where python3 can import torch.
+ * them — the yardstick for the TypeScript step. Runs only where a Python with torch exists (.venv first).
  */
 import { execFileSync } from 'node:child_process';
+import { PY } from '../test/helpers/python.ts';
 
 const SCRIPT = String.raw`
 import json, time, torch
@@ -48,7 +49,8 @@ export interface TorchBench {
 }
 
 export function benchTorch(): Promise<TorchBench | null> {
-  for (const py of ['/usr/bin/python3', 'python3']) {
+  // The repository's virtualenv first (scripts/setup-python.sh), then a system torch.
+  for (const py of [PY, '/usr/bin/python3', 'python3']) {
     try {
       const outText = execFileSync(py, ['-c', SCRIPT], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 300_000 }).toString();
       return Promise.resolve(JSON.parse(outText) as TorchBench);
