@@ -11,8 +11,8 @@
  *    s/√n, SE(std) = √((m4 − s⁴)/(4s²n)) from the sample's own fourth central moment, and for two
  *    independent samples the root sum of squares of both SEs. A correct pair fails a single
  *    comparison with probability ≈ 6·10⁻⁷; a wrong μ(t), a, β_m or T moves the mean by far more.
- *  - The closed form agrees with the reference excerpt's moments (1e-7 relative) when ../shared is
- *    there (skipped loudly otherwise).
+ *  - The closed form agrees with the reference fixture's moments (1e-7 relative): test/fixtures/reference,
+ *    numbers from the authors' code (tools/reference/fixtures.py), or $CIL_REFERENCE_DIR.
  *  - The worker opens each fine-tuned bundle (its manifest says `cil: true`) and samples 2 steps.
  *
  * Needs the repository's Python environment, .venv (scripts/setup-python.sh); without
@@ -21,18 +21,18 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openBundle } from '../gpu-worker/src/bundle.ts';
 import { NormalGenerator } from '../shared/src/rng.ts';
 import { TIME_NOISE_DEFAULTS, sampleTimeNoiseBeta, timeNoiseMoments } from '../shared/src/timeNoise.ts';
+import { REFERENCE_DIR } from '../shared/test/refFixtures.ts';
 import { sampleBundle } from './helpers/sampleBundle.ts';
 import type { PythonRun } from './helpers/python.ts';
 import { pythonOrWarn, runPythonSuite } from './helpers/python.ts';
 
-const ROOT = resolve(import.meta.dirname, '..');
-const REFERENCE = resolve(ROOT, '..', 'shared', 'fixtures', 'reference-excerpt', 'timenoise_moments.json');
+const REFERENCE = join(REFERENCE_DIR, 'timenoise_moments.json');
 /** Standard errors allowed between an estimate and its expectation (see the header). */
 const SE_BOUND = 5;
 const TS_SAMPLES = 200_000;
@@ -86,10 +86,10 @@ function tsSample(t: number, gen: NormalGenerator, n: number): Float64Array {
   return out;
 }
 
-describe('TimeNoise closed form (TypeScript) against the reference excerpt', () => {
-  it('timeNoiseMoments matches the excerpt to 1e-7 relative', () => {
+describe('TimeNoise closed form (TypeScript) against the reference fixture', () => {
+  it('timeNoiseMoments matches the reference fixture to 1e-7 relative', () => {
     if (!existsSync(REFERENCE)) {
-      console.warn(`\n*** SKIPPED: reference excerpt not found at ${REFERENCE} (../shared is not checked out) ***\n`);
+      console.warn(`\n*** SKIPPED: reference fixture not found at ${REFERENCE} (is CIL_REFERENCE_DIR wrong?) ***\n`);
       return;
     }
     const ref = JSON.parse(readFileSync(REFERENCE, 'utf8')) as { rows: { t: number; beta_s_mean: number; beta_s_std: number }[] };
@@ -152,9 +152,9 @@ describe.skipIf(missing !== null)('TimeNoise in Python and TypeScript; fine-tune
     }
   });
 
-  it("Python's sampled moments match the reference excerpt within 5 standard errors", () => {
+  it("Python's sampled moments match the reference fixture within 5 standard errors", () => {
     if (!existsSync(REFERENCE)) {
-      console.warn(`\n*** SKIPPED: reference excerpt not found at ${REFERENCE} (../shared is not checked out) ***\n`);
+      console.warn(`\n*** SKIPPED: reference fixture not found at ${REFERENCE} (is CIL_REFERENCE_DIR wrong?) ***\n`);
       return;
     }
     const ref = JSON.parse(readFileSync(REFERENCE, 'utf8')) as { rows: { t: number; beta_s_mean: number; beta_s_std: number }[] };

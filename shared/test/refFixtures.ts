@@ -1,17 +1,19 @@
 /**
- * Loads the reference excerpt (output of the authors' code) from ../shared/fixtures, read in
- * place, never copied into the repo. Where it is absent, suites using it skip and say so loudly.
+ * Loads the reference fixtures: numbers computed by running the authors' code, committed in
+ * test/fixtures/reference (made by `python -m tools.reference.fixtures`; its README.md says how).
+ * CIL_REFERENCE_DIR points the suites at another copy (e.g. ../shared/fixtures/reference-excerpt,
+ * which has the same files); where the folder is absent, suites using it skip and say so loudly.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const REFERENCE_DIR = process.env.CIL_REFERENCE_DIR ?? join(repoRoot, '..', 'shared', 'fixtures', 'reference-excerpt');
+export const REFERENCE_DIR = process.env.CIL_REFERENCE_DIR ?? join(repoRoot, 'test', 'fixtures', 'reference');
 export const HAVE_REFERENCE = existsSync(join(REFERENCE_DIR, 'dynamicrafter_50steps_M1000.json'));
 
 if (!HAVE_REFERENCE) {
-  console.warn(`\n*** SKIPPING reference-parity suites: ${REFERENCE_DIR} not found (CI has ../shared beside the clone) ***\n`);
+  console.warn(`\n*** SKIPPING reference-parity suites: ${REFERENCE_DIR} not found (test/fixtures/reference is committed; is CIL_REFERENCE_DIR wrong?) ***\n`);
 }
 
 export function loadReference<T = Record<string, unknown>>(file: string): T {
