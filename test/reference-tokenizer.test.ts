@@ -46,6 +46,12 @@ describe.skipIf(missing !== null)('generated tokenizer.json through the worker e
 
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+  it('the Python suite passes (vocabulary, 56 prompts, truncation, the exporter\'s bundle copy)', () => {
+    const r = runPython(['-m', 'unittest', 'discover', '-s', 'tools/reference/tests', '-t', '.']);
+    expect(r.status, r.output.slice(-4000)).toBe(0);
+    expect(r.output).toMatch(/\nOK\b/);
+  }, 120_000);
+
   it('the Python side writes the file and open_clip’s ids', () => {
     const r = runPython(['-c', PROGRAM, raw, bundled]);
     expect(r.status, r.output).toBe(0);
