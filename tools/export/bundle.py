@@ -94,7 +94,17 @@ def _torch_export(module, example, input_names, output_names, dynamic_axes, path
     # is written and tested against (torch 1.13).
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False
-    torch.onnx.export(module, tuple(example.values()), path, **kwargs)
+    # In eval mode nn.MultiheadAttention (open_clip's towers) takes the fused fast path,
+    # aten::_native_multi_head_attention, which has no ONNX symbolic; the plain path computes the same.
+    mha = getattr(getattr(torch.backends, "mha", None), "get_fastpath_enabled", None)
+    fast = mha() if mha else None
+    if fast:
+        torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        torch.onnx.export(module, tuple(example.values()), path, **kwargs)
+    finally:
+        if fast:
+            torch.backends.mha.set_fastpath_enabled(True)
 
 
 def _spec(vi, where):

@@ -32,6 +32,7 @@ def parser(family):
         p.add_argument("--ckpt", required=True, help="checkpoint .ckpt (base, or the CIL fine-tuned weights)")
         p.add_argument("--config", required=True, help="the checkout's inference config, e.g. configs/inference_512_v1.0.yaml")
         p.add_argument("--tokenizer-json", required=True, help="Hugging Face tokenizer.json of the text encoder (open_clip ViT-H-14: docs/models.md)")
+        p.add_argument("--open-clip-config", action="append", default=[], metavar="JSON", help="register an open_clip model config (file name = architecture name) that --config names (repeatable)")
     else:
         p.add_argument("--ckpt", required=True, help="diffusers StableVideoDiffusionPipeline folder (unet/, vae/, image_encoder/, scheduler/, feature_extractor/)")
         p.add_argument("--unet-ckpt", help="CIL fine-tuned UNet (the CIL repo's checkpoint-step-N.ckpt); replaces the folder's UNet weights")
@@ -138,7 +139,7 @@ def main(family, argv=None):
             parts = loaders.load_svd(args.ckpt, device, unet_ckpt=args.unet_ckpt, use_ema=not args.no_ema, repo=args.repo)
             manifest = export_svd(parts, args)
         else:
-            parts = loaders.load_lvdm(args.repo, args.ckpt, args.config, device)
+            parts = loaders.load_lvdm(args.repo, args.ckpt, args.config, device, open_clip_configs=args.open_clip_config)
             manifest = export_vp(family, parts, args)
     except (ContractError, ExportError, loaders.LoadError) as e:
         print(f"export failed: {e}", file=sys.stderr)

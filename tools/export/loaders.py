@@ -99,7 +99,50 @@ def _load_strict(model, sd, ckpt):
             raise LoadError(f"--ckpt {ckpt}: does not fit the model built from --config: {str(first)[:2000]}") from first
 
 
-def load_lvdm(repo, ckpt, config, device):
+# The lvdm configs' open_clip embedders (text tower, image tower).
+_OPEN_CLIP_KEYS = ("cond_stage_config", "img_cond_stage_config", "cond_img_config")
+
+
+def register_open_clip_configs(paths):
+    """Registers open_clip model-config JSON files (the file name is the architecture name), for
+    checkpoints whose config names an architecture open_clip does not ship."""
+    if not paths:
+        return
+    try:
+        import open_clip
+    except ImportError as e:
+        raise LoadError(f"--open-clip-config: open_clip is not importable ({e})") from e
+    for p in paths:
+        if not os.path.isfile(p):
+            raise LoadError(f"--open-clip-config {p}: no such file")
+        open_clip.add_model_config(p)
+
+
+def open_clip_compat(model):
+    """Lets lvdm's open_clip embedders run on open_clip >= 2.23 exactly as on the 2.22 it pins.
+
+    lvdm calls open_clip's transformers sequence-first (it permutes to [L, N, D] itself, and the
+    text embedder calls the residual blocks one by one); open_clip 2.23 made them batch-first, which
+    breaks the text tower (the causal mask no longer fits) and, silently, the image tower (at batch
+    1 every token attends only to itself). Newer open_clip also dropped `input_patchnorm` (dual
+    patchnorm), which lvdm's image embedder reads. Both are restored here; a no-op on old open_clip.
+    """
+    text = getattr(getattr(model, "cond_stage_model", None), "model", None)
+    blocks = getattr(getattr(text, "transformer", None), "resblocks", None) or []
+    for block in blocks:
+        attn = getattr(block, "attn", None)
+        if isinstance(attn, torch.nn.MultiheadAttention) and attn.batch_first:
+            attn.batch_first = False
+    visual = getattr(getattr(getattr(model, "embedder", None), "model", None), "visual", None)
+    if visual is not None:
+        if not hasattr(visual, "input_patchnorm"):
+            visual.input_patchnorm = False
+        if getattr(getattr(visual, "transformer", None), "batch_first", False):
+            visual.transformer.batch_first = False
+    return model
+
+
+def load_lvdm(repo, ckpt, config, device, open_clip_configs=()):
     """DynamiCrafter or VideoCrafter1 (base or CIL: the same architecture, other weights)."""
     import_repo(repo, "lvdm")
     cfg = load_yaml(config)
@@ -108,14 +151,22 @@ def load_lvdm(repo, ckpt, config, device):
         raise LoadError(f"--config {config}: no model.target; expected the repository's configs/inference_*.yaml")
     unet_params = model_cfg.setdefault("params", {}).setdefault("unet_config", {}).setdefault("params", {})
     unet_params["use_checkpoint"] = False  # as the reference inference script does
+    # open_clip would fetch the pretrained CLIP-H weights the config names on construction, and the
+    # strict checkpoint load below overwrites every one of them: build the towers randomly instead.
+    for key in _OPEN_CLIP_KEYS:
+        sub = model_cfg["params"].get(key)
+        if isinstance(sub, dict) and "OpenCLIP" in str(sub.get("target", "")):
+            sub.setdefault("params", {})["version"] = None
+    register_open_clip_configs(open_clip_configs)
     _disable_xformers()
     try:
+        from omegaconf import OmegaConf
         from utils.utils import instantiate_from_config  # the checkout's own helper
     except ImportError as e:
         raise LoadError(f"--repo {repo}: cannot import utils.utils.instantiate_from_config ({e})") from e
-    # open_clip fetches the CLIP-H weights named in the config on construction (the checkpoint then
-    # overwrites them): a populated Hugging Face cache or network access is needed once.
-    model = instantiate_from_config(model_cfg)
+    # As the reference scripts: an OmegaConf node (lvdm reads some config values as attributes).
+    model = instantiate_from_config(OmegaConf.create(model_cfg))
+    open_clip_compat(model)
     _load_strict(model, lvdm_state_dict(ckpt), ckpt)
     model = model.eval().to(device)
     return parts_from_lvdm(model, model_cfg["params"])
@@ -161,6 +212,19 @@ def load_cil_unet_weights(unet, path, use_ema=True):
                 p.copy_(s.to(p.dtype))
 
 
+def _alias_moved_diffusers_modules():
+    """The CIL repo's UNet copy (written for diffusers 0.25) imports
+    `diffusers.models.dual_transformer_2d`, which diffusers 0.26 moved under `models.transformers`;
+    SVD never uses that class, so the new location stands in for the old name."""
+    try:
+        importlib.import_module("diffusers.models.dual_transformer_2d")
+    except ImportError:
+        try:
+            sys.modules["diffusers.models.dual_transformer_2d"] = importlib.import_module("diffusers.models.transformers.dual_transformer_2d")
+        except ImportError:
+            pass  # neither location: the import below reports it
+
+
 def load_svd(folder, device, unet_ckpt=None, use_ema=True, repo=None):
     """Stable Video Diffusion from a diffusers folder (stabilityai/stable-video-diffusion-img2vid[-xt])."""
     try:
@@ -170,7 +234,11 @@ def load_svd(folder, device, unet_ckpt=None, use_ema=True, repo=None):
         raise LoadError(f"diffusers/transformers not importable ({e}): run the exporter in an SVD environment") from e
     if repo:  # the CIL repo's examples/SVD ships its own copy of the UNet class
         import_repo(repo, "svd")
-        from svd.models.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel  # noqa: F811
+        _alias_moved_diffusers_modules()
+        try:
+            from svd.models.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel  # noqa: F811
+        except ImportError as e:
+            raise LoadError(f"--repo {repo}: cannot import svd.models.unet_spatio_temporal_condition ({e}); the CIL repo pins diffusers==0.25.1") from e
     for sub in ("unet", "vae", "image_encoder"):
         if not os.path.isdir(os.path.join(folder, sub)):
             raise LoadError(f"--ckpt {folder}: no '{sub}/' folder; expected a diffusers StableVideoDiffusionPipeline folder")

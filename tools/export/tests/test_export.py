@@ -389,6 +389,10 @@ class Units(unittest.TestCase):
                     @staticmethod
                     def to_container(cfg, resolve=False):
                         return cfg
+
+                    @staticmethod
+                    def create(cfg):
+                        return cfg
             """,
         }
         for rel, text in files.items():
