@@ -1,5 +1,5 @@
 /**
- * The tokenizer.json that tools/reference/tokenizer.py builds from open_clip's own BPE vocabulary,
+ * The tokenizer.json that tools/export/tokenizer.py builds from open_clip's own BPE vocabulary,
  * read by the worker's loader (gpu-worker/src/tokenizer.ts, @huggingface/tokenizers), gives the
  * same 77 ids as open_clip.tokenize — what DynamiCrafter and VideoCrafter1 were trained with — on
  * every prompt of tools/reference/tests/tokenizer_prompts.py, both as generated and as the exporter
@@ -22,7 +22,7 @@ const PROGRAM = `
 import json, sys
 import open_clip
 from tools.export.bundle import prepare_tokenizer
-from tools.reference.tokenizer import write_clip_tokenizer_json
+from tools.export.tokenizer import write_clip_tokenizer_json
 from tools.reference.tests.tokenizer_prompts import KNOWN_DIFFERENT, PROMPTS
 raw, bundled = sys.argv[1], sys.argv[2]
 write_clip_tokenizer_json(raw)

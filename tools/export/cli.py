@@ -1,7 +1,9 @@
 """Command line shared by the three entry points (python3 -m tools.export.<family> --help)."""
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 
 from .build import (
@@ -31,13 +33,13 @@ def parser(family):
         p.add_argument("--repo", required=True, help="the model's code checkout (the folder holding lvdm/ and utils/)")
         p.add_argument("--ckpt", required=True, help="checkpoint .ckpt (base, or the CIL fine-tuned weights)")
         p.add_argument("--config", required=True, help="the checkout's inference config, e.g. configs/inference_512_v1.0.yaml")
-        p.add_argument("--tokenizer-json", required=True, help="Hugging Face tokenizer.json of the text encoder (open_clip ViT-H-14: docs/models.md)")
+        p.add_argument("--tokenizer-json", help="Hugging Face tokenizer.json of the text encoder (default: generated from the installed open_clip's own vocabulary, tools/export/tokenizer.py; docs/models.md §3)")
         p.add_argument("--open-clip-config", action="append", default=[], metavar="JSON", help="register an open_clip model config (file name = architecture name) that --config names (repeatable)")
     else:
         p.add_argument("--ckpt", required=True, help="diffusers StableVideoDiffusionPipeline folder (unet/, vae/, image_encoder/, scheduler/, feature_extractor/)")
         p.add_argument("--unet-ckpt", help="CIL fine-tuned UNet (the CIL repo's checkpoint-step-N.ckpt); replaces the folder's UNet weights")
         p.add_argument("--no-ema", action="store_true", help="with --unet-ckpt: use the raw weights instead of the EMA shadow weights")
-        p.add_argument("--repo", help="optional: the CIL repo's examples/SVD checkout, to build the UNet with its own class")
+        p.add_argument("--repo", help="optional: the CIL repo's examples/SVD checkout, to build the UNet with its own class (its current copy mixes the guidance batch and is refused: docs/models.md)")
     p.add_argument("--out", required=True, help="output folder (the bundle; parity/ goes inside it)")
     p.add_argument("--cil", action="store_true", help="the checkpoint is CIL (TimeNoise) fine-tuned: manifest cil=true and the CIL default start")
     p.add_argument("--id", help="model id (default <family>-<H>x<W>[-cil][-fp16])")
@@ -99,7 +101,21 @@ def export_vp(family, parts, args, log=print):
     unknown = [c for c in opts.fp32_components if c not in CONTRACT[family]]
     if unknown:
         raise ContractError(f"--fp32-components {unknown}: not components of a {family} bundle ({', '.join(CONTRACT[family])})")
-    vocab = tokenizer_vocab_size(args.tokenizer_json)
+    with tempfile.TemporaryDirectory(prefix="cil-tokenizer-") as tmp:
+        tokenizer_json = args.tokenizer_json
+        if not tokenizer_json:
+            # open_clip's tokenizer, generated from the vocabulary open_clip itself ships (no
+            # download); write_bundle then fixes its padding and truncation like a given file's.
+            from .tokenizer import write_clip_tokenizer_json
+
+            tokenizer_json = os.path.join(tmp, "tokenizer.json")
+            write_clip_tokenizer_json(tokenizer_json)
+            log("tokenizer.json generated from the installed open_clip's vocabulary")
+        return _export_vp(family, parts, args, geom, opts, tokenizer_json)
+
+
+def _export_vp(family, parts, args, geom, opts, tokenizer_json):
+    vocab = tokenizer_vocab_size(tokenizer_json)
     comps = vp_components(family, parts, geom, vocab, device=getattr(args, "torch_device", "cpu"), seed=args.seed)
     manifest = vp_manifest(
         family, parts.params, geom,
@@ -108,7 +124,7 @@ def export_vp(family, parts, args, log=print):
         analytic_init=not args.no_analytic_init, statistics=args.statistics,
         overrides=parse_default_overrides(args.set_default), description=args.description,
     )
-    return write_bundle(args.out, family, comps, check_ids(manifest), opts, tokenizer_json=args.tokenizer_json)
+    return write_bundle(args.out, family, comps, check_ids(manifest), opts, tokenizer_json=tokenizer_json)
 
 
 def export_svd(parts, args, log=print):

@@ -20,7 +20,7 @@ What open_clip does (tokenizer.py, clean='lower'), and how each step is mapped:
 Padding (0, 77) and truncation are added by tools/export/bundle.py's prepare_tokenizer; the worker
 truncates keeping the end token, as open_clip does.
 
-CLI: python -m tools.reference.tokenizer --out tokenizer.json
+CLI: python -m tools.export.tokenizer --out tokenizer.json
 """
 import argparse
 import gzip
@@ -154,7 +154,7 @@ def write_clip_tokenizer_json(path, bpe_path=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tools.reference.tokenizer", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.export.tokenizer", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="where to write tokenizer.json")
     ap.add_argument("--bpe", default=None, help="BPE vocabulary (default: the one inside the installed open_clip)")
     a = ap.parse_args(argv)

@@ -37,17 +37,6 @@ _SETTINGS = {
 PROMPT = "a red ball rolling on grass"
 
 
-def _tokenizer(out_dir, log):
-    """tokenizer.json equivalent to open_clip's tokenizer (tools/reference/tokenizer.py), or None."""
-    try:
-        from . import tokenizer
-    except ImportError:
-        return None
-    path = os.path.join(out_dir, "ckpt", "tokenizer.json")
-    tokenizer.write_clip_tokenizer_json(path)
-    return path
-
-
 def settings_for(family, prompt):
     s = {
         "family": family,
@@ -83,10 +72,7 @@ def prepare(out_dir, repo, family="dynamicrafter", log=print):
     ref.use_repo(frepo)
     model, paths = build.write_checkpoint(out_dir, repo, family, log=log)
     del model
-    tok = _tokenizer(out_dir, log)
-    prompt = PROMPT if tok else ""
-    if not tok:
-        log(f"{family}: tools/reference/tokenizer.py not found: empty prompt, and the exporter needs a tokenizer.json")
+    prompt = PROMPT
 
     img = build.input_image()
     build.write_png(os.path.join(out_dir, "input.png"), img)
@@ -97,8 +83,7 @@ def prepare(out_dir, repo, family="dynamicrafter", log=print):
     args = ["--repo", frepo, "--ckpt", paths["ckpt"], "--config", paths["config"], "--frames", str(s["frames"])]
     for p in paths["open_clip"]:
         args += ["--open-clip-config", p]
-    if tok:
-        args += ["--tokenizer-json", tok]
+    # No --tokenizer-json: the exporter generates open_clip's tokenizer itself (its default path).
     with open(os.path.join(out_dir, "export.json"), "w", encoding="utf-8") as f:
         json.dump({"module": f"tools.export.{family}", "args": args}, f, indent=2)
 

@@ -2,7 +2,7 @@
 code the CLI runs, and checks the bundles: manifest fields, the contract's tensor names, onnx.checker,
 hashes, parity files, the float16 conversion, and the loaders' checkpoint handling.
 
-Run from the repository root:  /usr/bin/python3 -m unittest discover -s tools/export/tests
+Run from the repository root:  .venv/bin/python -m unittest discover -s tools/export/tests
 With CIL_EXPORT_TEST_OUT=<dir> the bundles are left in <dir>/<name> (test/export.test.ts then
 loads them with the worker and runs onnxruntime on them); otherwise a temporary folder is removed.
 """
@@ -285,6 +285,23 @@ class Units(unittest.TestCase):
         args.tokenizer_json = bad
         with self.assertRaisesRegex(ExportError, "model.vocab"):
             cli.export_vp("videocrafter", parts, args, **QUIET)
+
+    def test_tokenizer_generated_from_open_clip_when_not_given(self):
+        try:
+            import open_clip  # noqa: F401  (the lvdm models' own dependency)
+        except ImportError:
+            self.skipTest("open_clip is not installed")
+        out = os.path.join(self.tmp, "gen")
+        args = cli.parser("videocrafter").parse_args(["--repo", "x", "--ckpt", "c.ckpt", "--config", "c.yaml", "--out", out])
+        self.assertIsNone(args.tokenizer_json)
+        m = cli.export_vp("videocrafter", S.vp_parts("videocrafter", 49408), args, **QUIET)
+        self.assertEqual(m["tokenizer"], {"file": "tokenizer.json", "maxLength": 77})
+        with open(os.path.join(out, "tokenizer.json"), encoding="utf-8") as f:
+            tok = json.load(f)
+        self.assertEqual(len(tok["model"]["vocab"]), 49408)
+        self.assertEqual(tok["padding"]["pad_id"], 0)
+        self.assertEqual(tok["padding"]["strategy"], {"Fixed": 77})
+        self.assertEqual(sorted(os.listdir(out)).count("tokenizer.json"), 1)
 
     def test_wrapper_output_count_is_checked(self):
         parts = S.vp_parts("videocrafter", VOCAB)

@@ -1,4 +1,4 @@
-"""tools/reference/tokenizer.py against open_clip.tokenize, the tokenizer DynamiCrafter and
+"""tools/export/tokenizer.py against open_clip.tokenize, the tokenizer DynamiCrafter and
 VideoCrafter1 actually use: the generated tokenizer.json, run through the `tokenizers` library and
 padded / truncated as the worker does (gpu-worker/src/tokenizer.ts), gives the same 77 ids on
 every prompt of tokenizer_prompts.PROMPTS. test/reference-tokenizer.test.ts checks the worker's
@@ -37,7 +37,7 @@ def worker_ids(tok, text, pad_id=0):
 class TokenizerJsonEqualsOpenClip(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        from tools.reference.tokenizer import write_clip_tokenizer_json
+        from tools.export.tokenizer import write_clip_tokenizer_json
         cls.dir = tempfile.TemporaryDirectory()
         cls.path = os.path.join(cls.dir.name, "tokenizer.json")
         write_clip_tokenizer_json(cls.path)

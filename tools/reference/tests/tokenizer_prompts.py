@@ -1,4 +1,4 @@
-"""Prompts on which tools/reference/tokenizer.py must equal open_clip.tokenize, shared by
+"""Prompts on which tools/export/tokenizer.py must equal open_clip.tokenize, shared by
 tools/reference/tests/test_tokenizer.py and test/reference-tokenizer.test.ts."""
 
 _LONG = " ".join(f"word{i}" for i in range(60))
