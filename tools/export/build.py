@@ -168,6 +168,26 @@ def vp_components(family, parts, geom, vocab_size, device="cpu", seed=0):
     ]
 
 
+def check_batch_independent(name, module, inputs, rtol=1e-4):
+    """The worker runs the guidance branches as one batch (or one call each, or in another order
+    than a reference pipeline): each batch item's output must depend on that item alone. The CIL
+    repo's copy of diffusers 0.25's SVD UNet fails this (its temporal transformer broadcasts
+    `time_context` pixel-major, so each pixel attends to another branch's image embedding; diffusers
+    0.26 fixed it, and Stability's own code was batch-major): refused rather than baked in."""
+    module = module.eval()
+    with torch.no_grad():
+        out = module(**inputs)
+        swapped = module(**{k: v.flip(0) for k, v in inputs.items()}).flip(0)
+    err = (out - swapped).abs().max().item()
+    scale = max(out.abs().max().item(), 1e-6)
+    if not err <= rtol * scale:
+        raise ContractError(
+            f"{name}: the output of one batch item depends on the other items (max difference {err:.3g} of {scale:.3g} when the batch is reversed). "
+            "The worker batches guidance branches, so this would make videos depend on how they are batched. For SVD this is the CIL repo's "
+            "UNet copy (diffusers 0.25's time_context broadcast): export without --repo (diffusers' class loads the same weights)"
+        )
+
+
 def svd_components(parts, geom, device="cpu", seed=0):
     """Stable Video Diffusion: unet, vae_encoder, vae_decoder (temporal), image_encoder."""
     g = torch.Generator().manual_seed(seed)
@@ -184,7 +204,7 @@ def svd_components(parts, geom, device="cpu", seed=0):
     dim = ie.shape[2]
     C = geom.channels
 
-    def unet_inputs(b, f):
+    def unet_inputs(b, f, g=g):
         sigma = torch.exp(torch.empty(b).uniform_(math.log(0.002), math.log(700.0), generator=g))
         fps = torch.randint(3, 31, (b,), generator=g).float()
         motion = torch.randint(0, 256, (b,), generator=g).float()
@@ -195,11 +215,15 @@ def svd_components(parts, geom, device="cpu", seed=0):
             "added_time_ids": torch.stack([fps - 1, motion, torch.full((b,), 0.02)], dim=1),
         }
 
+    unet = SvdUNet(parts.unet)
+    if not geom.static_batch:
+        # its own generator: the trace and parity inputs stay what they were
+        check_batch_independent("svd/unet", unet, _on(device, unet_inputs(2, geom.frames, torch.Generator().manual_seed(seed + 1))))
     scale = float(parts.vae_config.get("scaling_factor", 0.18215))
     ax = _axes(geom)
     return [
         ComponentExport(
-            "unet", SvdUNet(parts.unet), _on(device, unet_inputs(B, geom.frames)), _on(device, unet_inputs(1, geom.parity_frames)),
+            "unet", unet, _on(device, unet_inputs(B, geom.frames)), _on(device, unet_inputs(1, geom.parity_frames)),
             dynamic_axes={"sample": _axes(geom, 1), "timestep": ax, "encoder_hidden_states": ax, "added_time_ids": ax, "out": _axes(geom, 1)},
             # the conditioning scalars stay float32 up to their first weight (fp16.py)
             keep_fp32_inputs=("timestep", "added_time_ids"),
