@@ -11,7 +11,7 @@ import type { NormalGenerator } from '../../shared/src/rng.ts';
 import type { Manifest } from '../../shared/src/schemas/manifest.ts';
 import { CLIP_SIZE } from '../../shared/src/schemas/bundleContract.ts';
 import type { Bundle } from './bundle.ts';
-import { resizeChw } from './image.ts';
+import { clipResize } from './clipResize.ts';
 import type { Feed, OnnxSessions } from './runtime/sessions.ts';
 import { loadTokenizer } from './tokenizer.ts';
 
@@ -117,7 +117,7 @@ async function vpConditioning(bundle: Bundle, sessions: OnnxSessions, image: Ten
   const w = m.resolution.width / m.latent.downsample;
   const latentDims = [1, C, F, h, w];
   const [textCond, textEmpty] = await textEmbeds(bundle, sessions, [p.prompt, '']);
-  const img224 = resizeChw(image, CLIP_SIZE);
+  const img224 = clipResize(image, CLIP_SIZE);
   const imgEmb = (await sessions.run('image_encoder', { image: img224 })).image_embeds;
   const zeroEmb = (await sessions.run('image_encoder', { image: tensor(new Float32Array(img224.data.length), img224.dims) })).image_embeds;
   const ctx = (text: Tensor, img: Tensor): Float32Array => concat([text.data, img.data]);
@@ -179,7 +179,7 @@ async function svdConditioning(bundle: Bundle, sessions: OnnxSessions, image: Te
   gen.fill(z);
   const noisy = Float32Array.from(image.data, (v, i) => v + aug * z[i]);
   const lat = await encodeImageLatent(sessions, tensor(noisy, image.dims, 'image'), m);
-  const emb = (await sessions.run('image_encoder', { image: resizeChw(image, CLIP_SIZE) })).image_embeds;
+  const emb = (await sessions.run('image_encoder', { image: clipResize(image, CLIP_SIZE) })).image_embeds;
   const dim = emb.dims[emb.dims.length - 1];
   const timeIds = Float32Array.of(p.fps - 1, p.motionBucketId ?? 127, aug);
   const encodeMs = performance.now() - t0;
@@ -216,6 +216,11 @@ export function prepareConditioning(bundle: Bundle, sessions: OnnxSessions, imag
 /**
  * Decodes the final latent frame by frame in chunks (bounded memory): returns [F, 3, H, W] in
  * [−1, 1]. The latent is divided by the scale factor first.
+ *
+ * SVD's temporal decoder mixes the frames of one call (the batch axis is its num_frames), so
+ * chunking changes the frames: it decodes all F frames in one call, as diffusers' and the CIL
+ * authors' pipelines do by default (decode_chunk_size = num_frames). `chunk` applies to the
+ * per-frame VAEs of DynamiCrafter and VideoCrafter1 only.
  */
 export async function decodeFrames(bundle: Bundle, sessions: OnnxSessions, latent: Tensor, chunk = 4, signal?: AbortSignal): Promise<Float32Array> {
   const m = bundle.manifest;
@@ -227,7 +232,7 @@ export async function decodeFrames(bundle: Bundle, sessions: OnnxSessions, laten
   const H = m.resolution.height;
   const W = m.resolution.width;
   const batchable = typeof sessions.info('vae_decoder').inputs[0].shape[0] === 'string';
-  const step = batchable ? Math.max(1, chunk) : 1;
+  const step = !batchable ? 1 : svd ? F : Math.max(1, chunk);
   const out = new Float32Array(F * 3 * H * W);
   const inv = 1 / m.latent.scaleFactor;
   for (let f0 = 0; f0 < F; f0 += step) {

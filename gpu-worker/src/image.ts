@@ -35,32 +35,6 @@ export async function imageToTensor(bytes: Uint8Array, height: number, width: nu
   return tensor(out, [1, 3, height, width], 'image');
 }
 
-/** Bilinear resize of a [1, 3, H, W] tensor to size×size (for the CLIP image encoder's 224×224). */
-export function resizeChw(t: Tensor, size: number): Tensor {
-  const [, c, h, w] = t.dims;
-  const out = new Float32Array(c * size * size);
-  // align_corners = false sampling, as torch.nn.functional.interpolate(mode='bilinear')
-  for (let y = 0; y < size; y++) {
-    const sy = Math.min(Math.max((y + 0.5) * (h / size) - 0.5, 0), h - 1);
-    const y0 = Math.floor(sy);
-    const y1 = Math.min(y0 + 1, h - 1);
-    const fy = sy - y0;
-    for (let x = 0; x < size; x++) {
-      const sx = Math.min(Math.max((x + 0.5) * (w / size) - 0.5, 0), w - 1);
-      const x0 = Math.floor(sx);
-      const x1 = Math.min(x0 + 1, w - 1);
-      const fx = sx - x0;
-      for (let k = 0; k < c; k++) {
-        const b = k * h * w;
-        const v =
-          (1 - fy) * ((1 - fx) * t.data[b + y0 * w + x0] + fx * t.data[b + y0 * w + x1]) + fy * ((1 - fx) * t.data[b + y1 * w + x0] + fx * t.data[b + y1 * w + x1]);
-        out[k * size * size + y * size + x] = v;
-      }
-    }
-  }
-  return tensor(out, [1, c, size, size], 'image_224');
-}
-
 /** One frame [3, H, W] in [−1, 1] (at `offset` in `data`) → PNG bytes. */
 export async function frameToPng(data: Float32Array, offset: number, height: number, width: number): Promise<Buffer> {
   const plane = height * width;

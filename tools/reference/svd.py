@@ -65,6 +65,17 @@ VARIANTS = {
 }
 
 
+# Stock SVD's scheduler (stabilityai/stable-video-diffusion-img2vid scheduler/scheduler_config.json),
+# the same values as the authors' schedulers/scheduler_config700.json: the base case needs no checkout.
+STOCK_SCHEDULER = {
+    "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
+    "interpolation_type": "linear", "num_train_timesteps": 1000, "prediction_type": "v_prediction",
+    "set_alpha_to_one": False, "sigma_max": 700.0, "sigma_min": 0.002, "skip_prk_steps": True,
+    "steps_offset": 1, "timestep_spacing": "leading", "timestep_type": "continuous", "trained_betas": None,
+    "use_karras_sigmas": True,
+}
+
+
 class ReferenceSetupError(Exception):
     """The authors' checkout or a dependency the reference run needs is missing or unusable."""
 
@@ -128,7 +139,7 @@ def build_models():
     return unet.eval(), vae.eval(), clip.eval(), g
 
 
-def write_checkpoint(ckpt, variant, svd_dir, log):
+def write_checkpoint(ckpt, variant, log):
     """A diffusers pipeline folder; for "cil" also the fine-tune file the authors' inference.py loads
     (`state_dict` + diffusers EMAModel `ema_state`, EMA weights used)."""
     from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
@@ -138,7 +149,7 @@ def write_checkpoint(ckpt, variant, svd_dir, log):
     unet, vae, clip, g = build_models()
     # The base folder carries stock SVD's scheduler (σ_max 700 = the authors' scheduler_config700.json);
     # the CIL run replaces it with scheduler_config100.json, as the authors' inference.py does.
-    sched = EulerDiscreteScheduler.from_config(EulerDiscreteScheduler.load_config(os.path.join(svd_dir, "schedulers", "scheduler_config700.json")))
+    sched = EulerDiscreteScheduler.from_config(STOCK_SCHEDULER)
     fe = CLIPImageProcessor(
         crop_size={"height": 224, "width": 224}, size={"shortest_edge": 224}, do_center_crop=True, do_normalize=True,
         do_resize=True, do_rescale=True, image_mean=CLIP_MEAN, image_std=CLIP_STD, resample=3,
@@ -217,10 +228,6 @@ class _NoiseQueue:
         return t.to(device=device or "cpu", dtype=dtype or torch.float32)
 
 
-def _bilinear_clip_resize(image, size, interpolation="bicubic", align_corners=True):
-    return torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False)
-
-
 def _instrument(pipe, record):
     """Records x_init (prepare_latents' result), the final latent and the raw decoded frames."""
     prep, dec = pipe.prepare_latents, pipe.decode_latents
@@ -241,7 +248,7 @@ def _instrument(pipe, record):
     pipe.decode_latents = decode_latents
 
 
-def run_reference(out_dir, repo, variant, settings, patches, log, clip_resize="reference"):
+def run_reference(out_dir, repo, variant, settings, patches, log):
     from PIL import Image
 
     ckpt = os.path.join(out_dir, "ckpt")
@@ -290,9 +297,6 @@ def run_reference(out_dir, repo, variant, settings, patches, log, clip_resize="r
         patches.append("randn_tensor in diffusers' StableVideoDiffusionPipeline module replaced by our generator's draws (noise augmentation, then x_T)")
         write_stats(out_dir, ref_dir)  # unused by this variant (analyticInit false); written for the driver's uniform interface
         kwargs = {}
-    if clip_resize == "bilinear":
-        mod._resize_with_antialiasing = _bilinear_clip_resize
-        patches.append("TEMPORARY: the CLIP 224 resize replaced by plain bilinear (align_corners false), as our worker's resizeChw did before the antialiased bicubic port")
     pipe.set_progress_bar_config(disable=True)
     _instrument(pipe, record)
     with torch.no_grad():
@@ -325,7 +329,6 @@ def run_reference(out_dir, repo, variant, settings, patches, log, clip_resize="r
         "decodeChunkSize": record["decode_chunk_size"],
         "latentShape": list(record["latent"].shape),
         "framesShape": list(frames.shape),
-        "clipResize": clip_resize,
         "seconds": round(seconds, 3),
         "device": "cpu",
         "dtype": "float32",
@@ -363,24 +366,21 @@ def export_args(out_dir, repo, variant):
     return {"module": "tools.export.svd", "args": args}
 
 
-def prepare(out_dir, repo, log=print, variant="cil", clip_resize=None):
-    """Builds the checkpoint, runs the reference and writes the driver's files under `out_dir`.
-
-    `clip_resize="bilinear"` (or CIL_SVD_CLIP_RESIZE=bilinear) is a development switch: the reference
-    then resizes for CLIP as a plain bilinear resize, isolating every other difference."""
+def prepare(out_dir, repo, log=print, variant="cil"):
+    """Builds the checkpoint, runs the reference and writes the driver's files under `out_dir`."""
     if variant not in VARIANTS:
         raise ValueError(f"svd variant {variant!r}: expected one of {', '.join(VARIANTS)}")
-    clip_resize = clip_resize or os.environ.get("CIL_SVD_CLIP_RESIZE", "reference")
-    sd = svd_root(repo)
+    if variant == "cil":
+        svd_root(repo)  # fail before building anything; the base case runs stock diffusers only
     out_dir = os.path.abspath(out_dir)
     ref_dir = os.path.join(out_dir, "reference")
     os.makedirs(ref_dir, exist_ok=True)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    write_checkpoint(os.path.join(out_dir, "ckpt"), variant, sd, log)
+    write_checkpoint(os.path.join(out_dir, "ckpt"), variant, log)
     write_input_png(os.path.join(out_dir, "input.png"))
     settings = settings_for(variant)
     patches = settings["patches"]
-    run_reference(out_dir, repo, variant, settings, patches, log, clip_resize=clip_resize)
+    run_reference(out_dir, repo, variant, settings, patches, log)
     with open(os.path.join(out_dir, "settings.json"), "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=2)
     with open(os.path.join(out_dir, "export.json"), "w", encoding="utf-8") as f:
