@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ddimPlan, ddimTimesteps, roundHalfEven } from '../src/ddim.ts';
 import { FAMILIES } from '../src/families.ts';
 import { makePlan, planJson } from '../src/plan.ts';
-import { HAVE_REFERENCE, loadReference, maxRelErr, reversed } from './refFixtures.ts';
+import { DDIM_COLUMNS, HAVE_REFERENCE, loadReference, maxRelErr, reversed } from './refFixtures.ts';
 
 describe('roundHalfEven', () => {
   it('rounds halves to even like numpy.round', () => {
@@ -165,14 +165,7 @@ interface DdimRef {
 describe.skipIf(!HAVE_REFERENCE)('DynamiCrafter DDIM plan vs the authors\' sampler (50 steps, M = 1000)', () => {
   const ref = HAVE_REFERENCE ? loadReference<DdimRef>('dynamicrafter_50steps_M1000.json') : null;
   const plan = planJson(makePlan({ family: 'dynamicrafter', steps: 50, start: 1000 })) as Record<string, number[]>;
-  const cases: [string, string][] = [
-    ['timesteps', 'ddim_timesteps'],
-    ['alphas', 'ddim_alphas'],
-    ['alphasPrev', 'ddim_alphas_prev'],
-    ['sigmas', 'ddim_sigmas'],
-    ['scale', 'ddim_scale_arr'],
-    ['scalePrev', 'ddim_scale_arr_prev'],
-  ];
+  const cases = DDIM_COLUMNS;
   for (const [ours, theirs] of cases) {
     it(`${ours} = ${theirs} (float64 to 1e-12, float32 to 1e-6 beyond its own rounding)`, () => {
       const r64 = reversed(ref!.ddim.float64[theirs]);

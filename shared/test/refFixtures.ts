@@ -32,3 +32,13 @@ export function maxRelErr(ours: ArrayLike<number>, ref: ArrayLike<number>): numb
 }
 
 export const reversed = (a: readonly number[]): number[] => [...a].reverse();
+
+/** Our plan's fields (planJson) and the authors' DDIMSampler attribute each one is compared with. */
+export const DDIM_COLUMNS: readonly (readonly [string, string])[] = [
+  ['timesteps', 'ddim_timesteps'],
+  ['alphas', 'ddim_alphas'],
+  ['alphasPrev', 'ddim_alphas_prev'],
+  ['sigmas', 'ddim_sigmas'],
+  ['scale', 'ddim_scale_arr'],
+  ['scalePrev', 'ddim_scale_arr_prev'],
+];

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { makePlan, planJson } from '../src/plan.ts';
 import { timeNoiseMoments } from '../src/timeNoise.ts';
-import { HAVE_REFERENCE, loadReference, maxRelErr, reversed } from './refFixtures.ts';
+import { DDIM_COLUMNS, HAVE_REFERENCE, loadReference, maxRelErr, reversed } from './refFixtures.ts';
 
 type Tables = Record<'ddim_timesteps' | 'ddim_alphas' | 'ddim_alphas_prev' | 'ddim_sigmas' | 'ddim_scale_arr' | 'ddim_scale_arr_prev', (number | null)[]>;
 interface Grid {
@@ -18,14 +18,7 @@ interface Moments {
   rows: { t: number; sampled_mean: number; sampled_std: number; sampled_se_mean: number; sampled_se_std: number }[];
 }
 
-const COLUMNS: [string, keyof Tables][] = [
-  ['timesteps', 'ddim_timesteps'],
-  ['alphas', 'ddim_alphas'],
-  ['alphasPrev', 'ddim_alphas_prev'],
-  ['sigmas', 'ddim_sigmas'],
-  ['scale', 'ddim_scale_arr'],
-  ['scalePrev', 'ddim_scale_arr_prev'],
-];
+const COLUMNS = DDIM_COLUMNS as readonly (readonly [string, keyof Tables])[];
 /** Columns that read the previous (smaller) timestep's entry. */
 const READS_PREVIOUS = new Set(['alphasPrev', 'sigmas', 'scalePrev']);
 
