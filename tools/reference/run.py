@@ -6,6 +6,7 @@ and float32 with external data for the >2 GB path).
 
 `--repo` (or $CIL_REFERENCE_REPO) is a checkout of the authors' repository (thu-ml/cond-image-leakage:
 the folder holding examples/). The case `svd-base` needs no checkout: it runs stock diffusers.
+diffusers is the pinned PyPI package unless $CIL_DIFFUSERS_SRC names a checkout of it.
 What lands in --out is listed in docs/reference.md; the TypeScript side (scripts/reference.ts)
 then runs `cil generate` on each bundle and compares.
 """
@@ -50,11 +51,29 @@ def reference_repo(arg):
     return os.path.abspath(repo)
 
 
+def diffusers_src():
+    """$CIL_DIFFUSERS_SRC: a diffusers checkout to use instead of the installed package (its src/
+    folder, or the folder holding diffusers/), or None."""
+    src = os.environ.get("CIL_DIFFUSERS_SRC")
+    if not src:
+        return None
+    for cand in (os.path.join(src, "src"), src):
+        if os.path.isfile(os.path.join(cand, "diffusers", "__init__.py")):
+            return os.path.abspath(cand)
+    raise ReferenceSetupError(f"CIL_DIFFUSERS_SRC={src}: no diffusers/__init__.py in it or in its src/ folder")
+
+
+def _pythonpath():
+    paths = [p for p in (diffusers_src(), _repo_root()) if p]
+    return os.pathsep.join(paths)
+
+
 def export(out, bundle, flags, log):
-    spec = json.load(open(os.path.join(out, "export.json"), encoding="utf-8"))
+    with open(os.path.join(out, "export.json"), encoding="utf-8") as f:
+        spec = json.load(f)
     cmd = [sys.executable, "-m", spec["module"], *spec["args"], *flags, "--out", os.path.join(out, f"bundle-{bundle}"), "--device", "cpu"]
     t0 = time.time()
-    r = subprocess.run(cmd, cwd=out, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": _repo_root()})
+    r = subprocess.run(cmd, cwd=out, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
     if r.returncode != 0:
         raise ReferenceSetupError(f"export of bundle-{bundle} failed ({' '.join(cmd)}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     log(f"exported bundle-{bundle} in {time.time() - t0:.1f} s")
@@ -68,6 +87,9 @@ def run_case(case, out, repo=None, bundles=tuple(BUNDLES), log=print):
     if case not in CASES:
         raise ReferenceSetupError(f"--case {case!r}: one of {', '.join(CASES)}")
     module, kwargs, needs_repo = CASES[case]
+    src = diffusers_src()
+    if src and src not in sys.path:
+        sys.path.insert(0, src)  # before anything imports diffusers
     repo = reference_repo(repo) if needs_repo else (repo or os.environ.get("CIL_REFERENCE_REPO"))
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
