@@ -11,3 +11,9 @@ class OmegaConf:
     @staticmethod
     def to_container(cfg, resolve=False):
         return cfg
+
+    @staticmethod
+    def create(cfg):
+        # tools/export/loaders.py hands the config to instantiate_from_config as an OmegaConf node,
+        # as the reference scripts do; the stand-in checkout works on plain dicts.
+        return cfg
