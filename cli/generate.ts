@@ -8,6 +8,7 @@ import type { GenerateParams, ProgressEvent } from '../gpu-worker/src/generate.t
 import { choiceArg, intArg, numberArg } from './args.ts';
 import { UsageError } from './errors.ts';
 import { abortOnSignals } from './signals.ts';
+import { printableJson } from './printable.ts';
 
 interface GenerateOpts {
   image: string;
@@ -164,7 +165,7 @@ export function registerGenerate(program: Command): void {
           return;
         }
         if (e instanceof UsageError) throw e;
-        process.stderr.write(`${JSON.stringify({ error: (e as Error).name, reason: (e as Error).message })}\n`);
+        process.stderr.write(`${printableJson({ error: (e as Error).name, reason: (e as Error).message })}\n`);
         process.exitCode = 1;
       } finally {
         ac.dispose();

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { parseJsonText } from '../shared/src/jsonText.ts';
 import { parseJobRequest } from '../shared/src/schemas/jobRequest.ts';
 import { intArg } from './args.ts';
 import { UsageError } from './errors.ts';
@@ -32,7 +33,7 @@ export function requestFromFlags(o: RequestFlags): Record<string, unknown> {
   if (o.request !== undefined) {
     let j: unknown;
     try {
-      j = JSON.parse(readFileSync(o.request, 'utf8'));
+      j = parseJsonText(readFileSync(o.request, 'utf8'));
     } catch (e) {
       throw new UsageError(`--request ${o.request}: not a readable JSON file (${(e as Error).message})`);
     }

@@ -9,10 +9,12 @@ import type { Command } from 'commander';
 import type { LocalNotification } from '../local/src/notifications.ts';
 import type { PipelineEvent } from '../local/src/pipeline.ts';
 import type { RunImageResult, UpInfo } from '../local/src/run.ts';
+import { inputKeyProblem } from '../shared/src/schemas/layout.ts';
 import { intArg, numberArg } from './args.ts';
 import { UsageError } from './errors.ts';
 import type { RequestFlags } from './jobFlags.ts';
 import { addRequestOptions, requestFromFlags } from './jobFlags.ts';
+import { printable, printableJson } from './printable.ts';
 import { JobReporter } from './progress.ts';
 
 const DEFAULT_DATA = '.local';
@@ -23,17 +25,18 @@ export function displayPath(p: string): string {
   return r.startsWith('..') ? p : r || '.';
 }
 
-/** One line per notification: channel, subject or detail type, job. */
+/** One line per notification: channel, subject or detail type, job (control characters escaped: the reason quotes user data). */
 export function formatNotification(n: LocalNotification): string {
   const m = n.message as { jobId?: string; batchId?: string; reason?: string } | null;
   const what = n.channel === 'sns' ? n.subject ?? '(no subject)' : `${n.source ?? ''} ${n.detailType ?? ''}`.trim();
   const reason = m && typeof m.reason === 'string' ? ` — ${m.reason}` : '';
-  return `${n.time} ${n.channel.padEnd(11)} ${what}${reason}`;
+  return printable(`${n.time} ${n.channel.padEnd(11)} ${what}${reason}`);
 }
 
-/** Prints where a job's outputs are (or why it failed); returns the exit code. */
+/** Prints where a job's outputs are (or why it failed); returns the exit code. Text from the job (error, reason, subject) is printed escaped. */
 export function printRunResult(r: RunImageResult, out: NodeJS.WritableStream = process.stdout): number {
   const rec = r.record;
+  const p = (s: string): string => printable(s);
   if (r.reused) out.write(`this image with this request already ran as job ${r.jobId}: ${rec ? 'its result' : 'nothing new was started'} (change the prompt, or pass --key, for a new job)\n`);
   if (!rec) {
     if (!r.reused) out.write(`job ${r.jobId} started; its progress shows in the \`cil local up\` output, its notification in \`npx cil local notifications --job ${r.jobId}\`\n`);
@@ -45,19 +48,25 @@ export function printRunResult(r: RunImageResult, out: NodeJS.WritableStream = p
     const pick = (name: string): string | undefined => r.files.find((f) => basename(f) === name);
     for (const [label, name] of [['MP4', 'video.mp4'], ['GIF', 'video.gif'], ['WebP', 'video.webp'], ['poster', 'poster.png'], ['metadata', 'metadata.json'], ['result', 'result.json']] as const) {
       const f = pick(name);
-      if (f) out.write(`  ${label.padEnd(9)} ${displayPath(f)}\n`);
+      if (f) out.write(`  ${label.padEnd(9)} ${p(displayPath(f))}\n`);
     }
   } else {
-    out.write(`job ${r.jobId} ${rec.status}: ${rec.error ?? ''}\n`);
+    out.write(`job ${r.jobId} ${rec.status}: ${p(rec.error ?? '')}\n`);
     const f = r.failure as { failedStep?: string; reason?: string } | null;
-    if (f) out.write(`  failed step ${f.failedStep ?? '?'}: ${f.reason ?? ''}\n  record    ${displayPath(r.files[0] ?? '')}\n`);
-    else if (rec.cause) out.write(`  ${rec.cause.slice(0, 500)}\n`);
+    if (f) out.write(`  failed step ${p(String(f.failedStep ?? '?'))}: ${printable(String(f.reason ?? ''), { multiline: true })}\n  record    ${p(displayPath(r.files[0] ?? ''))}\n`);
+    else if (rec.cause) out.write(`  ${printable(rec.cause.slice(0, 500), { multiline: true })}\n`);
   }
-  for (const n of r.notifications.filter((x) => x.channel === 'sns')) out.write(`  notified  ${n.subject ?? ''}\n`);
+  for (const n of r.notifications.filter((x) => x.channel === 'sns')) out.write(`  notified  ${p(n.subject ?? '')}\n`);
   return rec.status === 'SUCCEEDED' ? 0 : 1;
 }
 
-function describeEvent(e: PipelineEvent): string | null {
+/** One line of `local up` for a pipeline event (keys and errors in it escaped), or null for none. */
+export function describeEvent(e: PipelineEvent): string | null {
+  const s = describeEventRaw(e);
+  return s === null ? null : printable(s);
+}
+
+function describeEventRaw(e: PipelineEvent): string | null {
   switch (e.type) {
     case 'execution-started':
       return `${e.workflow} ${e.name} started (${e.key})`;
@@ -114,7 +123,7 @@ async function up(o: UpOpts): Promise<void> {
     onSynth: () => process.stderr.write('synthesizing the CDK app for its workflow definitions (cached after the first run)…\n'),
     onEvent: (e) => {
       if (o.json) {
-        process.stdout.write(`${JSON.stringify(e)}\n`);
+        process.stdout.write(`${printableJson(e)}\n`);
         return;
       }
       const s = describeEvent(e);
@@ -125,7 +134,7 @@ async function up(o: UpOpts): Promise<void> {
   const upFile = join(dataDir, UP_FILE);
   writeFileSync(upFile, `${JSON.stringify(info, null, 2)}\n`);
   process.stderr.write(
-    `local pipeline up: S3 ${pipeline.endpoint}, bucket ${pipeline.bucket}, data in ${displayPath(dataDir)}\n` +
+    `local pipeline up: S3 ${pipeline.endpoint}, bucket ${pipeline.bucket}, data in ${printable(displayPath(dataDir))}\n` +
       `  run an image:   npx cil local run my.png --prompt "pan left"\n` +
       `  or upload to s3://${pipeline.bucket}/inputs/ with any S3 client (endpoint ${pipeline.endpoint}, path-style, any credentials)\n` +
       `  stop:           npx cil local down   (or Ctrl-C)\n`,
@@ -175,6 +184,12 @@ async function down(o: { data: string; timeout: number }): Promise<void> {
 
 async function run(image: string, o: RunOpts): Promise<number> {
   const request = requestFromFlags(o);
+  if (o.key !== undefined) {
+    // Refused here, before any upload: a key Validate would refuse anyway, or one that is not an
+    // image under inputs/ (its sidecar, <key>.json, could overwrite any object: a model's manifest).
+    const problem = inputKeyProblem(o.key);
+    if (problem !== null) throw new UsageError(`--key ${JSON.stringify(o.key)}: ${problem}`);
+  }
   let bytes: Buffer;
   try {
     bytes = readFileSync(image);
@@ -193,7 +208,7 @@ async function run(image: string, o: RunOpts): Promise<number> {
     outDir: o.out ? resolve(o.out) : undefined,
     timeoutMs: o.timeout * 1000,
     observer: reporter,
-    onUploaded: (u: { jobId: string; key: string; bucket: string }) => process.stderr.write(`uploaded s3://${u.bucket}/${u.key} → job ${u.jobId}\n`),
+    onUploaded: (u: { jobId: string; key: string; bucket: string }) => process.stderr.write(`uploaded s3://${u.bucket}/${printable(u.key)} → job ${u.jobId}\n`),
   };
   const attached = async (): Promise<number> => {
     return printRunResult(await runImage({ ...common, wait: o.wait }));
@@ -226,7 +241,7 @@ async function run(image: string, o: RunOpts): Promise<number> {
 async function notifications(o: { data: string; job?: string; json?: boolean }): Promise<void> {
   const { readNotifications, notificationJobId } = await import('../local/src/notifications.ts');
   const all = readNotifications(join(resolve(o.data), 'notifications.jsonl')).filter((n) => o.job === undefined || notificationJobId(n) === o.job);
-  for (const n of all) process.stdout.write(o.json ? `${JSON.stringify(n)}\n` : `${formatNotification(n)}\n`);
+  for (const n of all) process.stdout.write(o.json ? `${printableJson(n)}\n` : `${formatNotification(n)}\n`);
   if (all.length === 0 && !o.json) process.stderr.write('no notifications\n');
 }
 
@@ -264,14 +279,15 @@ async function load(o: LoadOpts): Promise<number> {
         done++;
         if (o.json) return;
         const t = j.latencyS === null ? '' : ` ${j.latencyS.toFixed(1)} s`;
-        process.stderr.write(`[${done}/${total}] ${j.jobId ?? '(no job)'} ${j.status}${t}${j.invalid ? ' (invalid upload)' : ''}\n`);
+        process.stderr.write(`[${done}/${total}] ${printable(`${j.jobId ?? '(no job)'} ${j.status}`)}${t}${j.invalid ? ' (invalid upload)' : ''}\n`);
       },
     });
   } catch (e) {
     if ((e as Error).name === 'LoadOptionsError' || (e as Error).name === 'DataDirInUse') throw new UsageError((e as Error).message);
     throw e;
   }
-  process.stdout.write(o.json ? `${JSON.stringify(report)}\n` : formatLoadReport(report));
+  // The report's lines quote keys and failure reasons: each line is escaped on its own.
+  process.stdout.write(o.json ? `${printableJson(report)}\n` : formatLoadReport(report).split('\n').map((l) => printable(l)).join('\n'));
   return report.ok ? 0 : 1;
 }
 

@@ -11,6 +11,7 @@ import { registerLocal } from './local.ts';
 import { registerDemo } from './demo.ts';
 import { registerRemote } from './remote.ts';
 import { UsageError } from './errors.ts';
+import { printable } from './printable.ts';
 
 export function buildProgram(): Command {
   const program = new Command('cil')
@@ -43,10 +44,11 @@ export async function run(argv: string[]): Promise<number> {
       return e.exitCode === 0 ? 0 : 2;
     }
     if (e instanceof UsageError) {
-      process.stderr.write(`cil: ${e.message}\n`);
+      process.stderr.write(`cil: ${printable(e.message, { multiline: true })}\n`);
       return 2;
     }
-    process.stderr.write(`cil: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}\n`);
+    // Error messages quote keys, paths and reasons from user data: escaped (printable.ts).
+    process.stderr.write(`cil: ${printable(e instanceof Error ? `${e.name}: ${e.message}` : String(e), { multiline: true })}\n`);
     return 1;
   }
 }

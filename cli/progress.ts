@@ -4,6 +4,7 @@
  * terminal; elsewhere a line every few steps, so logs stay short).
  */
 import cliProgress from 'cli-progress';
+import { printable } from './printable.ts';
 
 export interface StepProgress {
   readonly phase: string;
@@ -29,7 +30,8 @@ export class JobReporter {
 
   line(s: string): void {
     this.#stopBar();
-    this.#out.write(`${s}\n`);
+    // State names, phases and Batch reasons come from outside this process: escaped (printable.ts).
+    this.#out.write(`${printable(s)}\n`);
   }
 
   /** A workflow state was entered. */

@@ -10,6 +10,7 @@ import { intArg } from './args.ts';
 import { UsageError } from './errors.ts';
 import type { RequestFlags } from './jobFlags.ts';
 import { addRequestOptions, requestFromFlags } from './jobFlags.ts';
+import { printable, printableJson } from './printable.ts';
 import { JobReporter } from './progress.ts';
 
 interface StackFlags {
@@ -46,22 +47,23 @@ async function connect(o: StackFlags): Promise<{ clients: RemoteClients; stack: 
   };
 }
 
-/** Human-readable status (or JSON); returns the exit code: 0 succeeded or running, 1 failed. */
+/** Human-readable status (or JSON); returns the exit code: 0 succeeded or running, 1 failed. Text from the job and the bucket is printed escaped (printable.ts). */
 export function printStatus(s: JobStatus, json: boolean, out: NodeJS.WritableStream = process.stdout): number {
+  const p = (t: string): string => printable(t);
   if (json) {
-    out.write(`${JSON.stringify(s, null, 2)}\n`);
+    out.write(`${printableJson(s, 2)}\n`);
   } else {
     const e = s.execution;
-    out.write(`job ${s.jobId}: ${e ? e.status : 'no execution (yet)'}${e?.startDate ? `, started ${e.startDate}` : ''}${e?.stopDate ? `, ended ${e.stopDate}` : ''}\n`);
+    out.write(`job ${p(s.jobId)}: ${e ? e.status : 'no execution (yet)'}${e?.startDate ? `, started ${e.startDate}` : ''}${e?.stopDate ? `, ended ${e.stopDate}` : ''}\n`);
     if (s.step) out.write(`  step      ${s.step}${s.steps.length > 1 ? ` (after ${s.steps.slice(0, -1).join(' → ')})` : ''}\n`);
     if (s.batchJob) {
       const b = s.batchJob;
-      out.write(`  batch     ${b.jobId} ${b.status}${b.statusReason ? ` (${b.statusReason})` : ''}, attempts ${b.attempts}${b.exitCode !== null ? `, exit code ${b.exitCode}` : ''}${b.logStreamName ? `, log stream ${b.logStreamName}` : ''}\n`);
+      out.write(`  batch     ${b.jobId} ${b.status}${b.statusReason ? ` (${p(b.statusReason)})` : ''}, attempts ${b.attempts}${b.exitCode !== null ? `, exit code ${b.exitCode}` : ''}${b.logStreamName ? `, log stream ${b.logStreamName}` : ''}\n`);
     }
-    if (e?.error) out.write(`  error     ${e.error}${e.cause ? `: ${e.cause.slice(0, 300)}` : ''}\n`);
+    if (e?.error) out.write(`  error     ${p(e.error)}${e.cause ? `: ${printable(e.cause.slice(0, 300), { multiline: true })}` : ''}\n`);
     const f = s.failure as { failedStep?: string; reason?: string } | null;
-    if (f) out.write(`  failed    in ${f.failedStep ?? '?'}: ${f.reason ?? ''}\n`);
-    for (const o of s.outputs) out.write(`  output    ${o.key} (${o.bytes} bytes)\n`);
+    if (f) out.write(`  failed    in ${p(String(f.failedStep ?? '?'))}: ${printable(String(f.reason ?? ''), { multiline: true })}\n`);
+    for (const o of s.outputs) out.write(`  output    ${p(o.key)} (${o.bytes} bytes)\n`);
   }
   return s.execution && ['FAILED', 'TIMED_OUT', 'ABORTED'].includes(s.execution.status) ? 1 : 0;
 }
@@ -96,9 +98,9 @@ export function registerRemote(program: Command): void {
     const { clients, stack, close } = await connect(o);
     try {
       const s = await ops.submitImage(clients, stack, bytes, basename(image), request, o.key);
-      process.stderr.write(`uploaded s3://${stack.bucket}/${s.key}${s.versionId ? ` (version ${s.versionId})` : ''} → job ${s.jobId}\n`);
+      process.stderr.write(`uploaded s3://${stack.bucket}/${printable(s.key)}${s.versionId ? ` (version ${s.versionId})` : ''} → job ${s.jobId}\n`);
       if (!o.wait) {
-        process.stdout.write(o.json ? `${JSON.stringify(s)}\n` : `${s.jobId}\n`);
+        process.stdout.write(o.json ? `${printableJson(s)}\n` : `${s.jobId}\n`);
         return;
       }
       const st = await ops.followRemote(clients, stack, s.jobId, { observer: new JobReporter(), pollMs: o.poll * 1000 });
@@ -133,7 +135,7 @@ export function registerRemote(program: Command): void {
     const { clients, stack, close } = await connect(o);
     try {
       const files = await ops.fetchOutputs(clients, stack, job, resolve(o.out));
-      for (const f of files) process.stdout.write(`${relative(process.cwd(), f) || f}\n`);
+      for (const f of files) process.stdout.write(`${printable(relative(process.cwd(), f) || f)}\n`);
     } finally {
       close();
     }

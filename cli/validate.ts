@@ -13,6 +13,7 @@ import type { ErrorJson } from '../functions/src/errors.ts';
 import { errorJson, InputNotFound, InvalidImage, InvalidRequest, ModelNotFound, PipelineError, StatisticsNotFound } from '../functions/src/errors.ts';
 import { checkManifest, MAX_SIDECAR_BYTES, parseRequest, readRequestJson, resolveRequest, SEED_LIMIT } from '../functions/src/validate/core.ts';
 import { IMAGE_LIMITS, normaliseImage } from '../functions/src/validate/image.ts';
+import { printable, printableJson } from './printable.ts';
 
 export interface ValidateLocalOptions {
   /** A request JSON file (the sidecar); none: all defaults. */
@@ -110,11 +111,11 @@ export function registerValidate(program: Command): void {
     .action(async (image: string, o: ValidateOpts) => {
       const r = await validateLocal(image, o);
       if (r.ok) {
-        for (const n of r.notes) process.stderr.write(`cil validate: note: ${n}\n`);
-        process.stdout.write(`${JSON.stringify(r.request, null, 2)}\n`);
+        for (const n of r.notes) process.stderr.write(`cil validate: note: ${printable(n, { multiline: true })}\n`);
+        process.stdout.write(`${printableJson(r.request, 2)}\n`);
         return;
       }
-      process.stdout.write(`${JSON.stringify(r.error)}\n`);
+      process.stdout.write(`${printableJson(r.error)}\n`);
       // cli/main.ts turns a thrown error into exit code 1.
       throw new ValidationFailed(r.error);
     });

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { runWorker } from '../gpu-worker/src/worker.ts';
+import { parseJsonText } from '../shared/src/jsonText.ts';
 import { UsageError } from './errors.ts';
 import { abortOnSignals } from './signals.ts';
 
@@ -15,7 +16,8 @@ export function registerWorker(program: Command): void {
       if (!text) throw new UsageError('no job spec: pass --spec or set CIL_JOB_SPEC');
       let json: unknown;
       try {
-        json = JSON.parse(text.trimStart().startsWith('{') ? text : await readFile(text, 'utf8'));
+        // parseJsonText: the spec holds the prompt, and V8's message would quote it.
+        json = parseJsonText(text.trimStart().startsWith('{') ? text : await readFile(text, 'utf8'));
       } catch (e) {
         throw new UsageError(`--spec is neither JSON nor a readable JSON file (${(e as Error).message})`);
       }

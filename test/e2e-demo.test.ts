@@ -117,9 +117,50 @@ describe('the demo path, end to end on the local pipeline', () => {
     expect(psnr(frames.at(-1)!, ceiling)).toBeLessThan(20);
   });
 
-  it('the GIF has the same 16 frames, and a success notification names the outputs', () => {
+  it('the GIF has the same 16 frames (the worker\'s PNG frames within the palette\'s quantisation error, in order), and a success notification names the outputs', async () => {
     const gifFrames = decodeFrames(join(result.outDir!, 'video.gif'), W, H);
     expect(gifFrames).toHaveLength(DEMO_DEFAULTS.frames);
+    // The worker's frames, as PostProcess read them (jobs/<job>/frames/0000.png …).
+    const frameDir = jobKeys(result.jobId).frames;
+    const pngFrames = await Promise.all(
+      Array.from({ length: DEMO_DEFAULTS.frames }, async (_, i) => new Uint8Array(await sharp((await t.get(`${frameDir}${String(i).padStart(4, '0')}.png`))!).removeAlpha().raw().toBuffer())),
+    );
+    // The GIF is one ≤ 256-colour palette (palettegen, stats over all frames) with Sierra-2-4A
+    // error diffusion. The palette is the set of colours the decoded GIF uses; the quantisation
+    // error of a frame is the mean distance (per channel, in levels of 255) from each PNG pixel to
+    // its nearest palette colour. Dithering trades per-pixel error for local averages: so each
+    // GIF frame must be within 1.5× that error per pixel (measured ≈ 1.26×, 4–5 levels), and its
+    // 4×4-block means within 2.5 levels of the PNG's (measured ≈ 1.4; the dither averages out).
+    const palette = new Map<number, readonly [number, number, number]>();
+    for (const g of gifFrames) for (let p = 0; p < g.length; p += 3) palette.set((g[p] << 16) | (g[p + 1] << 8) | g[p + 2], [g[p], g[p + 1], g[p + 2]]);
+    const colours = [...palette.values()];
+    expect(colours.length).toBeLessThanOrEqual(256);
+    const quantisationError = (img: Uint8Array): number => {
+      let q = 0;
+      for (let p = 0; p < img.length; p += 3) {
+        let best = Infinity;
+        for (const c of colours) best = Math.min(best, Math.abs(img[p] - c[0]) + Math.abs(img[p + 1] - c[1]) + Math.abs(img[p + 2] - c[2]));
+        q += best / 3;
+      }
+      return q / (img.length / 3);
+    };
+    const B = 4;
+    const blockMeans = (img: Uint8Array): Float64Array => {
+      const out = new Float64Array((W / B) * (H / B) * 3);
+      for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) for (let c = 0; c < 3; c++) out[(Math.floor(y / B) * (W / B) + Math.floor(x / B)) * 3 + c] += img[(y * W + x) * 3 + c] / (B * B);
+      return out;
+    };
+    const blockDiff = (a: Float64Array, b: Float64Array): number => a.reduce((s, v, k) => s + Math.abs(v - b[k]), 0) / a.length;
+    const gifBlocks = gifFrames.map(blockMeans);
+    const pngBlocks = pngFrames.map(blockMeans);
+    for (let i = 0; i < gifFrames.length; i++) {
+      const q = quantisationError(pngFrames[i]);
+      expect(meanAbsDiff(gifFrames[i], pngFrames[i]), `frame ${i}: mean |GIF − PNG| vs quantisation error ${q.toFixed(2)}`).toBeLessThanOrEqual(1.5 * q);
+      expect(blockDiff(gifBlocks[i], pngBlocks[i]), `frame ${i}: 4×4-block means`).toBeLessThan(2.5);
+      // In order: each GIF frame's blocks are nearest to its own PNG frame's.
+      const d = pngBlocks.map((pb) => blockDiff(gifBlocks[i], pb));
+      expect(d.indexOf(Math.min(...d)), `GIF frame ${i} is nearest to PNG frame ${d.indexOf(Math.min(...d))}`).toBe(i);
+    }
     const sns = result.notifications.filter((n) => n.channel === 'sns');
     expect(sns).toHaveLength(1);
     expect(sns[0].subject).toBe(`CIL job ${result.jobId} succeeded`);

@@ -19,6 +19,7 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { jobKeys } from '../shared/src/schemas/layout.ts';
 import { testCardPng } from '../local/src/testCard.ts';
+import type { Asl } from '../local/src/definitions.ts';
 import type { ExecutionRecord } from '../local/src/executions.ts';
 import type { LocalFaults, PipelineEvent } from '../local/src/pipeline.ts';
 import type { FlakyPlan } from './helpers/flakyWorker.ts';
@@ -69,6 +70,34 @@ function expectNothingLost(before: Map<string, Stored>, after: Map<string, Store
 }
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+interface Retrier {
+  readonly ErrorEquals: readonly string[];
+  readonly MaxAttempts: number;
+  readonly IntervalSeconds?: number;
+  readonly BackoffRate?: number;
+  readonly MaxDelaySeconds?: number;
+  readonly JitterStrategy?: string;
+}
+
+/** The first Retry entry of state `name` (searched through Map/Parallel) whose ErrorEquals matches `error`. */
+function retrierFor(def: Asl, name: string, error: string): Retrier {
+  const find = (d: Asl): Record<string, unknown> | null => {
+    for (const [n, st] of Object.entries(d.States)) {
+      if (n === name) return st;
+      for (const inner of [st.ItemProcessor, st.Iterator, ...((st.Branches as Asl[] | undefined) ?? [])]) {
+        const hit = inner ? find(inner as Asl) : null;
+        if (hit) return hit;
+      }
+    }
+    return null;
+  };
+  const state = find(def);
+  if (state === null) throw new Error(`no state ${name} in the definition`);
+  const r = ((state.Retry ?? []) as Retrier[]).find((x) => x.ErrorEquals.includes(error) || x.ErrorEquals.includes('States.ALL'));
+  if (r === undefined) throw new Error(`state ${name} has no Retry for ${error}`);
+  return r;
+}
 
 async function frameHashes(jobId: string): Promise<string[]> {
   const out: string[] = [];
@@ -330,14 +359,24 @@ describe('S3 failing persistently for the handlers', () => {
   }, 120_000);
 
   it('persistently for PostProcess (every output PUT 503): retried as the definition says, then a failure record naming PostProcess and SlowDown', async () => {
+    // The Retry block the synthesized definition gives PostProcess for SlowDown.
+    const retrier = retrierFor(t.pipeline.definitions.generation, 'PostProcess', 'SlowDown');
+    // What that block says: 3 retries, 5 s × 2ⁿ capped at 60 s, full jitter (HANDLER_RETRY).
+    expect(retrier).toMatchObject({ MaxAttempts: 3, IntervalSeconds: 5, BackoffRate: 2, MaxDelaySeconds: 60, JitterStrategy: 'FULL' });
     const key = 'inputs/faults/s3-postprocess-down.png';
     faults.s3.add({ method: 'PUT', key: /^outputs\//, fault: { status: 503, code: 'SlowDown' } });
     const rec = await run(key);
     expect(rec.status).toBe('FAILED');
     const f = await failureRecord(rec.name);
     expect(f).toMatchObject({ failedStep: 'PostProcess', error: 'SlowDown' });
-    // HANDLER_RETRY: 1 + 3 invocations (each PUT also retried by the SDK while its retry quota lasts).
-    expect(faults.s3.requests().filter((r) => r.injected && r.key.startsWith(jobKeys(rec.name).output)).length).toBeGreaterThanOrEqual(4);
+    // Each PostProcess invocation starts by reading outputs/<job>/result.json once (absent here: a
+    // 404, which the SDK does not retry), so those GETs count the invocations: 1 + MaxAttempts.
+    const resultKey = `${jobKeys(rec.name).output}result.json`;
+    expect(faults.s3.requests().filter((r) => r.method === 'GET' && r.key === resultKey).length).toBe(1 + retrier.MaxAttempts);
+    // The waits between them are this suite's override (retryIntervalMs: 50, which the local
+    // interpreter uses in place of IntervalSeconds × BackoffRateⁿ, without jitter): the
+    // definition's own waits (5, 10, 20 s before jitter) are what the block above asserts.
+    expect(faults.s3.requests().filter((r) => r.injected && r.key.startsWith(jobKeys(rec.name).output)).length).toBeGreaterThanOrEqual(1 + retrier.MaxAttempts);
     faults.s3.clear();
     expect(await t.get(`${jobKeys(rec.name).output}result.json`)).toBeNull();
   }, 120_000);

@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadTokenizer } from '../gpu-worker/src/tokenizer.ts';
-import { pythonOrWarn, runPython } from './helpers/python.ts';
+import type { PythonRun } from './helpers/python.ts';
+import { pythonOrWarn, reportPythonSkips, runPython, unittestProblem, unittestSummary } from './helpers/python.ts';
 
 const missing = pythonOrWarn('test/reference-tokenizer.test.ts', ['open_clip', 'tokenizers']);
 const CONTEXT = 77;
@@ -43,14 +44,20 @@ describe.skipIf(missing !== null)('generated tokenizer.json through the worker e
   const raw = join(dir, 'tokenizer.json');
   const bundled = join(dir, 'bundle-tokenizer.json');
   let py: PythonSide;
+  let suite: PythonRun;
 
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('the Python suite passes (vocabulary, 56 prompts, truncation, the exporter\'s bundle copy)', () => {
-    const r = runPython(['-m', 'unittest', 'discover', '-s', 'tools/reference/tests', '-t', '.']);
-    expect(r.status, r.output.slice(-4000)).toBe(0);
-    expect(r.output).toMatch(/\nOK\b/);
+    suite = runPython(['-m', 'unittest', 'discover', '-v', '-s', 'tools/reference/tests', '-t', '.']);
+    expect(unittestProblem(suite), suite.output.slice(-4000)).toBeNull();
   }, 120_000);
+
+  it('the Python suite skipped none of its tests (skipped here, loudly, when it did)', ({ skip }) => {
+    expect(suite, 'the suite ran in the test above').toBeDefined();
+    reportPythonSkips(suite, 'tools/reference/tests', skip);
+    expect(unittestSummary(suite.output)?.skipped).toBe(0);
+  });
 
   it('the Python side writes the file and open_clip’s ids', () => {
     const r = runPython(['-c', PROGRAM, raw, bundled]);

@@ -88,6 +88,7 @@ function notifyDeps(over: Partial<NotifyDeps> = {}): NotifyDeps {
     events: new EventBridgeClient({ region: 'us-east-1', credentials: CREDS }),
     topicArn: 'arn:aws:sns:us-east-1:123456789012:cil',
     eventBusName: 'cil-bus',
+    dataBucket: 'cil-data',
     presign: { enabled: true, expirySeconds: 3600 },
     now: () => NOW,
     ...over,
@@ -221,8 +222,9 @@ describe('no secrets in logs', () => {
 
     async function upload(key: string, sidecar: string): Promise<Record<string, unknown>> {
       const body = await noiseImage(100, 100).png().toBuffer();
-      await s3.put(key, body);
+      // Sidecar first, as documented: one written after the image is refused (RequestChanged).
       await s3.put(key.replace(/\.png$/, '.json'), sidecar);
+      await s3.put(key, body);
       return uploadEvent(s3.bucket, key, { size: body.length, etag: createHash('md5').update(body).digest('hex') });
     }
 
@@ -242,6 +244,46 @@ describe('no secrets in logs', () => {
       expect(out).not.toContain(SECRET.slice(0, 12));
       expect(thrown).toBeInstanceOf(PipelineError);
       expect(JSON.stringify({ errorType: (thrown as PipelineError).name, errorMessage: (thrown as PipelineError).message })).not.toContain(SECRET.slice(0, 12));
+    });
+
+    // Issue 19, defect 4: V8's JSON SyntaxError quotes ~10 characters around the fault. A
+    // single-quoted prompt put them in the reason, which went to the WARN log, the failure record
+    // and both notifications.
+    it('a sidecar or x-amz-meta-request with a JSON syntax error inside the prompt: no part of it in the log, the failure record or the notifications', async () => {
+      const secret = 'Zq9xK7wV3mTbB2nQ';
+      const fragments = Array.from({ length: secret.length - 3 }, (_, i) => secret.slice(i, i + 4));
+      const text = `{"model": "tiny", "prompt": '${secret} on a mat', "steps": 4}`;
+      const validate = createValidateHandler({ s3: s3.s3, dataBucket: s3.bucket });
+      const recordFailure = createRecordFailureHandler({ s3: s3.s3, dataBucket: s3.bucket, now: () => NOW });
+      sns.on(PublishCommand).resolves({ MessageId: 'm' });
+      events.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e' }] });
+      const notify = createNotifyHandler(notifyDeps());
+      const sidecarEvent = await upload('inputs/sec/quoted.png', text);
+      const body = await noiseImage(100, 100).png().toBuffer();
+      await s3.put('inputs/sec/meta.png', body, { request: text });
+      const metaEvent = uploadEvent(s3.bucket, 'inputs/sec/meta.png', { size: body.length, etag: createHash('md5').update(body).digest('hex') });
+      const seen: string[] = [];
+      const out = await captureLogs('INFO', async () => {
+        for (const event of [sidecarEvent, metaEvent]) {
+          const err = (await validate(event).then(() => null, (x: unknown) => x)) as PipelineError;
+          expect(err).toBeInstanceOf(InvalidRequest);
+          expect(err.reason).toMatch(/: not valid JSON \(unexpected character at line 1, column 29\)$/);
+          // What the Lambda runtime logs and the Catch hands on as Cause.
+          const cause = JSON.stringify({ errorType: err.name, errorMessage: err.message, stack: err.stack });
+          seen.push(cause);
+          const rec = await recordFailure({ failedStep: 'Validate', error: { Error: err.name, Cause: cause }, event });
+          seen.push((await s3.get(rec.failureKey))!.toString('utf8'));
+          await notify({ failure: rec });
+        }
+      });
+      expect(out).toContain('upload refused');
+      seen.push(out);
+      seen.push(...sns.commandCalls(PublishCommand).map((c) => JSON.stringify(c.args[0].input)));
+      seen.push(...events.commandCalls(PutEventsCommand).map((c) => JSON.stringify(c.args[0].input)));
+      expect(sns.commandCalls(PublishCommand)).toHaveLength(2);
+      expect(events.commandCalls(PutEventsCommand)).toHaveLength(2);
+      expect(seen.join('\n')).toContain('not valid JSON (unexpected character at line 1, column 29)');
+      for (const s of seen) for (const f of fragments) expect(s).not.toContain(f);
     });
   });
 });

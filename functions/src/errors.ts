@@ -42,6 +42,13 @@ export class InputNotFound extends PipelineError {
 export class InvalidRequest extends PipelineError {
   override readonly name = 'InvalidRequest';
 }
+/**
+ * The sidecar was written after the image. The image is pinned to the version the event names;
+ * a later sidecar is not the request that upload was made with, so it is refused rather than used.
+ */
+export class RequestChanged extends PipelineError {
+  override readonly name = 'RequestChanged';
+}
 /** No model bundle manifest for the requested model, or the manifest is invalid. */
 export class ModelNotFound extends PipelineError {
   override readonly name = 'ModelNotFound';
@@ -77,6 +84,14 @@ export class OutputConflict extends PipelineError {
 export class ConfigurationError extends PipelineError {
   override readonly name = 'ConfigurationError';
 }
+/**
+ * S3 answered 403 to a GET or HEAD whose "missing" answer the step handles (sidecar, upload,
+ * manifest, statistics, earlier result). Without s3:ListBucket covering the key S3 answers 403
+ * instead of 404 for a missing key, so this is a permission gap, never read as "missing".
+ */
+export class S3AccessDenied extends PipelineError {
+  override readonly name = 'S3AccessDenied';
+}
 /** SNS or EventBridge refused a notification (transient: worth a retry). */
 export class PublishFailed extends PipelineError {
   override readonly name = 'PublishFailed';
@@ -102,6 +117,7 @@ export const PERMANENT_ERRORS: readonly string[] = [
   'InvalidKey',
   'InputNotFound',
   'InvalidRequest',
+  'RequestChanged',
   'ModelNotFound',
   'StatisticsNotFound',
   'InvalidImage',
@@ -110,6 +126,7 @@ export const PERMANENT_ERRORS: readonly string[] = [
   'EncodeFailed',
   'OutputConflict',
   'ConfigurationError',
+  'S3AccessDenied',
 ];
 
 /** `{error, reason}` for any thrown value (untyped errors keep their own name). */

@@ -4,10 +4,51 @@
  * POWERTOOLS_LOG_LEVEL (default INFO). Rule: never log a prompt or a presigned URL above debug —
  * log `specSummary(spec)` instead of the spec.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Console } from 'node:console';
 import { Logger } from '@aws-lambda-powertools/logger';
 import type { JobSpec } from '../../shared/src/schemas/jobSpec.ts';
 
-export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cil-pipeline' });
+const root = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cil-pipeline' });
+/** The logger of the invocation whose code is running (see `perInvocation`). */
+const invocation = new AsyncLocalStorage<Logger>();
+
+/**
+ * The functions' logger. Inside a handler wrapped in `perInvocation` it is that invocation's own
+ * child logger (its keys — step, jobId — and Lambda context are its own); elsewhere, and for
+ * settings made outside a handler (the level, where lines go), it is the one root logger.
+ *
+ * Why: Powertools keeps appended keys on the logger object, which is one per process. Lambda runs
+ * one invocation at a time per process, but local mode runs every handler in one process at once
+ * (as Lambda's multi-concurrency runtime would): one invocation's keys then landed on another's
+ * lines (5 of 20 checked carried another job's jobId or step).
+ */
+export const logger: Logger = new Proxy(root, {
+  get(target, prop) {
+    const l = invocation.getStore() ?? target;
+    const v = Reflect.get(l, prop, l) as unknown;
+    // Methods run on the real logger (Powertools uses private fields, which a Proxy cannot reach).
+    return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(l) : v;
+  },
+  set(target, prop, value) {
+    return Reflect.set(invocation.getStore() ?? target, prop, value);
+  },
+});
+
+/**
+ * Wraps a handler so that each invocation logs through a child of the root logger: same service,
+ * level and destination, keys and context of its own, discarded when the invocation ends. In AWS
+ * (one invocation at a time) the log lines are the same as before.
+ */
+export function perInvocation<A extends unknown[], R>(handler: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return (...args) => {
+    const child = root.createChild();
+    // createChild makes a Console on process.stdout; write where the root writes (local mode
+    // points the root at logs/lambda.jsonl).
+    (child as unknown as { console: Console }).console = (root as unknown as { console: Console }).console;
+    return invocation.run(child, () => handler(...args));
+  };
+}
 
 /** What of a job spec may be logged at info: everything but the prompt (its length only). */
 export function specSummary(spec: JobSpec): Record<string, unknown> {

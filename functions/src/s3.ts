@@ -7,7 +7,7 @@ import type { S3ClientConfig } from '@aws-sdk/client-s3';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import type { Env } from './env.ts';
 import { s3Config } from './env.ts';
-import { S3Unreachable } from './errors.ts';
+import { S3AccessDenied, S3Unreachable } from './errors.ts';
 
 /** Socket-level error codes of Node's HTTP stack that mean "S3 was not reachable", not "S3 said no". */
 const NETWORK_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ECONNABORTED']);
@@ -100,6 +100,32 @@ function isMissing(e: unknown): boolean {
   return status(e) === 404 || (e instanceof Error && ['NoSuchKey', 'NotFound', 'NoSuchVersion'].includes(e.name));
 }
 
+/**
+ * 403 AccessDenied, or a body-less 403 (HEAD answers have no error code). Other 403 codes
+ * (SignatureDoesNotMatch, InvalidAccessKeyId, RequestTimeTooSkewed …) keep their own names.
+ */
+function isAccessDenied(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  return e.name === 'AccessDenied' || (status(e) === 403 && ['Forbidden', 'Unknown', 'UnknownError'].includes(e.name));
+}
+
+/**
+ * The typed error for a 403 on a read whose "missing" answer the caller handles. In AWS a GET or
+ * HEAD of a key that does not exist answers 403, not 404, unless the caller may s3:ListBucket with
+ * an s3:prefix covering the key; reading that as "missing" would hide a real denial, and leaving
+ * it a bare AccessDenied hides which permission is lacking. So it names both.
+ */
+function accessDenied(op: 'GetObject' | 'HeadObject', ref: ObjectRef, e: Error): S3AccessDenied {
+  const slash = ref.key.indexOf('/');
+  const like = slash >= 0 ? `${ref.key.slice(0, slash + 1)}*` : ref.key;
+  const read = ref.versionId ? 's3:GetObjectVersion' : 's3:GetObject';
+  return new S3AccessDenied(
+    `${op} s3://${ref.bucket}/${ref.key}: 403 AccessDenied. If the key does not exist, S3 answers 403 instead of 404 because ` +
+      `this role lacks s3:ListBucket on bucket ${ref.bucket} with s3:prefix '${like}'; if it exists, the role lacks ${read} on it`,
+    { cause: e },
+  );
+}
+
 function isPreconditionFailed(e: unknown): boolean {
   return status(e) === 412 || (e instanceof Error && e.name === 'PreconditionFailed');
 }
@@ -139,6 +165,7 @@ export async function headObject(s3: S3Client, ref: ObjectRef): Promise<ObjectIn
     return infoOf(r);
   } catch (e) {
     if (isMissing(e)) return null;
+    if (isAccessDenied(e)) throw accessDenied('HeadObject', ref, e as Error);
     throw e;
   }
 }
@@ -161,6 +188,7 @@ export async function readObject(s3: S3Client, ref: ObjectRef, maxBytes: number)
   } catch (e) {
     if (isMissing(e)) return { kind: 'missing' };
     if (isPreconditionFailed(e)) return { kind: 'changed' };
+    if (isAccessDenied(e)) throw accessDenied('GetObject', ref, e as Error);
     throw e;
   }
   const info = infoOf(r);

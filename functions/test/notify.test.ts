@@ -139,6 +139,7 @@ describe('notify handler (SDK mocks)', () => {
       events: new EventBridgeClient({ region: 'us-east-1', credentials: creds }),
       topicArn: o.topic === undefined ? 'arn:aws:sns:us-east-1:123456789012:cil' : o.topic,
       eventBusName: o.bus === undefined ? 'cil-bus' : o.bus,
+      dataBucket: s3.bucket,
       presign: { enabled: o.presign ?? false, expirySeconds: 3600 },
       now: () => NOW,
     });

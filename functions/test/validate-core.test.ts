@@ -124,6 +124,33 @@ describe('readRequestJson', () => {
     expect(e).toBeInstanceOf(InvalidRequest);
     expect(e.reason).toMatch(reason);
   });
+
+  // Defect 4 of issue 19: V8's SyntaxError quotes ~10 characters around the fault, and for a
+  // sidecar those are often the prompt; the reason travels to the failure record, SNS/EventBridge
+  // and the WARN log. Each text below has its fault inside (or next to) a secret-looking prompt.
+  const SECRET = 'Zq9xK7wV3mTbB2nQ';
+  /** Every 4-character window of the secret: none may appear in what is reported. */
+  const fragments = Array.from({ length: SECRET.length - 3 }, (_, i) => SECRET.slice(i, i + 4));
+  it.each([
+    ['single-quoted prompt', `{"model": "tiny", "prompt": '${SECRET} a cat', "steps": 4}`, 'unexpected character', 1, 29],
+    ['unquoted prompt', `{"model": "tiny",\n "prompt": ${SECRET}}`, 'unexpected character', 2, 12],
+    ['bare word inside the prompt', `{"prompt": "a" ${SECRET}"}`, 'unexpected character', 1, 16],
+    ['unterminated string', `{"prompt": "${SECRET}`, 'unterminated string', 1, 29],
+    ['bad escape', `{"prompt": "${SECRET.slice(0, 8)}\\q${SECRET.slice(8)}"}`, 'invalid escape sequence', 1, 22],
+    ['control character', `{"prompt": "${SECRET.slice(0, 8)}\u0001${SECRET.slice(8)}"}`, 'control character in a string (escape it)', 1, 21],
+    ['cut short', `{"prompt": "${SECRET}", `, 'unexpected end of input', 1, 32],
+  ])('a JSON syntax error names its kind and position, never the text (%s; sidecar and x-amz-meta-request)', (_what, text, kind, line, column) => {
+    for (const [bytes, meta, at] of [
+      [Buffer.from(text), {}, W.sidecar],
+      [null, { request: text }, W.metadata],
+    ] as const) {
+      const e = thrown(() => readRequestJson(bytes, meta, W));
+      expect(e).toBeInstanceOf(InvalidRequest);
+      expect(e.reason).toBe(`${at}: not valid JSON (${kind} at line ${line}, column ${column})`);
+      const everything = JSON.stringify({ ...e.toJSON(), message: e.message, stack: e.stack, cause: (e as Error).cause });
+      for (const f of fragments) expect(everything).not.toContain(f);
+    }
+  });
 });
 
 describe('resolveRequest', () => {
@@ -224,6 +251,10 @@ describe('checkManifest', () => {
     const e = thrown(() => checkManifest(text, 'tiny', 'models/tiny/manifest.json'));
     expect(e).toBeInstanceOf(ModelNotFound);
     expect(e.reason).toMatch(reason);
+  });
+  it('a manifest that is not JSON is reported by kind and position, without quoting it', () => {
+    const e = thrown(() => checkManifest(`{"id": "tiny", "description": 'Zq9xK7wV3mTbB2nQ'}`, 'tiny', 'models/tiny/manifest.json'));
+    expect(e.reason).toBe("model 'tiny': models/tiny/manifest.json is not valid JSON (unexpected character at line 1, column 31)");
   });
 });
 

@@ -28,10 +28,11 @@ afterAll(async () => {
   await s3?.stop();
 });
 
-/** Uploads the image (and sidecar) as S3 would see them; returns the event. */
+/** Uploads the sidecar (if any), then the image, as documented; returns the event. */
 async function upload(key: string, body: Buffer, o: { sidecar?: string | Buffer; metadata?: Record<string, string> } = {}): Promise<Record<string, unknown>> {
-  await s3.put(key, body, o.metadata);
+  // Sidecar first: one written after the image is refused (RequestChanged).
   if (o.sidecar !== undefined) await s3.put(key.replace(/\.[^./]+$/, '.json'), o.sidecar);
+  await s3.put(key, body, o.metadata);
   const etag = (await import('node:crypto')).createHash('md5').update(body).digest('hex');
   return uploadEvent(s3.bucket, key, { size: body.length, etag });
 }

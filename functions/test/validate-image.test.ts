@@ -57,7 +57,7 @@ describe('normaliseImage: refused inputs', () => {
     ['zero-byte file', () => Promise.resolve(Buffer.alloc(0)), /empty \(0 bytes\)/],
     ['random bytes', () => Promise.resolve(pseudoRandomBytes(5000, 99)), /not a PNG, JPEG or WebP/],
     ['a GIF', () => noiseImage(80, 80).gif().toBuffer(), /not a PNG, JPEG or WebP/],
-    ['truncated PNG', async () => { const b = await noiseImage(200, 150).png().toBuffer(); return b.subarray(0, Math.floor(b.length * 0.6)); }, /corrupt or truncated PNG/],
+    ['truncated PNG', async () => { const b = await noiseImage(200, 150).png().toBuffer(); return b.subarray(0, Math.floor(b.length * 0.6)); }, /truncated PNG: the IDAT chunk at byte/],
     ['truncated JPEG', async () => { const b = await noiseImage(200, 150).jpeg().toBuffer(); return b.subarray(0, Math.floor(b.length * 0.6)); }, /corrupt or truncated JPEG/],
     ['PNG declaring 50000×50000', () => Promise.resolve(handmadePng(50000, 50000)), /50000×50000 = 2500000000 pixels is over the limit of 40000000/],
     ['1×1 PNG', () => noiseImage(1, 1).png().toBuffer(), /1×1 is too small; each side must be at least 64/],
@@ -79,6 +79,41 @@ describe('normaliseImage: refused inputs', () => {
     expect((err as InvalidImage).reason).toMatch(reason);
     expect((err as InvalidImage).toJSON()).toEqual({ error: 'InvalidImage', reason: (err as InvalidImage).message });
     expect(bytes.equals(copy)).toBe(true);
+  });
+
+  // Issue 19, defect 9: a flipped IHDR CRC was refused as "vips2png: unable to write to target".
+  it('names a corrupt IHDR checksum as such, naming the file (not "unable to write to target")', async () => {
+    const png = await noiseImage(100, 80).png().toBuffer();
+    const bad = Buffer.from(png);
+    bad[8 + 8 + 13] ^= 0xff; // the first byte of IHDR's CRC: signature, length + type, 13 data bytes
+    const err = (await normaliseImage(bad, size, 'inputs/cat.png').then(() => null, (e: unknown) => e)) as InvalidImage;
+    expect(err).toBeInstanceOf(InvalidImage);
+    expect(err.reason).toMatch(/^inputs\/cat\.png: corrupt PNG: IHDR chunk CRC mismatch at byte 8 \(stored 0x[0-9a-f]{8}, computed 0x[0-9a-f]{8}\)$/);
+    expect(err.reason).not.toMatch(/write|target/);
+  });
+
+  it('names a truncated PNG by the chunk the file ends in, and one cut inside IHDR', async () => {
+    const png = await noiseImage(200, 150).png().toBuffer();
+    const cut = png.subarray(0, Math.floor(png.length * 0.6));
+    const err = (await normaliseImage(cut, size, 'inputs/cat.png').then(() => null, (e: unknown) => e)) as InvalidImage;
+    expect(err).toBeInstanceOf(InvalidImage);
+    expect(err.reason).toMatch(/^inputs\/cat\.png: truncated PNG: the IDAT chunk at byte \d+ declares \d+ bytes, but the file ends \d+ bytes into it$/);
+    const header = (await normaliseImage(png.subarray(0, 20), size, 'inputs/cat.png').then(() => null, (e: unknown) => e)) as InvalidImage;
+    expect(header.reason).toMatch(/^inputs\/cat\.png: unreadable PNG header: truncated PNG: the IHDR chunk at byte 8 declares 13 bytes, but the file ends 4 bytes into it$/);
+  });
+
+  it('a damaged IDAT (valid structure aside from its CRC) is named; a PNG whose only fault is in an ancillary chunk still decodes', async () => {
+    const png = await noiseImage(100, 80).png().toBuffer();
+    const idat = png.indexOf('IDAT') - 4;
+    const bad = Buffer.from(png);
+    bad.fill(0x55, idat + 8 + 20, idat + 8 + 60);
+    const err = (await normaliseImage(bad, size, 'inputs/cat.png').then(() => null, (e: unknown) => e)) as InvalidImage;
+    expect(err.reason).toMatch(new RegExp(`^inputs/cat\\.png: corrupt PNG: IDAT chunk CRC mismatch at byte ${idat} `));
+    // libpng drops an ancillary chunk with a bad CRC; such a file was accepted and still is.
+    const text = Buffer.concat([Buffer.from([0, 0, 0, 4]), Buffer.from('tEXtabcd'), Buffer.from([0, 0, 0, 0])]);
+    const withText = Buffer.concat([png.subarray(0, 33), text, png.subarray(33)]);
+    const ok = await normaliseImage(withText, size, 'inputs/cat.png');
+    expect(ok.png.equals((await normaliseImage(png, size, 'inputs/cat.png')).png)).toBe(true);
   });
 
   it('refuses a file over the byte limit', async () => {

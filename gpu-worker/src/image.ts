@@ -1,5 +1,6 @@
 /** Image ↔ tensor conversions for the worker (sharp does decoding, resizing and PNG encoding). */
 import sharp from 'sharp';
+import { decodeFailureReason } from '../../shared/src/imageDamage.ts';
 import { tensor } from '../../shared/src/tensor.ts';
 import type { Tensor } from '../../shared/src/tensor.ts';
 
@@ -22,7 +23,8 @@ export async function imageToTensor(bytes: Uint8Array, height: number, width: nu
       .raw()
       .toBuffer();
   } catch (e) {
-    throw new ImageDecodeError(`${where}: cannot decode the image (${(e as Error).message})`);
+    // libvips may report a decode failure as "Unknown error": name the real cause.
+    throw new ImageDecodeError(`${where}: cannot decode the image: ${decodeFailureReason(bytes, (e as Error).message)}`);
   }
   if (raw.length !== height * width * 3) throw new ImageDecodeError(`${where}: decoded ${raw.length} bytes, expected ${height * width * 3} (RGB ${width}×${height})`);
   const plane = height * width;

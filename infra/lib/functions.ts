@@ -67,12 +67,16 @@ export class PipelineFunctions extends Construct {
       loggingFormat: lambda.LoggingFormat.JSON,
       environment: bucketEnv,
     });
-    // The exact uploaded version is read (inputs/, or batches/ for manifest images); model
-    // bundles and statistics are checked for existence, so listing them turns a missing key
-    // into 404 (ModelNotFound) instead of 403.
+    // The exact uploaded version is read (inputs/, or batches/ for manifest images). Every key
+    // Validate reads may legitimately be missing: the sidecar beside the upload (usually absent),
+    // the upload itself (deleted since the event), the model's manifest, the statistics. Without
+    // s3:ListBucket covering a key, S3 answers a GET/HEAD of a missing key 403 instead of 404, so
+    // listing is granted on exactly these prefixes (s3:prefix condition; S3 evaluates it with the
+    // requested key as the prefix). Validate may already read every object under them, so the
+    // listing reveals nothing more. A 403 that remains is S3AccessDenied (functions/src/s3.ts).
     storage.grantObjects(validateBase.role, 'readVersion', PREFIX.inputs, PREFIX.batches);
     storage.grantObjects(validateBase.role, 'read', PREFIX.models, PREFIX.statistics);
-    storage.grantList(validateBase.role, PREFIX.models, PREFIX.statistics);
+    storage.grantList(validateBase.role, PREFIX.inputs, PREFIX.batches, PREFIX.models, PREFIX.statistics);
     storage.grantObjects(validateBase.role, 'write', PREFIX.jobs);
 
     const postBase = functionBase(this, 'PostProcess', c, 'CIL Post-process: frames to MP4/GIF/WebP, poster and result.json');

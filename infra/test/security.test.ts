@@ -51,7 +51,9 @@ const ROLES: Readonly<Record<string, RoleRule>> = {
     find: byConstruct((s) => s.stack.functions.validate.role),
     service: 'lambda.amazonaws.com',
     objects: { [R]: [P.inputs, P.batches, P.models, P.statistics], [V]: [P.inputs, P.batches], [W]: [P.jobs], [A]: [P.jobs] },
-    list: [P.models, P.statistics],
+    // Every prefix it reads: each of its reads may find nothing (a sidecar is optional), and
+    // without ListBucket S3 answers a missing key 403, not 404 (issue 19).
+    list: [P.inputs, P.batches, P.models, P.statistics],
   },
   PostProcess: {
     find: byConstruct((s) => s.stack.functions.postProcess.role),

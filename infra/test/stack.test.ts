@@ -148,10 +148,44 @@ describe('lambda functions', () => {
     expect(grantsOf(f.prepareItem.role!)).toEqual({});
   });
 
+  // Issue 19, defect 1. Without s3:ListBucket covering a key, S3 answers a GET or HEAD of a
+  // missing key 403 AccessDenied instead of 404, so "no sidecar" (the common case) looked like a
+  // failure in AWS; s3rver has no IAM, so only the policy itself can show it.
+  it('Validate may list exactly the prefixes whose keys it reads as optional (sidecar, upload, manifest, statistics), so a missing one is 404, not 403', () => {
+    const roleId = logicalIdOf(s, s.stack.functions.validate.role!);
+    const prefixes = [PREFIX.inputs, PREFIX.batches, PREFIX.models, PREFIX.statistics].flatMap((p) => [p, `${p}*`]);
+    s.template.hasResourceProperties('AWS::IAM::Policy', {
+      Roles: [{ Ref: roleId }],
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          { Effect: 'Allow', Action: 's3:ListBucket', Resource: { 'Fn::GetAtt': [bucketId, 'Arn'] }, Condition: { StringLike: { 's3:prefix': prefixes } } },
+        ]),
+      },
+    });
+    // S3 decides 404 or 403 by evaluating s3:ListBucket with s3:prefix set to the requested key.
+    const literal = (x: string): string => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const glob = (p: string): RegExp => new RegExp(`^${p.split('*').map(literal).join('.*')}$`);
+    const mayList = (key: string): boolean =>
+      statementsOfRole(s, roleId).some((st) => {
+        const actions = Array.isArray(st.Action) ? st.Action : [st.Action];
+        if (st.Effect !== 'Allow' || !actions.includes('s3:ListBucket') || refOf(st.Resource) !== bucketId) return false;
+        const like = st.Condition?.StringLike?.['s3:prefix'];
+        return Array.isArray(like) && like.some((p) => glob(String(p)).test(key));
+      });
+    for (const key of ['inputs/cats/tabby.json', 'inputs/cats/tabby.png', 'batches/b1/cat.json', 'models/demo/manifest.json', 'statistics/demo.safetensors']) {
+      expect(mayList(key), key).toBe(true);
+    }
+    for (const key of ['jobs/j-1/request.json', 'outputs/j-1/result.json', 'failures/j-1.json', 'reports/b/summary.json', 'input/x.json', '']) {
+      expect(mayList(key), key).toBe(false);
+    }
+  });
+
   it('lists only under the prefixes a function reads', () => {
     const list = statementsOfRole(s, logicalIdOf(s, s.stack.functions.validate.role!)).filter((x) => x.Action === 's3:ListBucket');
     expect(list).toHaveLength(1);
-    expect(list[0]?.Condition).toEqual({ StringLike: { 's3:prefix': [PREFIX.models, `${PREFIX.models}*`, PREFIX.statistics, `${PREFIX.statistics}*`] } });
+    expect(list[0]?.Condition).toEqual({
+      StringLike: { 's3:prefix': [PREFIX.inputs, `${PREFIX.inputs}*`, PREFIX.batches, `${PREFIX.batches}*`, PREFIX.models, `${PREFIX.models}*`, PREFIX.statistics, `${PREFIX.statistics}*`] },
+    });
   });
 });
 

@@ -466,6 +466,7 @@ async function startLocked(o: LocalPipelineOptions, releaseLock: () => void): Pr
       events: notifications.eventsClient(),
       topicArn: defs.notificationTopicArn,
       eventBusName: LOCAL_EVENT_BUS,
+      dataBucket: bucket,
       // The stack's default (presignExpirySeconds 0): keys only.
       presign: { enabled: false, expirySeconds: 3600 },
     });

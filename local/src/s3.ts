@@ -10,6 +10,8 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { ObjectCreatedDetail } from '../../infra/runtime/starter.ts';
 import { makeS3Client } from '../../functions/src/s3.ts';
 import { LOCAL_REGION } from './definitions.ts';
+import { guardS3rver } from './s3Keys.ts';
+import type { GuardableS3rver } from './s3Keys.ts';
 
 /** s3rver accepts any credentials; these keep the SDK from looking for real ones (copied per client: the SDK writes into the object). */
 export const LOCAL_CREDENTIALS: { readonly accessKeyId: string; readonly secretAccessKey: string } = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
@@ -22,7 +24,7 @@ interface S3rverRecord {
 }
 
 // s3rver ships no type declarations; this is the part of its API used here.
-interface S3rverInstance {
+interface S3rverInstance extends GuardableS3rver {
   run(): Promise<{ address: string; port: number }>;
   close(): Promise<void>;
   readonly httpServer?: { closeAllConnections(): void };
@@ -78,6 +80,9 @@ export async function startS3Server(o: { directory: string; port: number; bucket
   const S3rver = createRequire(import.meta.url)('s3rver') as S3rverCtor;
   const launch = async (port: number): Promise<{ server: S3rverInstance; port: number }> => {
     const server = new S3rver({ address: '127.0.0.1', port, silent: true, directory: o.directory, configureBuckets: [{ name: o.bucket, configs: [] }] });
+    // Keys that s3rver's file store would turn into other paths (`..`), or could not name (too
+    // long, NUL), are answered with an S3 error before they reach it (s3Keys.ts).
+    guardS3rver(server, o.directory);
     server.on('event', (e) => {
       for (const r of e.Records) {
         if (!r.eventName.startsWith('ObjectCreated:')) continue;

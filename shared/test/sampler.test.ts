@@ -6,6 +6,7 @@ import { fusedUpdate, sample } from '../src/sampler.ts';
 import type { StepEvent } from '../src/sampler.ts';
 import { NormalGenerator } from '../src/rng.ts';
 import { tensor } from '../src/tensor.ts';
+import { HAVE_REFERENCE, loadReference, reversed } from './refFixtures.ts';
 import type { Tensor } from '../src/tensor.ts';
 
 const gen = (seed: number) => NormalGenerator.fromSeed(seed);
@@ -96,12 +97,14 @@ describe('guidance wrappers', () => {
 });
 
 /**
- * The reference's p_sample_ddim, op by op in float64 (DynamiCrafter lvdm/models/samplers/ddim.py):
- * guidance, rescale_noise_cfg, v→ε, pred_x0, dynamic rescale, dir_xt, noise.
+ * p_sample_ddim's op order, transcribed by hand into float64 (DynamiCrafter
+ * lvdm/models/samplers/ddim.py): guidance, rescale_noise_cfg, v→ε, pred_x0, dynamic rescale,
+ * dir_xt, noise. The transcription is ours, not the authors' code running; its per-index
+ * coefficients (α_t, α_prev, σ_t, the dir_xt coefficient, scale_prev/scale) are given.
  */
-function referenceDdimStep(
+function transcribedDdimStep(
   x: Float32Array, c: Float32Array, u: Float32Array, z: Float32Array,
-  p: { a: number; ap: number; sigma: number; scale: number; scalePrev: number }, s: number, phi: number, param: 'v' | 'eps',
+  p: { a: number; ap: number; sigma: number; dirCoef: number; x0Rescale: number }, s: number, phi: number, param: 'v' | 'eps',
 ): Float64Array {
   const n = x.length;
   let e = Float64Array.from(u, (ui, i) => ui + s * (c[i] - ui));
@@ -115,39 +118,71 @@ function referenceDdimStep(
     const s1 = Math.sqrt(1 - p.a);
     const eps = param === 'v' ? sa * e[i] + s1 * x[i] : e[i];
     let x0 = param === 'v' ? sa * x[i] - s1 * e[i] : (x[i] - s1 * eps) / sa;
-    x0 *= p.scalePrev / p.scale;
-    const dir = Math.sqrt(Math.max(0, 1 - p.ap - p.sigma ** 2)) * eps;
-    out[i] = Math.sqrt(p.ap) * x0 + dir + p.sigma * z[i];
+    x0 *= p.x0Rescale;
+    out[i] = Math.sqrt(p.ap) * x0 + p.dirCoef * eps + p.sigma * z[i];
   }
   return out;
 }
 
-describe('DDIM step parity with the reference formulation', () => {
+interface DdimFixture {
+  ddim: { float64: Record<string, number[]> & { effective_per_index: Record<string, number[]> } };
+}
+
+/** Our fused step against the transcription on random x, branches and noise, every 4th step; returns the steps checked. */
+async function checkFusedAgainstTranscription(
+  plan: ReturnType<typeof makePlan>, coefs: (j: number) => { a: number; ap: number; sigma: number; dirCoef: number; x0Rescale: number },
+  s: number, phi: number, param: 'v' | 'eps',
+): Promise<number> {
+  const dims = [1, 4, 2, 6, 8];
+  let checked = 0;
+  for (let j = 0; j < plan.steps.length; j += 4) {
+    const x = rand(dims, 10 + j);
+    const c = rand(dims, 100 + j);
+    const u = rand(dims, 200 + j);
+    const z = rand(dims, 300 + j);
+    const expected = transcribedDdimStep(x.data, c.data, u.data, z.data, coefs(j), s, phi, param);
+    const g = await cfg(fixedModel({ cond: c, uncond: u }), { scale: s, rescale: phi })(input(x));
+    const xs = x.data.slice();
+    fusedUpdate(xs, plan.steps[j], g, z.data);
+    let worst = 0;
+    for (let i = 0; i < xs.length; i++) worst = Math.max(worst, Math.abs(xs[i] - expected[i]) / Math.max(1e-3, Math.abs(expected[i])));
+    expect(worst, `step ${j}`).toBeLessThan(1e-5);
+    checked++;
+  }
+  return checked;
+}
+
+// Not a parity test with the authors' code running: the reference fixtures hold the coefficients
+// p_sample_ddim forms (shared/test/ddim.test.ts compares our plan with them), not its outputs. What
+// is checked here is that the fused one-pass update (x ← a·x + b·guided + σ·z) equals that op order.
+describe('DDIM fused update equals a float64 transcription of p_sample_ddim’s op order', () => {
+  it.skipIf(!HAVE_REFERENCE)('dynamicrafter, 50 steps from M = 1000, with the per-index coefficients from the authors’ sampler (reference fixture): ≤ 1e-5 relative at every 4th step', async () => {
+    const plan = makePlan({ family: 'dynamicrafter', steps: 50, start: 1000 });
+    if (plan.schedule.kind !== 'ddim') throw new Error('ddim');
+    const ref = loadReference<DdimFixture>('dynamicrafter_50steps_M1000.json').ddim.float64;
+    const eff = ref.effective_per_index;
+    // The fixture is in ascending t; the sampler walks it backwards.
+    expect([...plan.schedule.timesteps]).toEqual(reversed(ref.ddim_timesteps));
+    const at = (k: string, j: number): number => reversed(eff[k])[j];
+    const checked = await checkFusedAgainstTranscription(
+      plan,
+      (j) => ({ a: at('a_t', j), ap: at('a_prev', j), sigma: at('sigma_t', j), dirCoef: at('dir_xt_coef_sqrt_1_minus_a_prev_minus_sigma2', j), x0Rescale: at('pred_x0_rescale_prev_scale_over_scale', j) }),
+      7.5, 0.7, 'v');
+    expect(checked).toBe(13);
+  });
+
   for (const family of ['dynamicrafter', 'videocrafter'] as const) {
-    it(`${family}: fused update equals the reference op order at every 4th step (≤ 1e-5 relative, float32 storage)`, async () => {
+    it(`${family}: with our plan's coefficients, 25 steps (≤ 1e-5 relative at every 4th step, float32 storage)`, async () => {
       const plan = makePlan({ family, steps: 25, start: family === 'dynamicrafter' ? 940 : 1000 });
       if (plan.schedule.kind !== 'ddim') throw new Error('ddim');
       const sch = plan.schedule;
-      const dims = [1, 4, 2, 6, 8];
-      const phi = family === 'dynamicrafter' ? 0.7 : 0;
-      const s = family === 'dynamicrafter' ? 7.5 : 12;
-      let checked = 0;
-      for (let j = 0; j < sch.timesteps.length; j += 4) {
-        const x = rand(dims, 10 + j);
-        const c = rand(dims, 100 + j);
-        const u = rand(dims, 200 + j);
-        const z = rand(dims, 300 + j);
-        const expected = referenceDdimStep(x.data, c.data, u.data, z.data,
-          { a: sch.alphas[j], ap: sch.alphasPrev[j], sigma: sch.sigmas[j], scale: sch.scale[j], scalePrev: sch.scalePrev[j] }, s, phi,
-          family === 'dynamicrafter' ? 'v' : 'eps');
-        const g = await cfg(fixedModel({ cond: c, uncond: u }), { scale: s, rescale: phi })(input(x));
-        const xs = x.data.slice();
-        fusedUpdate(xs, plan.steps[j], g, z.data);
-        let worst = 0;
-        for (let i = 0; i < xs.length; i++) worst = Math.max(worst, Math.abs(xs[i] - expected[i]) / Math.max(1e-3, Math.abs(expected[i])));
-        expect(worst, `step ${j}`).toBeLessThan(1e-5);
-        checked++;
-      }
+      const checked = await checkFusedAgainstTranscription(
+        plan,
+        (j) => ({
+          a: sch.alphas[j], ap: sch.alphasPrev[j], sigma: sch.sigmas[j],
+          dirCoef: Math.sqrt(Math.max(0, 1 - sch.alphasPrev[j] - sch.sigmas[j] ** 2)), x0Rescale: sch.scalePrev[j] / sch.scale[j],
+        }),
+        family === 'dynamicrafter' ? 7.5 : 12, family === 'dynamicrafter' ? 0.7 : 0, family === 'dynamicrafter' ? 'v' : 'eps');
       expect(checked).toBe(7);
     });
   }
@@ -234,26 +269,60 @@ describe('sample()', () => {
     expect(called).toBe(0);
   });
 
-  it('SVD Euler with an exact denoiser of a point mass lands on that point', async () => {
-    // If the data is a single point μ, the ideal x̂0 is μ at every σ; v = (c_skip·x − μ)/(−c_out)… solve
-    // x̂0 = c_skip·x + c_out·v = μ for v. Euler then follows the straight line to μ exactly.
+  it('SVD Euler with an exact denoiser of a point mass follows the exact path x_σ = μ + (σ/σ₀)(x₀ − μ) at every step', async () => {
+    // If the data is a single point μ, the ideal x̂0 is μ at every σ; solve x̂0 = c_skip·x + c_out·v
+    // = μ for v. The probability-flow ODE dx/dσ = (x − x̂0)/σ is then linear, and an Euler step is
+    // exact on it: x_{i+1} = μ + (σ_{i+1}/σ_i)(x_i − μ). The last step (σ = 0) returns x̂0 = μ
+    // whatever x_i was, so the final latent alone would hide any earlier step's error: every
+    // intermediate latent is checked against the closed form.
     const d = [1, 2, 4, 2, 3];
     const mu = rand(d, 42);
     const plan = makePlan({ family: 'svd', steps: 8, start: 80 });
     if (plan.schedule.kind !== 'euler') throw new Error('euler');
     const sch = plan.schedule;
-    const exact: BranchedModel = (inp, branches) => {
+    /** The exact denoiser; `bias` is added to x̂0 at step `wrongAt` (to show the check sees it). */
+    const pointMass = (wrongAt = -1, bias = 0): BranchedModel => (inp, branches) => {
       const sigma = sch.sigmas[inp.step];
       const cSkip = 1 / (sigma * sigma + 1);
       const cOut = -sigma / Math.sqrt(sigma * sigma + 1);
-      const v = Float32Array.from(inp.x.data, (xv, i) => (mu.data[i] - cSkip * xv) / cOut);
+      const target = inp.step === wrongAt ? bias : 0;
+      const v = Float32Array.from(inp.x.data, (xv, i) => (mu.data[i] + target - cSkip * xv) / cOut);
       const out: Branches = {};
       for (const b of branches) out[b] = tensor(v, inp.x.dims);
       return Promise.resolve(out);
     };
     const x0 = rand(d, 1);
     for (let i = 0; i < x0.data.length; i++) x0.data[i] *= sch.initNoiseSigma;
-    const res = await sample({ steps: plan.steps, x: x0, denoiser: perFrameGuidance(exact, { min: 1, max: 3 }) });
-    for (let i = 0; i < res.data.length; i++) expect(res.data[i]).toBeCloseTo(mu.data[i], 3);
+    /** Worst deviation from the closed form over the intermediate latents (relative to max(1, |x|)), and of the final one. */
+    const run = async (model: BranchedModel): Promise<{ intermediate: number; final: number; seen: number }> => {
+      let intermediate = 0;
+      let seen = 0;
+      const res = await sample({
+        steps: plan.steps,
+        x: x0,
+        denoiser: perFrameGuidance(model, { min: 1, max: 3 }),
+        onStep: (e) => {
+          const ratio = sch.sigmas[e.completed] / sch.sigmas[0];
+          if (e.completed === e.total) return;
+          seen++;
+          for (let i = 0; i < e.x.data.length; i++) {
+            const want = mu.data[i] + ratio * (x0.data[i] - mu.data[i]);
+            intermediate = Math.max(intermediate, Math.abs(e.x.data[i] - want) / Math.max(1, Math.abs(want)));
+          }
+        },
+      });
+      let final = 0;
+      for (let i = 0; i < res.data.length; i++) final = Math.max(final, Math.abs(res.data[i] - mu.data[i]));
+      return { intermediate, final, seen };
+    };
+    expect(sch.sigmas.at(-1)).toBe(0);
+    const exact = await run(pointMass());
+    expect(exact.seen).toBe(plan.steps.length - 1);
+    expect(exact.intermediate).toBeLessThan(1e-5);
+    expect(exact.final).toBeLessThan(1e-5);
+    // A denoiser off by 0.05 at step 3 only: the final latent still lands on μ, the path does not.
+    const wrong = await run(pointMass(3, 0.05));
+    expect(wrong.final).toBeLessThan(1e-5);
+    expect(wrong.intermediate).toBeGreaterThan(1e-3);
   });
 });

@@ -15,7 +15,7 @@ import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common
 import { jobIdFor, jobKeys, JOB_ID_PATTERN } from '../../../shared/src/schemas/layout.ts';
 import { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
 import { InvalidEvent, MAX_REASON_CHARS } from '../errors.ts';
-import { JobResult } from '../postprocess/core.ts';
+import { JobResult, resultScopeProblems } from '../postprocess/core.ts';
 import type { OutputKind } from '../postprocess/core.ts';
 import { decodeEventKey, versionForJobId } from '../validate/core.ts';
 
@@ -177,12 +177,14 @@ const Envelope = z.looseObject({
  * or under `result` / `failure`; or the workflow's envelope `{status: 'SUCCEEDED'|'FAILED',
  * executionArn, job}`, whose state holds the result (`job.result`) or the failure record
  * (`job.failureRecord`; when recording failed, the record is rebuilt from the state at `now`).
+ * A job result must name only the job's own outputs, in `expectBucket` (the data bucket) when
+ * given: Notify presigns what it lists (checkResultScope).
  */
-export function parseNotifyInput(input: unknown, now: Date = new Date()): NotifyInput {
+export function parseNotifyInput(input: unknown, now: Date = new Date(), expectBucket: string | null = null): NotifyInput {
   const env = Envelope.safeParse(input);
   if (env.success) {
     const { job } = env.data;
-    if (env.data.status === 'SUCCEEDED') return parseNotifyInput(job.result, now);
+    if (env.data.status === 'SUCCEEDED') return parseNotifyInput(job.result, now, expectBucket);
     const rec = FailureRecord.safeParse(job.failureRecord);
     if (rec.success) return { status: 'failed', failure: rec.data };
     return { status: 'failed', failure: buildFailureRecord(parseFailureInput({ executionArn: env.data.executionArn, ...job }), now) };
@@ -195,7 +197,7 @@ export function parseNotifyInput(input: unknown, now: Date = new Date()): Notify
   const status = typeof doc === 'object' && doc !== null ? (doc as { status?: unknown }).status : undefined;
   if (status === 'succeeded') {
     const r = JobResult.safeParse(doc);
-    if (r.success) return { status, result: r.data };
+    if (r.success) return { status, result: checkResultScope(r.data, expectBucket) };
     throw new InvalidEvent(formatIssues('notify input', 'not a job result', toSchemaIssues(r.error.issues)));
   }
   if (status === 'failed') {
@@ -204,6 +206,22 @@ export function parseNotifyInput(input: unknown, now: Date = new Date()): Notify
     throw new InvalidEvent(formatIssues('notify input', 'not a failure record', toSchemaIssues(r.error.issues)));
   }
   throw new InvalidEvent("notify input: expected a job result (status 'succeeded'), a failure record (status 'failed'), or {status: 'SUCCEEDED'|'FAILED', job}");
+}
+
+/**
+ * Refuses (InvalidEvent) a job result that names another bucket than the data bucket, or any key
+ * outside its own `outputs/<jobId>/` (resultScopeProblems): Notify signs URLs for the keys it
+ * lists with a role that may read every job's outputs and failure records, so a forged result
+ * would otherwise get links to other jobs' outputs, failures/, uploads or other buckets. The
+ * reason says what was expected, never the forged text (it is logged and may be another user's).
+ */
+export function checkResultScope(r: JobResult, expectBucket: string | null): JobResult {
+  const problems = resultScopeProblems(r);
+  if (expectBucket !== null && r.bucket !== expectBucket) problems.unshift(`bucket is not the data bucket '${expectBucket}'`);
+  if (problems.length > 0) {
+    throw new InvalidEvent(`job result ${r.jobId}: Notify presigns and announces only the job's own outputs (${jobKeys(r.jobId).output}…) in the data bucket: ${problems.join('; ')}`);
+  }
+  return r;
 }
 
 export interface NotifiedOutput {

@@ -16,7 +16,7 @@ import type { Env } from '../env.ts';
 import { dataBucket, eventBusName, MAX_PRESIGN_SECONDS, presignConfig, s3Config, topicArn } from '../env.ts';
 import type { PresignConfig } from '../env.ts';
 import { ConfigurationError, InvalidEvent, PipelineError, PublishFailed } from '../errors.ts';
-import { logger } from '../logger.ts';
+import { logger, perInvocation } from '../logger.ts';
 import { makeS3Client, putObject } from '../s3.ts';
 import type { FailureRecord } from './core.ts';
 import { buildFailureRecord, buildNotification, EVENT_SOURCE, parseFailureInput, parseNotifyInput, PRESIGNED_KINDS } from './core.ts';
@@ -29,6 +29,11 @@ export interface NotifyDeps {
   readonly topicArn: string | null;
   /** Null: no EventBridge event. */
   readonly eventBusName: string | null;
+  /**
+   * The data bucket (DATA_BUCKET): a job result naming another is refused, and URLs are signed
+   * for this bucket only. Presigning needs it.
+   */
+  readonly dataBucket: string | null;
   readonly presign: PresignConfig;
   readonly now?: () => Date;
 }
@@ -48,6 +53,7 @@ export function notifyDepsFromEnv(env: Env = process.env): NotifyDeps {
     events: new EventBridgeClient({ region }),
     topicArn: topicArn(env),
     eventBusName: eventBusName(env),
+    dataBucket: dataBucket(env),
     presign: presignConfig(env),
   };
 }
@@ -60,20 +66,25 @@ export function createNotifyHandler(deps: NotifyDeps): (input: unknown, context?
   if (deps.presign.enabled && !(Number.isInteger(expiry) && expiry >= 1 && expiry <= MAX_PRESIGN_SECONDS)) {
     throw new ConfigurationError(`presigned-URL expiry must be an integer 1 … ${MAX_PRESIGN_SECONDS} seconds (7 days), got ${expiry}`);
   }
-  return async (input, context) => {
+  const bucket = deps.dataBucket;
+  if (deps.presign.enabled && bucket === null) {
+    throw new ConfigurationError('presigned URLs need the data bucket (DATA_BUCKET): Notify signs only the job\'s own outputs in it');
+  }
+  return perInvocation(async (input, context) => {
     if (context) logger.addContext(context);
     logger.appendKeys({ step: 'Notify' });
     try {
-      const n = parseNotifyInput(input, now());
+      const n = parseNotifyInput(input, now(), bucket);
       const jobId = n.status === 'succeeded' ? n.result.jobId : n.failure.jobId;
       logger.appendKeys({ jobId });
       let urls: { byKey: Map<string, string>; expiresAt: string } | null = null;
-      if (n.status === 'succeeded' && deps.presign.enabled) {
+      if (n.status === 'succeeded' && deps.presign.enabled && bucket !== null) {
         const byKey = new Map<string, string>();
         const expiresIn = deps.presign.expirySeconds;
         for (const o of n.result.outputs) {
           if (!PRESIGNED_KINDS.includes(o.kind)) continue;
-          byKey.set(o.key, await getSignedUrl(deps.s3, new GetObjectCommand({ Bucket: n.result.bucket, Key: o.key }), { expiresIn }));
+          // The configured bucket, not the input's (parseNotifyInput has checked they agree).
+          byKey.set(o.key, await getSignedUrl(deps.s3, new GetObjectCommand({ Bucket: bucket, Key: o.key }), { expiresIn }));
         }
         urls = { byKey, expiresAt: new Date(now().getTime() + expiresIn * 1000).toISOString() };
       }
@@ -108,7 +119,7 @@ export function createNotifyHandler(deps: NotifyDeps): (input: unknown, context?
     } finally {
       logger.resetKeys();
     }
-  };
+  });
 }
 
 export interface RecordFailureDeps {
@@ -124,7 +135,7 @@ export function recordFailureDepsFromEnv(env: Env = process.env): RecordFailureD
 
 export function createRecordFailureHandler(deps: RecordFailureDeps): (input: unknown, context?: Context) => Promise<FailureRecord> {
   const now = deps.now ?? ((): Date => new Date());
-  return async (input, context) => {
+  return perInvocation(async (input, context) => {
     if (context) logger.addContext(context);
     logger.appendKeys({ step: 'RecordFailure' });
     try {
@@ -141,7 +152,7 @@ export function createRecordFailureHandler(deps: RecordFailureDeps): (input: unk
     } finally {
       logger.resetKeys();
     }
-  };
+  });
 }
 
 let cachedNotify: ((input: unknown, context?: Context) => Promise<NotifyOutcome>) | null = null;

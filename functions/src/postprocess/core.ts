@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import sharp from 'sharp';
 import type { Metadata } from 'sharp';
 import { z } from 'zod';
+import { parseJsonText } from '../../../shared/src/jsonText.ts';
 import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common.ts';
 import { jobKeys, JOB_ID_PATTERN } from '../../../shared/src/schemas/layout.ts';
 import { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
@@ -58,11 +59,44 @@ export function resultKeyOf(jobId: string): string {
   return `${jobKeys(jobId).output}result.json`;
 }
 
+/**
+ * The name under `outputs/<jobId>/` of each kind of output, exactly as `postprocess` writes it.
+ * A result naming anything else (another job's outputs, failures/, an upload, `..`, encoded or
+ * doubled separators) is not a result Post-process wrote, whatever its other fields say.
+ */
+const OUTPUT_NAMES: Readonly<Record<OutputKind, { readonly pattern: RegExp; readonly shown: string }>> = {
+  mp4: { pattern: /^video\.mp4$/, shown: 'video.mp4' },
+  gif: { pattern: /^video\.gif$/, shown: 'video.gif' },
+  webp: { pattern: /^video\.webp$/, shown: 'video.webp' },
+  poster: { pattern: /^poster\.png$/, shown: 'poster.png' },
+  metadata: { pattern: /^metadata\.json$/, shown: 'metadata.json' },
+  'png-frame': { pattern: /^frames\/[0-9]{4}\.png$/, shown: 'frames/NNNN.png' },
+  'latent-npy': { pattern: /^latent\.npy$/, shown: 'latent.npy' },
+};
+
+/**
+ * What in a job result points outside its own job: the output prefix, the result key and every
+ * output key must be the job's own (`outputs/<jobId>/<name of its kind>`). Each problem says what
+ * was expected, never the text found (it may be forged, or another user's key).
+ */
+export function resultScopeProblems(r: JobResult): string[] {
+  const out = jobKeys(r.jobId).output;
+  const problems: string[] = [];
+  if (r.outputPrefix !== out) problems.push(`outputPrefix is not ${out}`);
+  if (r.resultKey !== resultKeyOf(r.jobId)) problems.push(`resultKey is not ${resultKeyOf(r.jobId)}`);
+  r.outputs.forEach((o, i) => {
+    const name = OUTPUT_NAMES[o.kind];
+    if (!o.key.startsWith(out) || !name.pattern.test(o.key.slice(out.length))) problems.push(`outputs[${i}] (${o.kind}): key is not ${out}${name.shown}`);
+  });
+  const MAX_LISTED = 5;
+  return problems.length > MAX_LISTED ? [...problems.slice(0, MAX_LISTED), `and ${problems.length - MAX_LISTED} more`] : problems;
+}
+
 export function priorResult(bytes: Buffer, spec: JobSpec): JobResult {
   const where = resultKeyOf(spec.jobId);
   let json: unknown;
   try {
-    json = JSON.parse(bytes.toString('utf8'));
+    json = parseJsonText(bytes.toString('utf8'));
   } catch (e) {
     throw new OutputConflict(`${where} exists but is not JSON (${(e as Error).message}); refusing to write over it`);
   }
@@ -72,6 +106,9 @@ export function priorResult(bytes: Buffer, spec: JobSpec): JobResult {
   if (p.jobId !== spec.jobId || p.bucket !== spec.bucket || p.input.key !== spec.input.key || p.input.versionId !== spec.input.versionId) {
     throw new OutputConflict(`${where} belongs to job ${p.jobId} (input s3://${p.bucket}/${p.input.key}), not to this job's input s3://${spec.bucket}/${spec.input.key}; refusing to write over it`);
   }
+  // Taken as finished, it would go to Notify, which presigns what it lists.
+  const scope = resultScopeProblems(p);
+  if (scope.length > 0) throw new OutputConflict(`${where} lists objects outside this job's outputs (${scope.join('; ')}); refusing to take it as this job's result or to write over it`);
   return p;
 }
 
@@ -156,7 +193,7 @@ export async function checkFrames(frames: readonly Buffer[], names: readonly str
 export function parseWorkerMetadata(bytes: Buffer, where: string): { timings: Record<string, number> | null } {
   let json: unknown;
   try {
-    json = JSON.parse(bytes.toString('utf8'));
+    json = parseJsonText(bytes.toString('utf8'));
   } catch (e) {
     throw new InvalidWorkerOutput(`${where}: not valid JSON (${(e as Error).message})`);
   }

@@ -12,7 +12,7 @@ import { jobKeys } from '../../../shared/src/schemas/layout.ts';
 import type { Env } from '../env.ts';
 import { dataBucket, ffmpegPath } from '../env.ts';
 import { InvalidWorkerOutput, OutputConflict, PipelineError, WorkerOutputNotFound } from '../errors.ts';
-import { logger } from '../logger.ts';
+import { logger, perInvocation } from '../logger.ts';
 import { headObject, listKeys, makeS3Client, mapLimit, putObject, readObject } from '../s3.ts';
 import type { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
 import type { JobResult } from './core.ts';
@@ -58,7 +58,7 @@ async function mustRead(s3: S3Client, bucket: string, key: string, max: number, 
 }
 
 export function createPostprocessHandler(deps: PostprocessDeps): (input: unknown, context?: Context) => Promise<JobResult> {
-  return async (input, context) => {
+  return perInvocation(async (input, context) => {
     if (context) logger.addContext(context);
     logger.appendKeys({ step: 'PostProcess' });
     try {
@@ -96,7 +96,7 @@ export function createPostprocessHandler(deps: PostprocessDeps): (input: unknown
     } finally {
       logger.resetKeys();
     }
-  };
+  });
 }
 
 let cached: ((input: unknown, context?: Context) => Promise<JobResult>) | null = null;

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common.ts';
+import { JsonSyntaxError, parseJsonText } from '../../../shared/src/jsonText.ts';
 import { InvalidRequestError, parseJobRequest } from '../../../shared/src/schemas/jobRequest.ts';
 import type { JobRequest } from '../../../shared/src/schemas/jobRequest.ts';
 import { inputKeyProblem, JOB_ID_PATTERN, jobIdFor, jobKeys, MAX_KEY_CHARS, modelPrefix, PREFIX } from '../../../shared/src/schemas/layout.ts';
@@ -17,7 +18,7 @@ import type { ResolvedRequest } from '../../../shared/src/schemas/jobSpec.ts';
 import { resolveRequest as resolveShared, StatisticsRequiredError, FALLBACK_FPS } from '../../../shared/src/schemas/resolve.ts';
 import type { ParsedRequest } from '../../../shared/src/schemas/resolve.ts';
 
-import { InvalidEvent, InvalidKey, InvalidRequest, ModelNotFound, StatisticsNotFound } from '../errors.ts';
+import { InvalidEvent, InvalidKey, InvalidRequest, ModelNotFound, RequestChanged, StatisticsNotFound } from '../errors.ts';
 
 export { FALLBACK_FPS };
 export type { ParsedRequest };
@@ -219,9 +220,11 @@ export function readRequestJson(
   }
   if (text.trim() === '') throw new InvalidRequest(`${at}: empty; expected a JSON object (use {} for all defaults)`);
   try {
-    return { json: JSON.parse(text) as unknown, source, where: at };
+    return { json: parseJsonText(text), source, where: at };
   } catch (e) {
-    throw new InvalidRequest(`${at}: not valid JSON (${(e as Error).message})`);
+    // Kind and position only: V8's own message quotes the text, often the prompt (docs/security.md).
+    if (e instanceof JsonSyntaxError) throw new InvalidRequest(`${at}: not valid JSON (${e.message})`);
+    throw e;
   }
 }
 
@@ -269,9 +272,10 @@ export function checkManifest(text: string | null, modelId: string, where: strin
   if (text === null) throw new ModelNotFound(`model '${modelId}': no manifest at ${where}`);
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = parseJsonText(text);
   } catch (e) {
-    throw new ModelNotFound(`model '${modelId}': ${where} is not valid JSON (${(e as Error).message})`);
+    if (e instanceof JsonSyntaxError) throw new ModelNotFound(`model '${modelId}': ${where} is not valid JSON (${e.message})`);
+    throw e;
   }
   let m: Manifest;
   try {
@@ -331,4 +335,21 @@ export function inlineWhere(u: UploadRef): string {
 /** Where a request came from, for error messages: the sidecar key or the upload's metadata. */
 export function requestWhere(key: string, sidecar: string): { sidecar: string; metadata: string } {
   return { sidecar, metadata: `${key} (x-amz-meta-${METADATA_REQUEST_KEY})` };
+}
+
+/**
+ * Refuses a sidecar written after the image (RequestChanged). The image is read at the version or
+ * ETag its event names, but the sidecar cannot be pinned that way: neither the S3 event nor the
+ * workflow input names a version of it. A sidecar newer than the image (a second request written
+ * over the first, or one that arrived only after the upload) is not the request the upload was
+ * made with, so it is refused rather than silently becoming this job's request. S3's
+ * Last-Modified has one-second resolution: a sidecar rewritten within the image's own second
+ * cannot be told apart and is used. Times a server does not send are not compared.
+ */
+export function checkSidecarNotNewer(sidecar: string, sidecarTime: Date | null, image: string, imageTime: Date | null): void {
+  if (sidecarTime === null || imageTime === null || sidecarTime.getTime() <= imageTime.getTime()) return;
+  throw new RequestChanged(
+    `${sidecar}: written at ${sidecarTime.toISOString()}, after the image ${image} (${imageTime.toISOString()}); ` +
+      'a job uses the request as it was when its image was uploaded. Upload the sidecar first, then upload the image again (a new job)',
+  );
 }

@@ -11,12 +11,13 @@ import { jobKeys, sidecarKey } from '../../../shared/src/schemas/layout.ts';
 import type { Env } from '../env.ts';
 import { dataBucket } from '../env.ts';
 import { InputNotFound, InvalidImage, InvalidRequest, ModelNotFound, PipelineError, StatisticsNotFound } from '../errors.ts';
-import { logger, redactPrompt, specSummary } from '../logger.ts';
+import { logger, redactPrompt, specSummary, perInvocation } from '../logger.ts';
 import { headObject, makeS3Client, putObject, readObject } from '../s3.ts';
 import type { RequestSource } from './core.ts';
 import {
   buildJobSpec,
   checkManifest,
+  checkSidecarNotNewer,
   inlineWhere,
   manifestKey,
   MAX_SIDECAR_BYTES,
@@ -50,7 +51,7 @@ export function validateDepsFromEnv(env: Env = process.env): ValidateDeps {
 export function createValidateHandler(deps: ValidateDeps): (event: unknown, context?: Context) => Promise<JobSpec> {
   const limits = deps.limits ?? IMAGE_LIMITS;
   const now = deps.now ?? ((): Date => new Date());
-  return async (event, context) => {
+  return perInvocation(async (event, context) => {
     if (context) logger.addContext(context);
     logger.appendKeys({ step: 'Validate' });
     try {
@@ -71,6 +72,11 @@ export function createValidateHandler(deps: ValidateDeps): (event: unknown, cont
       } else {
         const sidecar = sidecarKey(upload.key);
         const side = await readObject(s3, { bucket, key: sidecar }, MAX_SIDECAR_BYTES);
+        // Checked on the very object read (its own Last-Modified), so no later write slips in
+        // between. Manifest jobs pin no image version, so there is no upload time to hold it to.
+        if (side.kind !== 'missing' && side.kind !== 'changed' && upload.batch === null) {
+          checkSidecarNotNewer(sidecar, side.info.lastModified, upload.key, head.lastModified);
+        }
         if (side.kind === 'tooLarge') throw new InvalidRequest(`${sidecar}: ${side.info.size} bytes is over the limit of ${MAX_SIDECAR_BYTES} bytes`);
         req = readRequestJson(side.kind === 'ok' ? side.bytes : null, head.metadata, requestWhere(upload.key, sidecar));
       }
@@ -108,7 +114,7 @@ export function createValidateHandler(deps: ValidateDeps): (event: unknown, cont
     } finally {
       logger.resetKeys();
     }
-  };
+  });
 }
 
 let cached: ((event: unknown, context?: Context) => Promise<JobSpec>) | null = null;

@@ -7,6 +7,7 @@
  */
 import sharp from 'sharp';
 import type { Metadata, OutputInfo } from 'sharp';
+import { decodeFailureReason, pngDamage } from '../../../shared/src/imageDamage.ts';
 import { InvalidImage } from '../errors.ts';
 
 export interface ImageLimits {
@@ -107,7 +108,8 @@ export async function inspectImage(bytes: Uint8Array, where: string, limits: Ima
     // Header only; the pixel limit is ours, checked below with a clearer message than sharp's.
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (e) {
-    throw new InvalidImage(`${w}: unreadable ${format.toUpperCase()} header (${(e as Error).message})`);
+    const damage = pngDamage(bytes);
+    throw new InvalidImage(`${w}: unreadable ${format.toUpperCase()} header${damage !== null ? `: ${damage}` : ` (${(e as Error).message})`}`);
   }
   if (meta.format !== format) {
     throw new InvalidImage(`${w}: content starts like ${format.toUpperCase()} but decodes as ${String(meta.format)}`);
@@ -165,7 +167,9 @@ export async function normaliseImage(
       .png({ compressionLevel: 6, adaptiveFiltering: false })
       .toBuffer({ resolveWithObject: true });
   } catch (e) {
-    throw new InvalidImage(`${describe(where)}: corrupt or truncated ${source.format.toUpperCase()} data (${(e as Error).message.split('\n')[0]})`);
+    // libvips may report a decode failure as an output error ("unable to write to target"):
+    // name the real cause (shared/src/imageDamage.ts).
+    throw new InvalidImage(`${describe(where)}: ${decodeFailureReason(bytes, (e as Error).message, source.format.toUpperCase())}`);
   }
   if (out.info.width !== size.width || out.info.height !== size.height || out.info.channels !== 3) {
     // Not expected from sharp; refuse rather than hand the worker a wrong-shaped image.
