@@ -30,6 +30,7 @@ import type { NotifyDeps } from '../functions/src/notify/handler.ts';
 import type { JobResult } from '../functions/src/postprocess/core.ts';
 import { parseRequest, withoutPromptValue } from '../functions/src/validate/core.ts';
 import { createValidateHandler } from '../functions/src/validate/handler.ts';
+import { captureLogs } from '../functions/test/helpers/captureLogs.ts';
 import { noiseImage, tinyJobResult, tinyJobSpec, tinyManifest, uploadEvent } from '../functions/test/helpers/fixtures.ts';
 import type { LocalS3 } from '../functions/test/helpers/s3server.ts';
 import { startLocalS3 } from '../functions/test/helpers/s3server.ts';
@@ -48,23 +49,6 @@ function result(s: JobSpec): JobResult {
   return tinyJobResult(s, [['mp4', 'video.mp4'], ['gif', 'video.gif'], ['poster', 'poster.png'], ['metadata', 'metadata.json']]);
 }
 
-/** Runs `fn` with the logger at `level`, returning everything written to stdout and stderr meanwhile. */
-async function captureLogs(level: 'DEBUG' | 'INFO', fn: () => Promise<unknown>): Promise<string> {
-  const lines: string[] = [];
-  const capture = (s: string | Uint8Array): boolean => {
-    lines.push(typeof s === 'string' ? s : Buffer.from(s).toString('utf8'));
-    return true;
-  };
-  const spies = [vi.spyOn(process.stdout, 'write').mockImplementation(capture), vi.spyOn(process.stderr, 'write').mockImplementation(capture)];
-  logger.setLogLevel(level);
-  try {
-    await fn();
-  } finally {
-    logger.setLogLevel('SILENT');
-    for (const spy of spies) spy.mockRestore();
-  }
-  return lines.join('');
-}
 
 /** Every secret a presigned URL carries: its signature, its credential (access key id). */
 function urlSecrets(url: string): string[] {

@@ -10,7 +10,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
 import { mockClient } from 'aws-sdk-client-mock';
 import sharp from 'sharp';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { JobSpec } from '../../shared/src/schemas/jobSpec.ts';
 import { jobIdFor } from '../../shared/src/schemas/layout.ts';
 import { ConfigurationError, PipelineError } from '../src/errors.ts';
@@ -20,6 +20,7 @@ import type { NotifyDeps } from '../src/notify/handler.ts';
 import type { JobResult } from '../src/postprocess/core.ts';
 import { postprocess, priorResult, resultBytes, resultKeyOf } from '../src/postprocess/core.ts';
 import { createPostprocessHandler } from '../src/postprocess/handler.ts';
+import { captureLogs } from './helpers/captureLogs.ts';
 import { tinyJobResult, tinyJobSpec } from './helpers/fixtures.ts';
 import type { LocalS3 } from './helpers/s3server.ts';
 import { startLocalS3 } from './helpers/s3server.ts';
@@ -63,23 +64,6 @@ const FORGED: readonly (readonly [string, JobResult, string])[] = [
   ['a forged output prefix and result key', { ...result(), outputPrefix: `outputs/${OTHER}/`, resultKey: `outputs/${OTHER}/result.json` }, `outputs/${OTHER}/`],
 ];
 
-/** Everything the logger writes while `fn` runs (stdout and stderr). */
-async function captureLogs(fn: () => Promise<unknown>): Promise<string> {
-  const lines: string[] = [];
-  const capture = (s: string | Uint8Array): boolean => {
-    lines.push(typeof s === 'string' ? s : Buffer.from(s).toString('utf8'));
-    return true;
-  };
-  logger.setLogLevel('INFO');
-  const spies = [vi.spyOn(process.stdout, 'write').mockImplementation(capture), vi.spyOn(process.stderr, 'write').mockImplementation(capture)];
-  try {
-    await fn();
-  } finally {
-    logger.setLogLevel('SILENT');
-    for (const spy of spies) spy.mockRestore();
-  }
-  return lines.join('');
-}
 
 describe('Notify presigns only the job’s own outputs in the data bucket', () => {
   const sns = new SNSClient({ region: 'us-east-1', credentials: CREDS });
@@ -127,7 +111,7 @@ describe('Notify presigns only the job’s own outputs in the data bucket', () =
     const notify = createNotifyHandler(deps());
     for (const input of [forged, { status: 'SUCCEEDED', executionArn: 'arn:x', job: { result: forged } }]) {
       let e: unknown = null;
-      const logs = await captureLogs(async () => {
+      const logs = await captureLogs('INFO', async () => {
         e = await notify(input).then(
           (v: unknown) => v,
           (x: unknown) => x,
