@@ -10,7 +10,7 @@ import { registerVerifyBundle } from './verifyBundle.ts';
 import { registerLocal } from './local.ts';
 import { registerDemo } from './demo.ts';
 import { registerRemote } from './remote.ts';
-import { UsageError } from './errors.ts';
+import { errorName, UsageError } from './errors.ts';
 import { printable } from './printable.ts';
 
 export function buildProgram(): Command {
@@ -47,8 +47,9 @@ export async function run(argv: string[]): Promise<number> {
       process.stderr.write(`cil: ${printable(e.message, { multiline: true })}\n`);
       return 2;
     }
-    // Error messages quote keys, paths and reasons from user data: escaped (printable.ts).
-    process.stderr.write(`cil: ${printable(e instanceof Error ? `${e.name}: ${e.message}` : String(e), { multiline: true })}\n`);
+    // Error messages quote keys, paths and reasons from user data: escaped (printable.ts). Every
+    // error is shown with a stable name: a bare Error (Node's ENOENT, say) is named by errorName.
+    process.stderr.write(`cil: ${printable(`${errorName(e)}: ${e instanceof Error ? e.message : String(e)}`, { multiline: true })}\n`);
     return 1;
   }
 }

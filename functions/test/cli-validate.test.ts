@@ -74,7 +74,8 @@ describe('cil validate', () => {
 
   it.each([
     ['a missing image', 'InputNotFound', /no such file/, () => [join(dir, 'nope.png'), '--model-dir', bundle]],
-    ['no bundle', 'ModelNotFound', /no models\/demo\/manifest.json; pass --model-dir/, () => [image]],
+    // (the demo model is always found: cli/test/validate.test.ts)
+    ['no bundle', 'ModelNotFound', /no models\/other\/manifest.json; pass --model-dir/, () => [image, '--request', write('other-model.json', '{"model":"other"}')]],
     ['a request for another model', 'ModelNotFound', /is the manifest of 'tiny'/, () => [image, '--model-dir', bundle, '--request', write('other.json', '{"model":"other"}')]],
     ['a bad request', 'InvalidRequest', /steps: Too small/, () => [image, '--model-dir', bundle, '--request', write('bad.json', '{"steps": -1}')]],
     ['missing statistics', 'StatisticsNotFound', /tiny-stats.safetensors does not exist/, () => [image, '--model-dir', bundle, '--statistics-dir', dir]],
