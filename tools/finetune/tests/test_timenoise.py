@@ -2,7 +2,7 @@
 corruption of each adapter, the 0.95 replacement rate, and that no input is ever mutated.
 
 Expected values come from outside the code under test: β_s moments by Gauss–Hermite quadrature
-(numpy), the reference excerpt when ../shared is present, binomial bounds, and copies of the inputs.
+(numpy), the committed reference moments (test/fixtures/reference), binomial bounds, and copies of the inputs.
 Statistical checks use fixed seeds and 5 standard errors. With CIL_FINETUNE_TEST_OUT set, the sampled
 moments are written to <dir>/timenoise_moments.json for test/timenoise.test.ts (Python vs TypeScript).
 """
@@ -23,7 +23,8 @@ TS = [0, 100, 250, 500, 750, 900, 999]
 SAMPLES = 200_000
 SEED = 20240620
 SE_BOUND = 5.0
-REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "fixtures", "reference-excerpt", "timenoise_moments.json")
+# Produced from the authors' training code by tools/reference/fixtures.py (test/fixtures/reference/README.md).
+REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "test", "fixtures", "reference", "timenoise_moments.json")
 
 _X, _W = np.polynomial.hermite.hermgauss(160)
 
@@ -79,10 +80,7 @@ class Distribution(unittest.TestCase):
         self.assertEqual(timenoise_mean(0.5), 2 * 0.5**5 - 1)
         self.assertEqual(timenoise_mean(1.0, mu_max=4.0), 4.0)
 
-    def test_closed_form_matches_the_reference_excerpt(self):
-        if not os.path.isfile(REFERENCE):
-            print(f"\n*** SKIPPED: reference excerpt not found at {os.path.normpath(REFERENCE)} ***")
-            self.skipTest("../shared reference excerpt not present")
+    def test_closed_form_matches_the_reference_moments(self):
         with open(REFERENCE, encoding="utf-8") as f:
             rows = json.load(f)["rows"]
         self.assertGreaterEqual(len(rows), 5)
