@@ -197,7 +197,7 @@ export async function runCase(name: CaseName, work: string, log: (s: string) => 
     const out = join(work, `ours-${label}`);
     rmSync(out, { recursive: true, force: true });
     const tg = performance.now();
-    cil(['generate', '--model', dir, '--image', join(work, 'input.png'), ...stats, ...generateFlags(s), '--save-latent', '--progress', 'none', '--threads', '2', '--provider', 'cpu', '--out', out], `${name}/${label}: cil generate`);
+    cil(['generate', '--model', dir, '--image', join(work, 'input.png'), ...stats, ...generateFlags(s), '--save-latent', '--no-video', '--progress', 'none', '--threads', '2', '--provider', 'cpu', '--out', out], `${name}/${label}: cil generate`);
     const generateS = (performance.now() - tg) / 1000;
     const fm = frameMetrics(await pngFrames(join(out, 'frames')), refFrames, s.height, s.width);
     const externalDataFiles = readdirSync(dir).filter((n) => n.endsWith('.onnx.data')).length;
@@ -224,12 +224,16 @@ export function table(results: readonly CaseResult[]): string {
   return lines.join('\n');
 }
 
-/** Cases runnable here: all with $CIL_REFERENCE_REPO, else those that need no checkout. */
-export function runnableCases(): { cases: CaseName[]; missing: string | null } {
+/**
+ * Cases runnable here: all with $CIL_REFERENCE_REPO, else those that need no checkout; `why` says
+ * in a few words what is wrong with CIL_REFERENCE_REPO, `missing` also what to do.
+ */
+export function runnableCases(): { cases: CaseName[]; missing: string | null; why: string | null } {
   const repo = process.env.CIL_REFERENCE_REPO;
-  if (repo && existsSync(join(repo, 'examples'))) return { cases: [...CASES], missing: null };
+  if (repo && existsSync(join(repo, 'examples'))) return { cases: [...CASES], missing: null, why: null };
   const why = repo ? `CIL_REFERENCE_REPO=${repo} has no examples/ folder` : 'CIL_REFERENCE_REPO is not set';
   return {
+    why,
     cases: [...CASES_WITHOUT_REPO],
     missing: `${why}: the DynamiCrafter, VideoCrafter1 and CIL-SVD cases need a checkout of thu-ml/cond-image-leakage (git clone it, then export CIL_REFERENCE_REPO=/path/to/it; docs/reference.md)`,
   };

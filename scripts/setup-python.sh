@@ -4,6 +4,7 @@
 # torchvision come from the machine's local wheel store where pip finds them there).
 # Idempotent: does nothing when .venv already holds exactly those versions.
 #   CIL_VENV=/path    put the virtualenv elsewhere (the tests read the same variable)
+#   CIL_SETUP_QUIET=1 print nothing when there is nothing to do (scripts/bootstrap.js sets it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${CIL_VENV:-$PWD/.venv}"
@@ -12,7 +13,28 @@ PY="${CIL_PYTHON_BASE:-python3}"
 stamp="$VENV/.requirements.sha256"
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  echo "setup-python: $VENV matches $REQ"
+  [ -n "${CIL_SETUP_QUIET:-}" ] || echo "setup-python: $VENV matches $REQ"
+  exit 0
+fi
+# No stamp, or one from other requirements (a virtualenv made or updated by hand, or one shared
+# between checkouts): what counts is the installed versions, read from the packages' metadata.
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$REQ" <<'PY'
+import re, sys
+from importlib.metadata import PackageNotFoundError, version
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line)
+    try:
+        ok = m is not None and version(m[1]).split("+")[0] == m[2]  # torch 2.14.1+cu130 is 2.14.1
+    except PackageNotFoundError:
+        ok = False
+    if not ok:
+        sys.exit(1)
+PY
+then
+  [ -n "${CIL_SETUP_QUIET:-}" ] || echo "setup-python: $VENV holds the versions of $REQ"
   exit 0
 fi
 if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then

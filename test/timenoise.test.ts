@@ -29,6 +29,7 @@ import { NormalGenerator } from '../shared/src/rng.ts';
 import { TIME_NOISE_DEFAULTS, sampleTimeNoiseBeta, timeNoiseMoments } from '../shared/src/timeNoise.ts';
 import { REFERENCE_DIR } from '../shared/test/refFixtures.ts';
 import { sampleBundle } from './helpers/sampleBundle.ts';
+import { announceSkip } from './helpers/skips.ts';
 import type { PythonRun } from './helpers/python.ts';
 import { pythonOrWarn, reportPythonSkips, runPythonSuite, unittestProblem, unittestSummary } from './helpers/python.ts';
 
@@ -61,7 +62,9 @@ interface MomentsFile {
 const missing = pythonOrWarn('test/timenoise.test.ts: Python parts');
 /** test/fixtures/reference is committed; only a CIL_REFERENCE_DIR without the file lacks it. */
 const HAVE_REFERENCE = existsSync(REFERENCE);
-if (!HAVE_REFERENCE) console.warn(`\n*** test/timenoise.test.ts: reference-fixture cases SKIPPED: ${REFERENCE} not found (is CIL_REFERENCE_DIR wrong?) ***\n`);
+if (!HAVE_REFERENCE) {
+  announceSkip('TimeNoise reference-fixture cases', `${REFERENCE} not found`, 'unset CIL_REFERENCE_DIR (test/fixtures/reference is committed), or point it at a copy holding timenoise_moments.json');
+}
 
 /** Mean, std and their standard errors of a float64 sample (two passes, central moments). */
 function momentsOf(x: Float64Array): Omit<MomentRow, 't'> {

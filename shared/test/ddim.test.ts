@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { announceSkip } from '../../test/helpers/skips.ts';
 import { ddimPlan, ddimTimesteps, roundHalfEven } from '../src/ddim.ts';
 import { FAMILIES } from '../src/families.ts';
 import { makePlan, planJson } from '../src/plan.ts';
@@ -85,7 +86,7 @@ const PY = ['/usr/bin/python3', 'python3'].find((p) => {
     return false;
   }
 });
-if (!PY) console.warn('\n*** SKIPPING numpy oracle for DDIM timesteps: no python3 with numpy (apt-get install python3-numpy) ***\n');
+if (!PY) announceSkip('numpy oracle for DDIM timesteps', 'no python3 with numpy', 'apt-get install python3-numpy (as root: bash scripts/setup-system.sh, which npm test runs)');
 
 describe.skipIf(!PY)('uniform_trailing equals numpy running the reference formula, minus the spurious −1', () => {
   it('all M ≤ 1000 at 10, 25, 50, 100 steps', () => {

@@ -7,13 +7,18 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { announceSkip } from '../../test/helpers/skips.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const REFERENCE_DIR = process.env.CIL_REFERENCE_DIR ?? join(repoRoot, 'test', 'fixtures', 'reference');
 export const HAVE_REFERENCE = existsSync(join(REFERENCE_DIR, 'dynamicrafter_50steps_M1000.json'));
 
 if (!HAVE_REFERENCE) {
-  console.warn(`\n*** SKIPPING reference-parity suites: ${REFERENCE_DIR} not found (test/fixtures/reference is committed; is CIL_REFERENCE_DIR wrong?) ***\n`);
+  announceSkip(
+    'reference-fixture suites (numbers from the authors\' code)',
+    `${REFERENCE_DIR} has no dynamicrafter_50steps_M1000.json`,
+    'unset CIL_REFERENCE_DIR (test/fixtures/reference is committed), or point it at a copy holding those files',
+  );
 }
 
 export function loadReference<T = Record<string, unknown>>(file: string): T {

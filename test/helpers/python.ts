@@ -6,6 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
+import { announceSkip } from './skips.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 /** The virtualenv's interpreter. */
@@ -18,15 +19,13 @@ export function pythonProblem(modules: readonly string[] = ['torch', 'onnx']): s
   return r.status === 0 ? null : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`);
 }
 
-/** pythonProblem(), and a warning naming `what` and the fix when there is one. */
+/** The command that creates the Python environment (`npm test` runs it first). */
+export const SETUP_PYTHON = 'bash scripts/setup-python.sh (npm test runs it)';
+
+/** pythonProblem(), and a skip notice naming `what` and the fix when there is one. */
 export function pythonOrWarn(what: string, modules: readonly string[] = ['torch', 'onnx']): string | null {
   const missing = pythonProblem(modules);
-  if (missing !== null) {
-    console.warn(
-      `\n*** ${what} SKIPPED: ${PY} cannot import ${modules.join(', ')} (${missing}).\n` +
-        `*** Create the Python environment: bash scripts/setup-python.sh ***\n`,
-    );
-  }
+  if (missing !== null) announceSkip(what, `${PY} cannot import ${modules.join(', ')} (${missing})`, SETUP_PYTHON);
   return missing;
 }
 
@@ -112,12 +111,13 @@ export function unittestProblem(run: PythonRun): string | null {
 
 /**
  * For a vitest test standing for a unittest run's skips: when the run skipped any, a loud '***'
- * warning naming them and `skip()` (vitest then counts this test as skipped); otherwise returns.
+ * skip notice naming them (announceSkip) and `skip()` (vitest then counts this test as skipped); otherwise returns.
  */
 export function reportPythonSkips(run: PythonRun, what: string, skip: (note?: string) => never): void {
   const s = unittestSummary(run.output);
   if (s === null || s.skipped === 0) return;
   const names = s.skippedTests.length > 0 ? s.skippedTests : ['(names not printed: run unittest with -v)'];
-  console.warn(`\n*** ${what}: ${s.skipped} of ${s.ran} Python tests SKIPPED:\n${names.map((n) => `***   ${n}`).join('\n')}\n`);
+  // The Python suites skip only where a package of the environment is missing.
+  announceSkip(`${what}: ${s.skipped} of ${s.ran} Python tests`, names.join('; '), `${SETUP_PYTHON}, where the reason is a missing package`);
   skip(`${s.skipped} Python tests skipped`);
 }
