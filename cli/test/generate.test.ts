@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { run } from '../main.ts';
+import { runCli as cil } from './helpers/runCli.ts';
 import { outputMode } from '../generate.ts';
 import { DEMO_DEFAULTS, writeDemoBundle } from '../../gpu-worker/src/demo/bundle.ts';
 import { testCardPng } from '../../local/src/testCard.ts';
@@ -34,43 +34,6 @@ beforeAll(async () => {
   writeFileSync(image, await testCardPng());
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-interface CliRun {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs `cil …` in this process with stdout/stderr captured and their isTTY as given. */
-async function cil(args: string[], tty = { stdout: false, stderr: false }): Promise<CliRun> {
-  let stdout = '';
-  let stderr = '';
-  const saved = { out: process.stdout.isTTY, err: process.stderr.isTTY, columns: process.stderr.columns };
-  Object.defineProperty(process.stdout, 'isTTY', { value: tty.stdout, configurable: true, writable: true });
-  Object.defineProperty(process.stderr, 'isTTY', { value: tty.stderr, configurable: true, writable: true });
-  // cli-progress sizes the bar to the terminal's width.
-  Object.defineProperty(process.stderr, 'columns', { value: 100, configurable: true, writable: true });
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
-    stdout += String(s);
-    return true;
-  });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
-    stderr += String(s);
-    return true;
-  });
-  process.exitCode = undefined;
-  try {
-    const code = await run(args);
-    return { code: code !== 0 ? code : Number(process.exitCode ?? 0), stdout, stderr };
-  } finally {
-    process.exitCode = undefined;
-    o.mockRestore();
-    e.mockRestore();
-    Object.defineProperty(process.stdout, 'isTTY', { value: saved.out, configurable: true, writable: true });
-    Object.defineProperty(process.stderr, 'isTTY', { value: saved.err, configurable: true, writable: true });
-    Object.defineProperty(process.stderr, 'columns', { value: saved.columns, configurable: true, writable: true });
-  }
-}
 
 function jsonLines(s: string): Record<string, unknown>[] {
   return s.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Record<string, unknown>);

@@ -7,8 +7,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { run } from '../main.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli as cil } from './helpers/runCli.ts';
 import { validateLocal } from '../validate.ts';
 import { buildDemoBundle, DEMO_DEFAULTS, writeDemoBundle } from '../../gpu-worker/src/demo/bundle.ts';
 import { testCardPng } from '../../local/src/testCard.ts';
@@ -32,25 +32,6 @@ afterAll(() => {
   process.chdir(cwd);
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function cil(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
-    stdout += String(s);
-    return true;
-  });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
-    stderr += String(s);
-    return true;
-  });
-  try {
-    return { code: await run(args), stdout, stderr };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 describe('cil validate: the image first', () => {
   it('`cil validate bad.png` without --model-dir reports the bad image, not the model', async () => {
