@@ -23,7 +23,8 @@ import { readNpy, writeNpy } from '../shared/src/npy.ts';
 import { tensor } from '../shared/src/tensor.ts';
 import { sampleBundle } from './helpers/sampleBundle.ts';
 import type { PythonRun } from './helpers/python.ts';
-import { pythonOrWarn, reportPythonSkips, runPythonSuite, unittestProblem, unittestSummary } from './helpers/python.ts';
+import { pythonOrWarn, runPythonSuite } from './helpers/python.ts';
+import { pythonSuiteTests } from './helpers/pythonSuite.ts';
 
 /** The bundles tools/export/tests/test_export.py leaves in $CIL_EXPORT_TEST_OUT. */
 const BUNDLES = ['dynamicrafter', 'dynamicrafter-cil-fp16', 'videocrafter', 'svd', 'svd-cil-fp16'] as const;
@@ -67,16 +68,7 @@ describe.skipIf(missing !== null)('tools/export → worker round trip', () => {
     if (out) await rm(out, { recursive: true, force: true });
   });
 
-  it('the Python suite passes (stand-in exports of all three families, manifests, onnx.checker, fp16)', () => {
-    const problem = unittestProblem(python);
-    if (problem !== null) console.error(python.output.slice(-6000));
-    expect(problem).toBeNull();
-  });
-
-  it('the Python suite skipped none of its tests (skipped here, loudly, when it did)', ({ skip }) => {
-    reportPythonSkips(python, 'tools/export/tests', skip);
-    expect(unittestSummary(python.output)?.skipped).toBe(0);
-  });
+  pythonSuiteTests('stand-in exports of all three families, manifests, onnx.checker, fp16', 'tools/export/tests', () => python);
 
   it.each(BUNDLES)('%s: openBundle accepts it and every ONNX session matches the manifest', async (name) => {
     const b = await openBundle(join(out, name));

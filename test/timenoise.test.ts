@@ -31,7 +31,8 @@ import { REFERENCE_DIR } from '../shared/test/refFixtures.ts';
 import { sampleBundle } from './helpers/sampleBundle.ts';
 import { announceSkip } from './helpers/skips.ts';
 import type { PythonRun } from './helpers/python.ts';
-import { pythonOrWarn, reportPythonSkips, runPythonSuite, unittestProblem, unittestSummary } from './helpers/python.ts';
+import { pythonOrWarn, runPythonSuite } from './helpers/python.ts';
+import { pythonSuiteTests } from './helpers/pythonSuite.ts';
 
 const REFERENCE = join(REFERENCE_DIR, 'timenoise_moments.json');
 /** Standard errors allowed between an estimate and its expectation (see the header). */
@@ -121,16 +122,7 @@ describe.skipIf(missing !== null)('TimeNoise in Python and TypeScript; fine-tune
     if (out) await rm(out, { recursive: true, force: true });
   });
 
-  it('the Python suite passes (TimeNoise, training loop, Batch steps over a fake S3)', () => {
-    const problem = unittestProblem(python);
-    if (problem !== null) console.error(python.output.slice(-6000));
-    expect(problem).toBeNull();
-  });
-
-  it('the Python suite skipped none of its tests (skipped here, loudly, when it did)', ({ skip }) => {
-    reportPythonSkips(python, 'tools/finetune/tests', skip);
-    expect(unittestSummary(python.output)?.skipped).toBe(0);
-  });
+  pythonSuiteTests('TimeNoise, training loop, Batch steps over a fake S3', 'tools/finetune/tests', () => python);
 
   it('wrote moments for the reference parameters and the expected t', () => {
     expect(moments).toBeDefined();
