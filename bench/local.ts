@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { jobKeys } from '../shared/src/schemas/layout.ts';
+import { jobKeys } from '#shared/schemas';
 import { DEFAULT_DATA_DIR } from '../local/src/paths.ts';
 import { DEFAULT_LOAD_JOBS, runLoad } from '../local/src/load.ts';
 import type { LoadReport } from '../local/src/load.ts';

@@ -3,13 +3,13 @@
  * this measures the sampler's own per-step work: guidance (with its rescale reduction), noise
  * generation and the fused update.
  */
-import { cfg, perFrameGuidance } from '../shared/src/guidance.ts';
-import type { BranchedModel } from '../shared/src/guidance.ts';
-import { makePlan } from '../shared/src/plan.ts';
-import { fusedUpdate } from '../shared/src/sampler.ts';
-import { NormalGenerator } from '../shared/src/rng.ts';
-import { tensor } from '../shared/src/tensor.ts';
-import type { Tensor } from '../shared/src/tensor.ts';
+import { cfg, perFrameGuidance } from '#shared/sampler';
+import type { BranchedModel } from '#shared/sampler';
+import { makePlan } from '#shared/sampler';
+import { fusedUpdate } from '#shared/sampler';
+import { NormalGenerator } from '#shared/sampler';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
 import { timeMs } from './util.ts';
 
 export const DDIM_DIMS = [1, 4, 16, 40, 64]; // DynamiCrafter 320×512, 16 frames

@@ -5,8 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { parseJsonText } from '../shared/src/jsonText.ts';
-import { parseJobRequest } from '../shared/src/schemas/jobRequest.ts';
+import { parseJsonText } from '#shared/formats';
+import { parseJobRequest } from '#shared/schemas';
 import { intArg } from './args.ts';
 import { UsageError } from './errors.ts';
 

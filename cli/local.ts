@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import type { LocalNotification } from '../local/src/notifications.ts';
 import type { PipelineEvent } from '../local/src/pipeline.ts';
 import type { RunImageResult, UpInfo } from '../local/src/run.ts';
-import { inputKeyProblem } from '../shared/src/schemas/layout.ts';
+import { inputKeyProblem } from '#shared/schemas';
 import { intArg, numberArg } from './args.ts';
 import { UsageError } from './errors.ts';
 import type { RequestFlags } from './jobFlags.ts';

@@ -1,11 +1,11 @@
 /** `cil plan`: the dry run that shows what the sampler will do. */
 import type { Command } from 'commander';
-import { FAMILY_NAMES, FAMILIES } from '../shared/src/families.ts';
-import type { FamilyName } from '../shared/src/families.ts';
-import { SPACINGS } from '../shared/src/ddim.ts';
-import type { Compat, Spacing } from '../shared/src/ddim.ts';
-import { makePlan, planJson } from '../shared/src/plan.ts';
-import type { SamplerPlan } from '../shared/src/plan.ts';
+import { FAMILY_NAMES, FAMILIES } from '#shared/sampler';
+import type { FamilyName } from '#shared/sampler';
+import { SPACINGS } from '#shared/sampler';
+import type { Compat, Spacing } from '#shared/sampler';
+import { makePlan, planJson } from '#shared/sampler';
+import type { SamplerPlan } from '#shared/sampler';
 import { readStatistics } from '../gpu-worker/src/statistics.ts';
 import { readInput } from '../gpu-worker/src/sink.ts';
 import { choiceArg, intArg, numberArg } from './args.ts';

@@ -14,7 +14,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { DescribeExecutionCommand, GetExecutionHistoryCommand } from '@aws-sdk/client-sfn';
 import type { HistoryEvent, SFNClient } from '@aws-sdk/client-sfn';
 import { DEFAULT_STACK_NAME, OUTPUTS } from '../infra/lib/names.ts';
-import { isJobId, jobIdFor, jobKeys, sidecarKey } from '../shared/src/schemas/layout.ts';
+import { isJobId, jobIdFor, jobKeys, sidecarKey } from '#shared/schemas';
 import { downloadPrefix } from '../local/src/follow.ts';
 import type { ExecutionObserver } from '../local/src/follow.ts';
 import { contentTypeOf, executionArnOf, uploadKeyFor } from '../local/src/keys.ts';

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { runWorker } from '../gpu-worker/src/worker.ts';
-import { parseJsonText } from '../shared/src/jsonText.ts';
+import { parseJsonText } from '#shared/formats';
 import { UsageError } from './errors.ts';
 import { abortOnSignals } from './signals.ts';
 

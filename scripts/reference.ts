@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync }
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { readNpy } from '../shared/src/npy.ts';
+import { readNpy } from '#shared/formats';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const CIL = join(ROOT, 'bin', 'cil.js');

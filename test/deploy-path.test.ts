@@ -25,7 +25,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IMAGE_EXTENSIONS, jobKeys, modelPrefix, PREFIX, statisticsKey } from '../shared/src/schemas/layout.ts';
+import { IMAGE_EXTENSIONS, jobKeys, modelPrefix, PREFIX, statisticsKey } from '#shared/schemas';
 import { testCardPng } from '../local/src/testCard.ts';
 import type { TestPipeline } from './helpers/local.ts';
 import { startTestPipeline } from './helpers/local.ts';

@@ -5,7 +5,7 @@
  * summary lands under reports/<name>/. A manifest with a refused line is summarized as FAILED.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jobIdFor, jobKeys } from '../shared/src/schemas/layout.ts';
+import { jobIdFor, jobKeys } from '#shared/schemas';
 import { testCardPng } from '../local/src/testCard.ts';
 import type { TestPipeline } from './helpers/local.ts';
 import { startTestPipeline } from './helpers/local.ts';

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jobIdFor, jobKeys } from '../shared/src/schemas/layout.ts';
+import { jobIdFor, jobKeys } from '#shared/schemas';
 import { DEMO_DEFAULTS } from '../gpu-worker/src/demo/bundle.ts';
 import { runImage } from '../local/src/run.ts';
 import type { RunImageResult } from '../local/src/run.ts';

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { jobKeys } from '../shared/src/schemas/layout.ts';
+import { jobKeys } from '#shared/schemas';
 import { testCardPng } from '../local/src/testCard.ts';
 import type { TestPipeline } from './helpers/local.ts';
 import { startTestPipeline } from './helpers/local.ts';

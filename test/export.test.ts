@@ -2,7 +2,7 @@
  * The exporter round trip (tools/export, docs/models.md): the Python suite exports tiny stand-ins of
  * DynamiCrafter, VideoCrafter1 and SVD (float32 and float16, base and CIL) through ONE command, then
  * here the worker's own code takes over: openBundle's contract and hash checks, every ONNX session
- * against its manifest, the manifest defaults against shared/src/families.ts, `cil verify-bundle`
+ * against its manifest, the manifest defaults against shared/src/sampler/families.ts, `cil verify-bundle`
  * (onnxruntime vs the saved torch outputs, ≤ 1e-4 for float32), and a short generate job per bundle.
  *
  * Needs the repository's Python environment, .venv (scripts/setup-python.sh
@@ -18,9 +18,9 @@ import { registerVerifyBundle } from '../cli/verifyBundle.ts';
 import { checkSessionAgainstManifest, openBundle } from '../gpu-worker/src/bundle.ts';
 import { OnnxSessions } from '../gpu-worker/src/runtime/sessions.ts';
 import type { VerifyReport } from '../gpu-worker/src/verify.ts';
-import { FAMILIES } from '../shared/src/families.ts';
-import { readNpy, writeNpy } from '../shared/src/npy.ts';
-import { tensor } from '../shared/src/tensor.ts';
+import { FAMILIES } from '#shared/sampler';
+import { readNpy, writeNpy } from '#shared/formats';
+import { tensor } from '#shared/sampler';
 import { sampleBundle } from './helpers/sampleBundle.ts';
 import type { PythonRun } from './helpers/python.ts';
 import { pythonOrWarn, runPythonSuite } from './helpers/python.ts';
@@ -85,7 +85,7 @@ describe.skipIf(missing !== null)('tools/export → worker round trip', () => {
     }
   });
 
-  it('manifest schedules and defaults agree with shared/src/families.ts', async () => {
+  it('manifest schedules and defaults agree with shared/src/sampler/families.ts', async () => {
     for (const name of BUNDLES) {
       const m = (await openBundle(join(out, name))).manifest;
       const f = FAMILIES[m.family];

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { jobKeys } from '../shared/src/schemas/layout.ts';
+import { jobKeys } from '#shared/schemas';
 import { testCardPng } from '../local/src/testCard.ts';
 import type { Asl } from '../local/src/definitions.ts';
 import type { ExecutionRecord } from '../local/src/executions.ts';

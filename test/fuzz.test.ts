@@ -7,7 +7,7 @@
  * a valid result (a PNG of the model size; a job spec whose keys are all the job's own). Each case
  * is timed against a hang guard and the process's RSS growth over a run is bounded.
  *
- * Seeded (shared/src/rng.ts): CI runs the same cases every time. Longer runs:
+ * Seeded (shared/src/sampler/rng.ts): CI runs the same cases every time. Longer runs:
  *   CIL_FUZZ_COUNT=100000 npm test -- test/fuzz.test.ts      (CIL_FUZZ_SEED=<n> for other cases)
  * A failing case is written to a temp file and named in the failure message with its seed and
  * index, so it can be replayed.
@@ -17,10 +17,10 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isSafeRelativeKey } from '../shared/src/schemas/common.ts';
-import { MAX_PROMPT_CHARS } from '../shared/src/schemas/jobRequest.ts';
-import { JobSpec, parseJobSpec } from '../shared/src/schemas/jobSpec.ts';
-import { inputKeyProblem, JOB_ID_PATTERN, jobKeys, sidecarKey } from '../shared/src/schemas/layout.ts';
+import { isSafeRelativeKey } from '#shared/schemas';
+import { MAX_PROMPT_CHARS } from '#shared/schemas';
+import { JobSpec, parseJobSpec } from '#shared/schemas';
+import { inputKeyProblem, JOB_ID_PATTERN, jobKeys, sidecarKey } from '#shared/schemas';
 import { InvalidEvent, InvalidImage, InvalidKey, InvalidRequest, ModelNotFound, PipelineError, StatisticsNotFound } from '../functions/src/errors.ts';
 import { buildFailureRecord, parseFailureInput } from '../functions/src/notify/core.ts';
 import { parsePostprocessInput } from '../functions/src/postprocess/core.ts';

@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readNpy } from '../shared/src/npy.ts';
+import { readNpy } from '#shared/formats';
 import { CASES, EXPECTED, PLAN_CASES, ROOT, digest, runCase } from './golden/cases.ts';
 
 interface Recorded {
@@ -39,7 +39,7 @@ describe('golden runs: same seed, same bytes as recorded before the restructurin
     const want = JSON.parse(await readFile(join(EXPECTED, 'plans.json'), 'utf8')) as { args: string[]; plan: unknown }[];
     expect(want.map((w) => w.args)).toEqual(PLAN_CASES);
     for (const w of want) {
-      const plan = JSON.parse(execFileSync(process.execPath, [join(ROOT, 'bin', 'cil.js'), 'plan', ...w.args, '--json'], { encoding: 'utf8' }));
+      const plan = JSON.parse(execFileSync(process.execPath, [join(ROOT, 'bin', 'cil.js'), 'plan', ...w.args, '--json'], { encoding: 'utf8' })) as unknown;
       expect(plan, w.args.join(' ')).toEqual(w.plan);
     }
   }, 120_000);

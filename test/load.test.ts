@@ -8,7 +8,7 @@
  * deadline leaves unfinished.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jobKeys } from '../shared/src/schemas/layout.ts';
+import { jobKeys } from '#shared/schemas';
 import type { PipelineEvent } from '../local/src/pipeline.ts';
 import type { LoadReport } from '../local/src/load.ts';
 import { invalidIndices, killIndices, percentile, pipelineEventHub, runLoad, WorkerPeak } from '../local/src/load.ts';

@@ -22,7 +22,7 @@ import { join, relative } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jobIdFor } from '../shared/src/schemas/layout.ts';
+import { jobIdFor } from '#shared/schemas';
 import { loadLocalDefinitions } from '../local/src/definitions.ts';
 import { readExecutionFile } from '../local/src/executions.ts';
 import { CLI_ENTRY } from '../local/src/paths.ts';

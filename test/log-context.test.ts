@@ -7,12 +7,12 @@
  * interleave.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { jobIdFor } from '../shared/src/schemas/layout.ts';
+import { jobIdFor } from '#shared/schemas';
 import { logger } from '../functions/src/logger.ts';
 import { createRecordFailureHandler } from '../functions/src/notify/handler.ts';
 import { buildJobSpec, parseRequest, parseUploadEvent, resolveRequest } from '../functions/src/validate/core.ts';
 import { createValidateHandler } from '../functions/src/validate/handler.ts';
-import { parseManifest } from '../shared/src/schemas/manifest.ts';
+import { parseManifest } from '#shared/schemas';
 import { tinyManifest, uploadEvent } from '../functions/test/helpers/fixtures.ts';
 import type { LocalS3 } from '../functions/test/helpers/s3server.ts';
 import { startLocalS3 } from '../functions/test/helpers/s3server.ts';

@@ -1,12 +1,12 @@
 /**
  * The Python port of the noise generator (tools/reference/rng.py) against the TypeScript original
- * (shared/src/rng.ts): the reference pipelines are fed our noise through the port, so the two
+ * (shared/src/sampler/rng.ts): the reference pipelines are fed our noise through the port, so the two
  * must give the same stream bit for bit (docs/rng.md). 10^6 float32 normals per seed, the raw
  * words, the 53-bit uniforms and the resumable state.
  */
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { NormalGenerator } from '../shared/src/rng.ts';
+import { NormalGenerator } from '#shared/sampler';
 import { pythonOrWarn, runPython } from './helpers/python.ts';
 
 const missing = pythonOrWarn('test/reference-rng.test.ts', ['numpy']);
@@ -30,7 +30,7 @@ print(json.dumps(out))
 
 const sha = (a: Float32Array): string => createHash('sha256').update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength)).digest('hex');
 
-describe.skipIf(missing !== null)('tools/reference/rng.py equals shared/src/rng.ts', () => {
+describe.skipIf(missing !== null)('tools/reference/rng.py equals shared/src/sampler/rng.ts', () => {
   let py: Record<string, { sha256: string; first: number[]; words: number[]; uniforms: number[]; doubles: number[]; state: unknown }>;
 
   it('runs the port', () => {

@@ -19,7 +19,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_STACK_NAME } from '../infra/lib/app.ts';
 import { OUTPUTS } from '../infra/lib/names.ts';
-import { jobIdFor, jobKeys, sidecarKey } from '../shared/src/schemas/layout.ts';
+import { jobIdFor, jobKeys, sidecarKey } from '#shared/schemas';
 import { testCardPng } from '../local/src/testCard.ts';
 import type { StackInfo } from '../cli/remoteOps.ts';
 import { batchJobIdOf, cloudFormationSource, DEFAULT_STACK, discoverStack, fetchOutputs, followRemote, jobStatus, outputsFileSource, RemoteError, submitImage } from '../cli/remoteOps.ts';

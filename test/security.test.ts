@@ -20,7 +20,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { JobSpec } from '../shared/src/schemas/jobSpec.ts';
+import type { JobSpec } from '#shared/schemas';
 import { MAX_PRESIGN_SECONDS } from '../functions/src/env.ts';
 import { ConfigurationError, InvalidRequest, PipelineError } from '../functions/src/errors.ts';
 import { logger } from '../functions/src/logger.ts';

@@ -7,7 +7,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Console } from 'node:console';
 import { Logger } from '@aws-lambda-powertools/logger';
-import type { JobSpec } from '../../shared/src/schemas/jobSpec.ts';
+import type { JobSpec } from '#shared/schemas';
 
 const root = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cil-pipeline' });
 /** The logger of the invocation whose code is running (see `perInvocation`). */

@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerValidate, validateLocal, ValidationFailed } from '../../cli/validate.ts';
-import { ResolvedRequest } from '../../shared/src/schemas/jobSpec.ts';
+import { ResolvedRequest } from '#shared/schemas';
 import { noiseImage, tinyManifest } from './helpers/fixtures.ts';
 
 let dir: string;

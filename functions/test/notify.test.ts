@@ -3,8 +3,8 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { jobIdFor } from '../../shared/src/schemas/layout.ts';
-import type { JobSpec } from '../../shared/src/schemas/jobSpec.ts';
+import { jobIdFor } from '#shared/schemas';
+import type { JobSpec } from '#shared/schemas';
 import { dataBucket, eventBusName, presignConfig, topicArn } from '../src/env.ts';
 import { PipelineError } from '../src/errors.ts';
 import { logger } from '../src/logger.ts';

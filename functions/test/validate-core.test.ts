@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { JobSpec } from '../../shared/src/schemas/jobSpec.ts';
-import { jobIdFor } from '../../shared/src/schemas/layout.ts';
-import { parseManifest } from '../../shared/src/schemas/manifest.ts';
+import { JobSpec } from '#shared/schemas';
+import { jobIdFor } from '#shared/schemas';
+import { parseManifest } from '#shared/schemas';
 import { InvalidEvent, InvalidKey, InvalidRequest, ModelNotFound, PipelineError, StatisticsNotFound } from '../src/errors.ts';
 import {
   buildJobSpec,

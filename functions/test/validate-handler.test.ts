@@ -1,8 +1,8 @@
 /** Validate end to end against a real S3-protocol server (s3rver on 127.0.0.1). */
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { parseJobSpec } from '../../shared/src/schemas/jobSpec.ts';
-import { jobIdFor } from '../../shared/src/schemas/layout.ts';
+import { parseJobSpec } from '#shared/schemas';
+import { jobIdFor } from '#shared/schemas';
 import { PipelineError } from '../src/errors.ts';
 import { logger } from '../src/logger.ts';
 import { seedForJob } from '../src/validate/core.ts';

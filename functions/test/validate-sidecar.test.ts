@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jobIdFor } from '../../shared/src/schemas/layout.ts';
+import { jobIdFor } from '#shared/schemas';
 import { PERMANENT_ERRORS, PipelineError } from '../src/errors.ts';
 import { logger } from '../src/logger.ts';
 import { headObject, makeS3Client, readObject } from '../src/s3.ts';

@@ -12,9 +12,9 @@ import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { ManifestError, parseManifest } from '../../shared/src/schemas/manifest.ts';
-import type { Manifest, TensorSpec } from '../../shared/src/schemas/manifest.ts';
-import { BUNDLE_CONTRACT } from '../../shared/src/schemas/bundleContract.ts';
+import { ManifestError, parseManifest } from '#shared/schemas';
+import type { Manifest, TensorSpec } from '#shared/schemas';
+import { BUNDLE_CONTRACT } from '#shared/schemas';
 import type { IoMeta } from './runtime/protocol.ts';
 
 export class BundleError extends Error {

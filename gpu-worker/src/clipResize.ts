@@ -28,9 +28,9 @@
  * (float64) resize. The result is bit-identical to torch 2.14 on x86-64 CPU (the pinned .venv);
  * another build that fuses differently (or CUDA) would differ by a few float32 ulp.
  */
-import { tensor } from '../../shared/src/tensor.ts';
-import type { Tensor } from '../../shared/src/tensor.ts';
-import { ShapeError } from '../../shared/src/tensor.ts';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
+import { ShapeError } from '#shared/sampler';
 
 const f32 = Math.fround;
 

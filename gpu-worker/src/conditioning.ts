@@ -4,12 +4,12 @@
  * batch = number of branches when its batch axis is dynamic, else one call per branch.
  */
 import { join } from 'node:path';
-import type { BranchName, BranchedModel, Branches, DenoiserInput } from '../../shared/src/guidance.ts';
-import { tensor } from '../../shared/src/tensor.ts';
-import type { Tensor } from '../../shared/src/tensor.ts';
-import type { NormalGenerator } from '../../shared/src/rng.ts';
-import type { Manifest } from '../../shared/src/schemas/manifest.ts';
-import { CLIP_SIZE } from '../../shared/src/schemas/bundleContract.ts';
+import type { BranchName, BranchedModel, Branches, DenoiserInput } from '#shared/sampler';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
+import type { NormalGenerator } from '#shared/sampler';
+import type { Manifest } from '#shared/schemas';
+import { CLIP_SIZE } from '#shared/schemas';
 import type { Bundle } from './bundle.ts';
 import { clipResize } from './clipResize.ts';
 import type { Feed, OnnxSessions } from './runtime/sessions.ts';

@@ -1,8 +1,8 @@
 /** Image ↔ tensor conversions for the worker (sharp does decoding, resizing and PNG encoding). */
 import sharp from 'sharp';
-import { decodeFailureReason } from '../../shared/src/imageDamage.ts';
-import { tensor } from '../../shared/src/tensor.ts';
-import type { Tensor } from '../../shared/src/tensor.ts';
+import { decodeFailureReason } from '#shared/formats';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
 
 export class ImageDecodeError extends Error {
   override readonly name = 'ImageDecodeError';

@@ -4,8 +4,8 @@
  * `cil generate` and the Batch entrypoint (`cil worker`).
  */
 import type { S3Client } from '@aws-sdk/client-s3';
-import { readNpy } from '../../shared/src/npy.ts';
-import type { Tensor } from '../../shared/src/tensor.ts';
+import { readNpy } from '#shared/formats';
+import type { Tensor } from '#shared/sampler';
 import { openBundle } from './bundle.ts';
 import type { Bundle } from './bundle.ts';
 import { existsSync } from 'node:fs';

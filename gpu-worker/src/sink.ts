@@ -2,7 +2,7 @@
 import { mkdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { isSafeRelativeKey } from '../../shared/src/schemas/common.ts';
+import { isSafeRelativeKey } from '#shared/schemas';
 import { parseS3Uri } from './bundle.ts';
 
 export interface OutputSink {

@@ -3,12 +3,12 @@
  * (latent shape) and `tr_cov_d` (scalar) plus metadata. Refused, naming both sides, when its
  * family, resolution or shape does not match the model.
  */
-import { readSafetensors } from '../../shared/src/safetensors.ts';
-import { checkStatisticsTensors, decodeStatisticsMetadata } from '../../shared/src/schemas/statistics.ts';
-import type { StatisticsMetadata } from '../../shared/src/schemas/statistics.ts';
-import type { Manifest } from '../../shared/src/schemas/manifest.ts';
-import { tensor } from '../../shared/src/tensor.ts';
-import type { Tensor } from '../../shared/src/tensor.ts';
+import { readSafetensors } from '#shared/formats';
+import { checkStatisticsTensors, decodeStatisticsMetadata } from '#shared/schemas';
+import type { StatisticsMetadata } from '#shared/schemas';
+import type { Manifest } from '#shared/schemas';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
 
 export class StatisticsMismatchError extends Error {
   override readonly name = 'StatisticsMismatchError';

@@ -12,11 +12,11 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { readNpy } from '../../shared/src/npy.ts';
-import { Family } from '../../shared/src/schemas/family.ts';
-import { SafeRelativeKey } from '../../shared/src/schemas/common.ts';
-import { tensor } from '../../shared/src/tensor.ts';
-import type { Tensor } from '../../shared/src/tensor.ts';
+import { readNpy } from '#shared/formats';
+import { Family } from '#shared/schemas';
+import { SafeRelativeKey } from '#shared/schemas';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
 import { checkSessionAgainstManifest, openBundle } from './bundle.ts';
 import type { Bundle } from './bundle.ts';
 import type { ExecutionProviderPreference } from './runtime/protocol.ts';

@@ -7,8 +7,8 @@
  */
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
-import { parseJobSpec } from '../../shared/src/schemas/jobSpec.ts';
-import type { JobSpec } from '../../shared/src/schemas/jobSpec.ts';
+import { parseJobSpec } from '#shared/schemas';
+import type { JobSpec } from '#shared/schemas';
 import type { ProgressEvent } from './generate.ts';
 import { runJob } from './job.ts';
 

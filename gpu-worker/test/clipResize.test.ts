@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tensor } from '../../shared/src/tensor.ts';
+import { tensor } from '#shared/sampler';
 import { antialiasBlur, clipResize } from '../src/clipResize.ts';
 import { pythonOrWarn, runPython } from '../../test/helpers/python.ts';
 

@@ -18,12 +18,12 @@ import { prepareConditioning } from '../src/conditioning.ts';
 import { imageToTensor } from '../src/image.ts';
 import { OnnxSessions } from '../src/runtime/sessions.ts';
 import { readStatistics } from '../src/statistics.ts';
-import { writeNpy } from '../../shared/src/npy.ts';
-import { NormalGenerator, randn } from '../../shared/src/rng.ts';
-import { vpAlphasCumprod } from '../../shared/src/schedules.ts';
-import { writeSafetensors } from '../../shared/src/safetensors.ts';
-import { tensor } from '../../shared/src/tensor.ts';
-import type { Tensor } from '../../shared/src/tensor.ts';
+import { writeNpy } from '#shared/formats';
+import { NormalGenerator, randn } from '#shared/sampler';
+import { vpAlphasCumprod } from '#shared/sampler';
+import { writeSafetensors } from '#shared/formats';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, 'bin', 'cil.js');
@@ -219,7 +219,7 @@ describe('refusals: one clear error, nothing written but error.json', () => {
     const wrong = join(dir, 'wrong-stats.safetensors');
     const dims = [1, 4, F + 1, H / 8, W / 8];
     const e = tensor(new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
-    const { encodeStatisticsMetadata } = await import('../../shared/src/schemas/statistics.ts');
+    const { encodeStatisticsMetadata } = await import('#shared/schemas');
     await writeFile(wrong, writeSafetensors({ expectation_x0: e, tr_cov_d: tensor(Float32Array.of(0.3), []) }, encodeStatisticsMetadata({ ...s.meta, latentShape: dims })));
     const out = join(dir, 'out-stats');
     await expectRefusal(out, run(out, params(), { statistics: wrong }), /wrong-stats\.safetensors does not fit model 'demo': expectation_x0 dims \[1, 4, 9, 8, 12\]/);

@@ -7,8 +7,8 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { Family } from '../../shared/src/schemas/family.ts';
-import { BUNDLE_CONTRACT } from '../../shared/src/schemas/bundleContract.ts';
+import type { Family } from '#shared/schemas';
+import { BUNDLE_CONTRACT } from '#shared/schemas';
 import { GraphBuilder, encodeModel } from '../src/onnx/graph.ts';
 
 export const DOWN = 8;

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clipStartIndex } from '../../shared/src/statsAccumulator.ts';
+import { clipStartIndex } from '#shared/stats';
 import { decodeClip, probeVideo, VideoSkip } from '../src/stats/video.ts';
 import { writeVideo } from './statsFixtures.ts';
 

@@ -4,7 +4,7 @@
  * props, and is validated here so that a typo fails synth with a message naming the key.
  */
 import { z } from 'zod';
-import type { Family } from '../../shared/src/schemas/family.ts';
+import type { Family } from '#shared/schemas';
 
 /**
  * AWS Batch's documented default quota for SubmitJob is 50 transactions per second per account

@@ -11,7 +11,7 @@ import type * as events from 'aws-cdk-lib/aws-events';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
-import { PREFIX } from '../../shared/src/schemas/layout.ts';
+import { PREFIX } from '#shared/schemas';
 import type { CilConfig } from './config.ts';
 import { functionBase, nodeFunction } from './lambdas.ts';
 import { LAMBDA_ENV } from './names.ts';

@@ -8,7 +8,7 @@
 import { Stack, Validations } from 'aws-cdk-lib';
 import type { CfnElement } from 'aws-cdk-lib';
 import type { IConstruct } from 'constructs';
-import { PREFIX } from '../../shared/src/schemas/layout.ts';
+import { PREFIX } from '#shared/schemas';
 import { BATCH_MAP_LABEL, FINETUNE_PREFIXES, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX } from './names.ts';
 import type { CilStack } from './stack.ts';
 

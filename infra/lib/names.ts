@@ -3,7 +3,7 @@
  * state name), the environment the worker and the Lambdas receive, event sources and detail
  * types, and the stack outputs the remote CLI discovers. Changing one is a contract change.
  */
-import { PREFIX } from '../../shared/src/schemas/layout.ts';
+import { PREFIX } from '#shared/schemas';
 
 /** The stack name `cdk deploy` uses unless `-c cil:stackName=…` (also the remote CLI's default). */
 export const DEFAULT_STACK_NAME = 'CilVideo';

@@ -12,7 +12,7 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { IMAGE_EXTENSIONS, PREFIX } from '../../shared/src/schemas/layout.ts';
+import { IMAGE_EXTENSIONS, PREFIX } from '#shared/schemas';
 import type { CilConfig } from './config.ts';
 import { nodeFunction } from './lambdas.ts';
 import { LAMBDA_ENV } from './names.ts';

@@ -15,8 +15,8 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { EventBridgeEvent } from 'aws-lambda';
 import { z } from 'zod';
-import { isSafeRelativeKey } from '../../shared/src/schemas/common.ts';
-import { IMAGE_EXTENSIONS, PREFIX, jobIdFor } from '../../shared/src/schemas/layout.ts';
+import { isSafeRelativeKey } from '#shared/schemas';
+import { IMAGE_EXTENSIONS, PREFIX, jobIdFor } from '#shared/schemas';
 import { LAMBDA_ENV } from '../lib/names.ts';
 
 /** The `detail` of an S3 "Object Created" event delivered by EventBridge (the fields used here). */

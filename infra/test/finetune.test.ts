@@ -15,7 +15,7 @@ import { StateMachine } from 'aws-local-stepfunctions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PREFIX } from '../../shared/src/schemas/layout.ts';
+import { PREFIX } from '#shared/schemas';
 import { buildApp } from '../lib/app.ts';
 import { ConfigError, DEFAULT_CONFIG, resolveConfig } from '../lib/config.ts';
 import { resolveDefinition } from '../lib/definitions.ts';

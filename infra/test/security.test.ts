@@ -14,7 +14,7 @@
  *   credentials in the template.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PREFIX } from '../../shared/src/schemas/layout.ts';
+import { PREFIX } from '#shared/schemas';
 import { STATISTICS_DATASETS_PREFIX as DATASETS, STATISTICS_PARTIALS_PREFIX as PARTIALS } from '../lib/names.ts';
 import type { Statement, Synthesized } from './helpers.ts';
 import { allStatements, logicalIdOf, objectPrefix, refOf, s3Grants, statementsOfRole, synth } from './helpers.ts';

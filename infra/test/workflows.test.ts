@@ -6,7 +6,7 @@
 import type { RunOptions } from 'aws-local-stepfunctions';
 import { StateMachine } from 'aws-local-stepfunctions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseJobSpec } from '../../shared/src/schemas/jobSpec.ts';
+import { parseJobSpec } from '#shared/schemas';
 import { DEFAULT_CONFIG } from '../lib/config.ts';
 import { findStateMachines, resolveDefinition, withInlineItems } from '../lib/definitions.ts';
 import { BATCH_STATES, GENERATION_STATES as G, STATISTICS_STATES, WORKER_ENV } from '../lib/names.ts';

@@ -13,7 +13,7 @@
 import { createServer, request as httpRequest } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { NormalGenerator } from '../../shared/src/rng.ts';
+import { NormalGenerator } from '#shared/sampler';
 
 export type S3Method = 'GET' | 'PUT' | 'HEAD' | 'DELETE' | 'POST';
 

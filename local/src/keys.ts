@@ -4,8 +4,8 @@
  */
 import { createHash } from 'node:crypto';
 import { basename, extname } from 'node:path';
-import { isSafeRelativeKey } from '../../shared/src/schemas/common.ts';
-import { IMAGE_EXTENSIONS, PREFIX } from '../../shared/src/schemas/layout.ts';
+import { isSafeRelativeKey } from '#shared/schemas';
+import { IMAGE_EXTENSIONS, PREFIX } from '#shared/schemas';
 
 export class UploadKeyError extends Error {
   override readonly name = 'UploadKeyError';

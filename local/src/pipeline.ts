@@ -29,7 +29,7 @@ import type { ObjectCreatedDetail, StartOutcome } from '../../infra/runtime/star
 import { summarize } from '../../infra/runtime/batchSummary.ts';
 import type { SummaryEvent } from '../../infra/runtime/batchSummary.ts';
 import { withInlineItems } from '../../infra/lib/definitions.ts';
-import { jobIdFor, modelPrefix, PREFIX, sidecarKey } from '../../shared/src/schemas/layout.ts';
+import { jobIdFor, modelPrefix, PREFIX, sidecarKey } from '#shared/schemas';
 import { LocalBatch } from './batch.ts';
 import type { BatchJobDescription, SubmitJobParameters, WorkerLine } from './batch.ts';
 import { loadLocalDefinitions } from './definitions.ts';

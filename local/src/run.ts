@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { jobIdFor, jobKeys, sidecarKey } from '../../shared/src/schemas/layout.ts';
+import { jobIdFor, jobKeys, sidecarKey } from '#shared/schemas';
 import type { ExecutionRecord } from './executions.ts';
 import { readExecutionFile } from './executions.ts';
 import type { ExecutionObserver } from './follow.ts';

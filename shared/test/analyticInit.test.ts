@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { initialLatent, veInitCoefs, vpInitCoefs } from '../src/analyticInit.ts';
-import { NormalGenerator } from '../src/rng.ts';
-import { tensor } from '../src/tensor.ts';
-import { makePlan } from '../src/plan.ts';
+import { initialLatent, veInitCoefs, vpInitCoefs } from '../src/sampler/analyticInit.ts';
+import { NormalGenerator } from '../src/sampler/rng.ts';
+import { tensor } from '../src/sampler/tensor.ts';
+import { makePlan } from '../src/sampler/plan.ts';
 
 describe('Analytic-Init', () => {
   it('VP coefficients: √ᾱ[M−1] and √(1 − ᾱ + ᾱ·trCov_d); none without statistics', () => {

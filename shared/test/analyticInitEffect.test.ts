@@ -17,8 +17,8 @@
  * than 10. All seeds are fixed; none was chosen.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { FAMILIES, NormalGenerator, cfg, ddimPlan, ddimSteps, initialLatent, sample, tensor, vPrediction, vpInitCoefs } from '../src/index.ts';
-import type { BranchedModel, DdimPlan, InitCoefs, Tensor, VpFamily } from '../src/index.ts';
+import { FAMILIES, NormalGenerator, cfg, ddimPlan, ddimSteps, initialLatent, sample, tensor, vPrediction, vpInitCoefs } from '../src/sampler/index.ts';
+import type { BranchedModel, DdimPlan, InitCoefs, Tensor, VpFamily } from '../src/sampler/index.ts';
 
 const FAMILY: VpFamily = ((f) => {
   if (f.kind !== 'vp-ddim') throw new Error('dynamicrafter is a VP family');

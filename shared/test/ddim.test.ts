@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { announceSkip } from '../../test/helpers/skips.ts';
-import { ddimPlan, ddimTimesteps, roundHalfEven } from '../src/ddim.ts';
-import { FAMILIES } from '../src/families.ts';
-import { makePlan, planJson } from '../src/plan.ts';
+import { ddimPlan, ddimTimesteps, roundHalfEven } from '../src/sampler/ddim.ts';
+import { FAMILIES } from '../src/sampler/families.ts';
+import { makePlan, planJson } from '../src/sampler/plan.ts';
 import { DDIM_COLUMNS, HAVE_REFERENCE, loadReference, maxRelErr, reversed } from './refFixtures.ts';
 
 describe('roundHalfEven', () => {

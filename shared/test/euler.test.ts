@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { eulerPlan, eulerStepCoefs } from '../src/euler.ts';
-import { makePlan, planJson } from '../src/plan.ts';
+import { eulerPlan, eulerStepCoefs } from '../src/sampler/euler.ts';
+import { makePlan, planJson } from '../src/sampler/plan.ts';
 import { HAVE_REFERENCE, loadReference, maxRelErr } from './refFixtures.ts';
 
 describe('EDM Euler plan (hand-computed)', () => {

@@ -9,7 +9,7 @@ import {
   float32ArrayToFloat16,
   float32BitsToFloat16Bits,
   float32ToFloat16,
-} from '../src/fp16.ts';
+} from '../src/formats/fp16.ts';
 
 // Expected values below are worked out by hand from the IEEE 754 binary16 layout
 // (1 sign, 5 exponent bits with bias 15, 10 mantissa bits).

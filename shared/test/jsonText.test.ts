@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { JSON_ERROR_KINDS, JsonSyntaxError, parseJsonText } from '../src/jsonText.ts';
+import { JSON_ERROR_KINDS, JsonSyntaxError, parseJsonText } from '../src/formats/jsonText.ts';
 
 
 describe('parseJsonText', () => {

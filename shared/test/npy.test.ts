@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { NpyFormatError, readNpy, writeNpy } from '../src/npy.ts';
-import { tensor } from '../src/tensor.ts';
+import { NpyFormatError, readNpy, writeNpy } from '../src/formats/npy.ts';
+import { tensor } from '../src/sampler/tensor.ts';
 
 // Files are built byte by byte from the format spec
 // (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html), independently of

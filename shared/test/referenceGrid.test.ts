@@ -4,8 +4,8 @@
  * Analytic-Init coefficients per M, and TimeNoise moments sampled by the authors' get_beta_s.
  */
 import { describe, expect, it } from 'vitest';
-import { makePlan, planJson } from '../src/plan.ts';
-import { timeNoiseMoments } from '../src/timeNoise.ts';
+import { makePlan, planJson } from '../src/sampler/plan.ts';
+import { timeNoiseMoments } from '../src/sampler/timeNoise.ts';
 import { DDIM_COLUMNS, HAVE_REFERENCE, loadReference, maxRelErr, reversed } from './refFixtures.ts';
 
 type Tables = Record<'ddim_timesteps' | 'ddim_alphas' | 'ddim_alphas_prev' | 'ddim_sigmas' | 'ddim_scale_arr' | 'ddim_scale_arr_prev', (number | null)[]>;

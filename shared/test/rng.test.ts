@@ -7,9 +7,9 @@ import {
   NormalGenerator,
   SeedError,
   randn,
-} from '../src/rng.ts';
-import type { GeneratorState } from '../src/rng.ts';
-import { ShapeError } from '../src/tensor.ts';
+} from '../src/sampler/rng.ts';
+import type { GeneratorState } from '../src/sampler/rng.ts';
+import { ShapeError } from '../src/sampler/tensor.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Reference helpers, independent of the code under test.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { readSafetensors, SafetensorsFormatError, writeSafetensors } from '../src/safetensors.ts';
-import { tensor } from '../src/tensor.ts';
+import { readSafetensors, SafetensorsFormatError, writeSafetensors } from '../src/formats/safetensors.ts';
+import { tensor } from '../src/sampler/tensor.ts';
 
 // Files are built by hand from the spec (https://github.com/huggingface/safetensors#format):
 // u64 little-endian header length N, N bytes of JSON, raw little-endian data.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { readSafetensors, writeSafetensors } from '../src/safetensors.ts';
-import { tensor } from '../src/tensor.ts';
+import { readSafetensors, writeSafetensors } from '../src/formats/safetensors.ts';
+import { tensor } from '../src/sampler/tensor.ts';
 
 // F64 writing, checked against bytes built by hand from the spec: u64 LE header length, JSON,
 // then little-endian data. The reference orders tensors by dtype, descending (F64 before F32),

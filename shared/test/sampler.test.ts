@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { cfg, materialize, perFrameGuidance, twoScaleGuidance } from '../src/guidance.ts';
-import type { BranchName, BranchedModel, Branches } from '../src/guidance.ts';
-import { makePlan } from '../src/plan.ts';
-import { fusedUpdate, sample } from '../src/sampler.ts';
-import type { StepEvent } from '../src/sampler.ts';
-import { NormalGenerator } from '../src/rng.ts';
-import { tensor } from '../src/tensor.ts';
+import { cfg, materialize, perFrameGuidance, twoScaleGuidance } from '../src/sampler/guidance.ts';
+import type { BranchName, BranchedModel, Branches } from '../src/sampler/guidance.ts';
+import { makePlan } from '../src/sampler/plan.ts';
+import { fusedUpdate, sample } from '../src/sampler/sampler.ts';
+import type { StepEvent } from '../src/sampler/sampler.ts';
+import { NormalGenerator } from '../src/sampler/rng.ts';
+import { tensor } from '../src/sampler/tensor.ts';
 import { HAVE_REFERENCE, loadReference, reversed } from './refFixtures.ts';
-import type { Tensor } from '../src/tensor.ts';
+import type { Tensor } from '../src/sampler/tensor.ts';
 
 const gen = (seed: number) => NormalGenerator.fromSeed(seed);
 const rand = (dims: number[], seed: number): Tensor => {

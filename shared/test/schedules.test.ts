@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { alphasCumprod, dynamicRescaleArray, karrasSigmas, ldmLinearBetas, linspace, rescaleZeroTerminalSnr, vpAlphasCumprod } from '../src/schedules.ts';
-import { FAMILIES } from '../src/families.ts';
+import { alphasCumprod, dynamicRescaleArray, karrasSigmas, ldmLinearBetas, linspace, rescaleZeroTerminalSnr, vpAlphasCumprod } from '../src/sampler/schedules.ts';
+import { FAMILIES } from '../src/sampler/families.ts';
 import { HAVE_REFERENCE, loadReference, maxRelErr } from './refFixtures.ts';
 
 describe('VP schedules (hand-computed values)', () => {

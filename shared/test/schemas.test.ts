@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { readSafetensors, writeSafetensors } from '../src/safetensors.ts';
+import { readSafetensors, writeSafetensors } from '../src/formats/safetensors.ts';
 import type { JobRequest, ManifestInput, StatisticsMetadata } from '../src/schemas/index.ts';
 import {
   checkJobRequestForFamily,
@@ -16,7 +16,7 @@ import {
   parseManifest,
   StatisticsFormatError,
 } from '../src/schemas/index.ts';
-import { tensor } from '../src/tensor.ts';
+import { tensor } from '../src/sampler/tensor.ts';
 
 /** The JSON block after `<!-- example: NAME -->` in docs/contracts.md. */
 function docExample(name: string): unknown {

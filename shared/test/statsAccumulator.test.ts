@@ -14,9 +14,9 @@ import {
   shardIds,
   sortIds,
   usageSummary,
-} from '../src/statsAccumulator.ts';
-import type { MergeInput, PartialMetadata } from '../src/statsAccumulator.ts';
-import { readSafetensors, writeSafetensors } from '../src/safetensors.ts';
+} from '../src/stats/statsAccumulator.ts';
+import type { MergeInput, PartialMetadata } from '../src/stats/statsAccumulator.ts';
+import { readSafetensors, writeSafetensors } from '../src/formats/safetensors.ts';
 import { decodeStatisticsMetadata } from '../src/schemas/statistics.ts';
 
 /** A deterministic pseudo-random sequence (LCG), independent of the code under test. */

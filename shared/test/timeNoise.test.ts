@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { corruptCondition, sampleTimeNoiseBeta, timeNoiseMean, timeNoiseMoments } from '../src/timeNoise.ts';
-import { NormalGenerator } from '../src/rng.ts';
-import { tensor } from '../src/tensor.ts';
+import { corruptCondition, sampleTimeNoiseBeta, timeNoiseMean, timeNoiseMoments } from '../src/sampler/timeNoise.ts';
+import { NormalGenerator } from '../src/sampler/rng.ts';
+import { tensor } from '../src/sampler/tensor.ts';
 import { HAVE_REFERENCE, loadReference } from './refFixtures.ts';
 
 describe('TimeNoise', () => {

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { readTorchStatistics, readTorchTensorDict, TorchFormatError, UnsafePickleError } from '../src/torchPt.ts';
+import { readTorchStatistics, readTorchTensorDict, TorchFormatError, UnsafePickleError } from '../src/formats/torchPt.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures: real torch.save output, with values listed independently in expected.json.

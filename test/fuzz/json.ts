@@ -3,7 +3,7 @@
  * nesting and size, valid requests with fields swapped for hostile values, prototype-pollution
  * keys, and text-level damage (invalid UTF-8, truncation, non-JSON literals, deep nesting).
  */
-import { JOB_REQUEST_FIELDS } from '../../shared/src/schemas/jobRequest.ts';
+import { JOB_REQUEST_FIELDS } from '#shared/schemas';
 import type { FuzzRng } from './rng.ts';
 
 /** Keys that would pollute or shadow Object.prototype if a parser merged them naively. */

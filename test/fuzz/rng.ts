@@ -1,9 +1,9 @@
 /**
- * The fuzzers' randomness: the project's seeded generator (shared/src/rng.ts), one stream per case
+ * The fuzzers' randomness: the project's seeded generator (shared/src/sampler/rng.ts), one stream per case
  * so that a case can be replayed alone and changing the count never changes earlier cases.
  */
 import { createHash } from 'node:crypto';
-import { NormalGenerator } from '../../shared/src/rng.ts';
+import { NormalGenerator } from '#shared/sampler';
 
 /** The base seed (CIL_FUZZ_SEED) and the number of cases per suite (CIL_FUZZ_COUNT). */
 export interface FuzzConfig {

@@ -11,8 +11,8 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { writeDemoBundle, DEMO_DEFAULTS } from '../../gpu-worker/src/demo/bundle.ts';
 import { runJob } from '../../gpu-worker/src/job.ts';
-import { parseJobRequest } from '../../shared/src/schemas/jobRequest.ts';
-import { resolveRequest } from '../../shared/src/schemas/resolve.ts';
+import { parseJobRequest } from '#shared/schemas';
+import { resolveRequest } from '#shared/schemas';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const GOLDEN = join(ROOT, 'test', 'fixtures', 'golden');

@@ -10,8 +10,8 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { NormalGenerator } from '../../shared/src/rng.ts';
-import { encodeFinalStatistics, MomentAccumulator } from '../../shared/src/statsAccumulator.ts';
+import { NormalGenerator } from '#shared/sampler';
+import { encodeFinalStatistics, MomentAccumulator } from '#shared/stats';
 import { BUNDLES, CASES, EXPECTED, PLAN_CASES, ROOT, digest, runCase } from './cases.ts';
 
 const { values } = parseArgs({ options: { bundles: { type: 'string' }, force: { type: 'boolean', default: false } } });
@@ -30,7 +30,7 @@ if (values.bundles) {
   for (const [name, family, shape] of [['dynamicrafter', 'dynamicrafter', [1, 4, 4, 8, 8]], ['svd-cil-fp16', 'svd', [1, 4, 4, 8, 8]]] as const) {
     const acc = new MomentAccumulator([...shape]);
     const g = NormalGenerator.fromSeed(123);
-    const n = shape.reduce((a, b) => a * b, 1);
+    const n = shape.reduce((a: number, b: number) => a * b, 1);
     for (let k = 0; k < 3; k++) {
       const x = new Float32Array(n);
       g.fill(x);
@@ -58,6 +58,6 @@ for (const c of CASES) {
     await rm(work, { recursive: true, force: true });
   }
 }
-const plans = PLAN_CASES.map((args) => ({ args, plan: JSON.parse(execFileSync(process.execPath, [join(ROOT, 'bin', 'cil.js'), 'plan', ...args, '--json'], { encoding: 'utf8' })) }));
+const plans = PLAN_CASES.map((args) => ({ args, plan: JSON.parse(execFileSync(process.execPath, [join(ROOT, 'bin', 'cil.js'), 'plan', ...args, '--json'], { encoding: 'utf8' })) as unknown }));
 await writeFile(join(EXPECTED, 'plans.json'), `${JSON.stringify(plans, null, 2)}\n`);
 console.log(`recorded ${CASES.length} runs and ${plans.length} plans in ${EXPECTED} (${(await readdir(EXPECTED)).length} files)`);

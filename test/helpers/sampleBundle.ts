@@ -1,8 +1,8 @@
 /** A short CPU sampling run of an exported bundle through the real job path (Analytic-Init off). */
 import { runJob } from '../../gpu-worker/src/job.ts';
 import type { GenerationMetadata } from '../../gpu-worker/src/generate.ts';
-import { parseJobRequest } from '../../shared/src/schemas/jobRequest.ts';
-import { resolveRequest } from '../../shared/src/schemas/resolve.ts';
+import { parseJobRequest } from '#shared/schemas';
+import { resolveRequest } from '#shared/schemas';
 
 export function sampleBundle(model: string, image: string, out: string, seed: number): Promise<GenerationMetadata> {
   return runJob(

@@ -1,5 +1,5 @@
 """A Python port of the project's noise generator, `xoshiro128++/splitmix64/ziggurat128-v1`
-(docs/rng.md; shared/src/rng.ts is the original).
+(docs/rng.md; shared/src/sampler/rng.ts is the original).
 
 It exists so the authors' reference pipelines can run on exactly the noise our worker draws: the
 same seed gives the same stream, word for word, and the same float32 normals (tested against the

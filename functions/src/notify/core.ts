@@ -11,9 +11,9 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common.ts';
-import { jobIdFor, jobKeys, JOB_ID_PATTERN } from '../../../shared/src/schemas/layout.ts';
-import { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
+import { formatIssues, toSchemaIssues } from '#shared/schemas';
+import { jobIdFor, jobKeys, JOB_ID_PATTERN } from '#shared/schemas';
+import { JobSpec } from '#shared/schemas';
 import { InvalidEvent, MAX_REASON_CHARS } from '../errors.ts';
 import { JobResult, resultScopeProblems } from '../postprocess/core.ts';
 import type { OutputKind } from '../postprocess/core.ts';

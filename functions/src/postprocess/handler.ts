@@ -8,13 +8,13 @@
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Context } from 'aws-lambda';
-import { jobKeys } from '../../../shared/src/schemas/layout.ts';
+import { jobKeys } from '#shared/schemas';
 import type { Env } from '../env.ts';
 import { dataBucket, ffmpegPath } from '../env.ts';
 import { InvalidWorkerOutput, OutputConflict, PipelineError, WorkerOutputNotFound } from '../errors.ts';
 import { logger, perInvocation } from '../logger.ts';
 import { headObject, listKeys, makeS3Client, mapLimit, putObject, readObject } from '../s3.ts';
-import type { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
+import type { JobSpec } from '#shared/schemas';
 import type { JobResult } from './core.ts';
 import { orderFrameKeys, parsePostprocessInput, postprocess, priorResult, resultBytes, resultKeyOf } from './core.ts';
 

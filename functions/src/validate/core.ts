@@ -6,17 +6,17 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { formatIssues, toSchemaIssues } from '../../../shared/src/schemas/common.ts';
-import { JsonSyntaxError, parseJsonText } from '../../../shared/src/jsonText.ts';
-import { InvalidRequestError, parseJobRequest } from '../../../shared/src/schemas/jobRequest.ts';
-import type { JobRequest } from '../../../shared/src/schemas/jobRequest.ts';
-import { inputKeyProblem, JOB_ID_PATTERN, jobIdFor, jobKeys, MAX_KEY_CHARS, modelPrefix, PREFIX } from '../../../shared/src/schemas/layout.ts';
-import { ManifestError, parseManifest } from '../../../shared/src/schemas/manifest.ts';
-import type { Manifest } from '../../../shared/src/schemas/manifest.ts';
-import { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
-import type { ResolvedRequest } from '../../../shared/src/schemas/jobSpec.ts';
-import { resolveRequest as resolveShared, StatisticsRequiredError, FALLBACK_FPS } from '../../../shared/src/schemas/resolve.ts';
-import type { ParsedRequest } from '../../../shared/src/schemas/resolve.ts';
+import { formatIssues, toSchemaIssues } from '#shared/schemas';
+import { JsonSyntaxError, parseJsonText } from '#shared/formats';
+import { InvalidRequestError, parseJobRequest } from '#shared/schemas';
+import type { JobRequest } from '#shared/schemas';
+import { inputKeyProblem, JOB_ID_PATTERN, jobIdFor, jobKeys, MAX_KEY_CHARS, modelPrefix, PREFIX } from '#shared/schemas';
+import { ManifestError, parseManifest } from '#shared/schemas';
+import type { Manifest } from '#shared/schemas';
+import { JobSpec } from '#shared/schemas';
+import type { ResolvedRequest } from '#shared/schemas';
+import { resolveRequest as resolveShared, StatisticsRequiredError, FALLBACK_FPS } from '#shared/schemas';
+import type { ParsedRequest } from '#shared/schemas';
 
 import { InvalidEvent, InvalidKey, InvalidRequest, ModelNotFound, RequestChanged, StatisticsNotFound } from '../errors.ts';
 

@@ -6,8 +6,8 @@
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Context } from 'aws-lambda';
-import type { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
-import { jobKeys, sidecarKey } from '../../../shared/src/schemas/layout.ts';
+import type { JobSpec } from '#shared/schemas';
+import { jobKeys, sidecarKey } from '#shared/schemas';
 import type { Env } from '../env.ts';
 import { dataBucket } from '../env.ts';
 import { InputNotFound, InvalidImage, InvalidRequest, ModelNotFound, PipelineError, StatisticsNotFound } from '../errors.ts';

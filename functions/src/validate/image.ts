@@ -7,7 +7,7 @@
  */
 import sharp from 'sharp';
 import type { Metadata, OutputInfo } from 'sharp';
-import { decodeFailureReason, pngDamage } from '../../../shared/src/imageDamage.ts';
+import { decodeFailureReason, pngDamage } from '#shared/formats';
 import { InvalidImage } from '../errors.ts';
 
 export interface ImageLimits {
@@ -168,7 +168,7 @@ export async function normaliseImage(
       .toBuffer({ resolveWithObject: true });
   } catch (e) {
     // libvips may report a decode failure as an output error ("unable to write to target"):
-    // name the real cause (shared/src/imageDamage.ts).
+    // name the real cause (shared/src/formats/imageDamage.ts).
     throw new InvalidImage(`${describe(where)}: ${decodeFailureReason(bytes, (e as Error).message, source.format.toUpperCase())}`);
   }
   if (out.info.width !== size.width || out.info.height !== size.height || out.info.channels !== 3) {

@@ -2,9 +2,9 @@
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import type { Sharp } from 'sharp';
-import type { ManifestInput } from '../../../shared/src/schemas/manifest.ts';
-import { parseManifest } from '../../../shared/src/schemas/manifest.ts';
-import type { JobSpec } from '../../../shared/src/schemas/jobSpec.ts';
+import type { ManifestInput } from '#shared/schemas';
+import { parseManifest } from '#shared/schemas';
+import type { JobSpec } from '#shared/schemas';
 import type { JobResult, OutputKind } from '../../src/postprocess/core.ts';
 import { buildJobSpec, parseRequest, parseUploadEvent, resolveRequest } from '../../src/validate/core.ts';
 

@@ -6,14 +6,14 @@
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { parseManifest, MANIFEST_FORMAT } from '../../../shared/src/schemas/manifest.ts';
-import type { Manifest, ManifestInput } from '../../../shared/src/schemas/manifest.ts';
-import type { VpScheduleConfig } from '../../../shared/src/schedules.ts';
+import { parseManifest, MANIFEST_FORMAT } from '#shared/schemas';
+import type { Manifest, ManifestInput } from '#shared/schemas';
+import type { VpScheduleConfig } from '#shared/sampler';
 import { COMPONENT_NAMES, DOWNSAMPLE, demoOnnxFiles, demoSpecs } from './graphs.ts';
 import type { ComponentName } from './graphs.ts';
 import { DIRECTIONS, DemoModelError, LATENT_CHANNELS, checkGeometry, componentCount } from './paths.ts';
 import type { DemoGeometry } from './paths.ts';
-import { TEXT_LENGTH } from '../../../shared/src/schemas/bundleContract.ts';
+import { TEXT_LENGTH } from '#shared/schemas';
 import { tokenizerJson } from './tokenizer.ts';
 import { demoStatisticsFile } from './statistics.ts';
 

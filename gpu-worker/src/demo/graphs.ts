@@ -3,10 +3,10 @@
  * contract (shared/src/schemas/bundleContract.ts); their boundary tensors come from `demoSpecs`,
  * which the manifest also lists, so graph and manifest cannot disagree.
  */
-import { vpAlphasCumprod } from '../../../shared/src/schedules.ts';
-import type { VpScheduleConfig } from '../../../shared/src/schedules.ts';
-import { CLIP_SIZE, TEXT_LENGTH } from '../../../shared/src/schemas/bundleContract.ts';
-import { NormalGenerator } from '../../../shared/src/rng.ts';
+import { vpAlphasCumprod } from '#shared/sampler';
+import type { VpScheduleConfig } from '#shared/sampler';
+import { CLIP_SIZE, TEXT_LENGTH } from '#shared/schemas';
+import { NormalGenerator } from '#shared/sampler';
 import { GraphBuilder, encodeModel } from '../onnx/graph.ts';
 import { DIRECTIONS, LATENT_CHANNELS, MOTION_WORDS, component, componentCount, pathIndices } from './paths.ts';
 import type { DemoGeometry } from './paths.ts';

@@ -7,8 +7,8 @@
  * Directions name the way the picture content moves. Pans wrap around (the latent is a torus, so a
  * pan keeps every pixel); zooms scale about the centre and clamp at the edges.
  */
-import { ShapeError, tensor } from '../../../shared/src/tensor.ts';
-import type { Tensor } from '../../../shared/src/tensor.ts';
+import { ShapeError, tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
 
 /** Thrown for demo-model options outside what the demo supports. */
 export class DemoModelError extends Error {

@@ -8,11 +8,11 @@
  * the demo out of the box; the statistics job (`cil stats compute`) gives comparable numbers
  * from real videos.
  */
-import { writeSafetensors } from '../../../shared/src/safetensors.ts';
-import { encodeStatisticsMetadata, STATISTICS_FORMAT } from '../../../shared/src/schemas/statistics.ts';
-import { NormalGenerator } from '../../../shared/src/rng.ts';
-import { tensor } from '../../../shared/src/tensor.ts';
-import type { Tensor } from '../../../shared/src/tensor.ts';
+import { writeSafetensors } from '#shared/formats';
+import { encodeStatisticsMetadata, STATISTICS_FORMAT } from '#shared/schemas';
+import { NormalGenerator } from '#shared/sampler';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
 import { DOWNSAMPLE, vaeEncoderMatrix } from './graphs.ts';
 import { demoConditionalStatistics, LATENT_CHANNELS } from './paths.ts';
 import type { DemoGeometry } from './paths.ts';

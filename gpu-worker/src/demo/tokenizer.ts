@@ -11,8 +11,8 @@
  * "exactly 77 ids, [PAD] = 0" (the Rust library applies them; the JS port does not, and the
  * worker's loadTokenizer pads with padding.pad_id to the manifest's tokenizer.maxLength).
  */
-import { NormalGenerator } from '../../../shared/src/rng.ts';
-import { TEXT_LENGTH } from '../../../shared/src/schemas/bundleContract.ts';
+import { NormalGenerator } from '#shared/sampler';
+import { TEXT_LENGTH } from '#shared/schemas';
 import { MOTION_WORDS } from './paths.ts';
 import type { MotionWord } from './paths.ts';
 

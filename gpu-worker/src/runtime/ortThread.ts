@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { float16ArrayToFloat32, float32ArrayToFloat16 } from '../../../shared/src/fp16.ts';
+import { float16ArrayToFloat32, float32ArrayToFloat16 } from '#shared/formats';
 import type { IoMeta, OpenRequest, Request, Response, RunRequest, WireTensor } from './protocol.ts';
 
 interface Entry {

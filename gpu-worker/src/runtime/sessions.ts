@@ -4,8 +4,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { tensor } from '../../../shared/src/tensor.ts';
-import type { Tensor } from '../../../shared/src/tensor.ts';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
 import type { ExecutionProviderPreference, IoMeta, Opened, Request, Response, WireTensor } from './protocol.ts';
 
 export class InferenceError extends Error {

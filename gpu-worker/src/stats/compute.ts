@@ -22,8 +22,8 @@ import {
   runDifferences,
   shardIds,
   usageSummary,
-} from '../../../shared/src/statsAccumulator.ts';
-import type { PartialMetadata, RunIdentity, SkipRecord } from '../../../shared/src/statsAccumulator.ts';
+} from '#shared/stats';
+import type { PartialMetadata, RunIdentity, SkipRecord } from '#shared/stats';
 import { openBundle } from '../bundle.ts';
 import type { Bundle } from '../bundle.ts';
 import { latentShapeFor, openClipEncoder } from './encoder.ts';

@@ -9,8 +9,8 @@
  * mean posterior variance × scaleFactor², small for these VAEs (docs/statistics.md).
  */
 import { join } from 'node:path';
-import type { Family } from '../../../shared/src/schemas/family.ts';
-import { tensor } from '../../../shared/src/tensor.ts';
+import type { Family } from '#shared/schemas';
+import { tensor } from '#shared/sampler';
 import type { Bundle } from '../bundle.ts';
 import { checkSessionAgainstManifest } from '../bundle.ts';
 import { OnnxSessions } from '../runtime/sessions.ts';

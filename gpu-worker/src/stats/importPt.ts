@@ -1,15 +1,15 @@
 /**
  * `cil stats import`: the authors' published initial-noise statistics (`torch.save` of a dict of
- * two tensors) into our statistics file. Read by shared/src/torchPt.ts's restricted unpickler
+ * two tensors) into our statistics file. Read by shared/src/formats/torchPt.ts's restricted unpickler
  * (nothing in the file is executed); key names per family (DESIGN.md §4); float16 and bfloat16
  * widen exactly to float32; E[X0] keeps the file's dims (a leading batch axis of 1 or none).
  */
-import { STATISTICS_FORMAT, STATISTICS_TENSORS, checkStatisticsValues, encodeStatisticsMetadata } from '../../../shared/src/schemas/statistics.ts';
-import type { StatisticsMetadata } from '../../../shared/src/schemas/statistics.ts';
-import type { Family } from '../../../shared/src/schemas/family.ts';
-import { writeSafetensors } from '../../../shared/src/safetensors.ts';
-import { tensor } from '../../../shared/src/tensor.ts';
-import { readTorchStatistics } from '../../../shared/src/torchPt.ts';
+import { STATISTICS_FORMAT, STATISTICS_TENSORS, checkStatisticsValues, encodeStatisticsMetadata } from '#shared/schemas';
+import type { StatisticsMetadata } from '#shared/schemas';
+import type { Family } from '#shared/schemas';
+import { writeSafetensors } from '#shared/formats';
+import { tensor } from '#shared/sampler';
+import { readTorchStatistics } from '#shared/formats';
 
 /** A readable file whose contents do not fit the family or the stated geometry. */
 export class StatisticsImportError extends Error {

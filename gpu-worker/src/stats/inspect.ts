@@ -3,11 +3,11 @@
  * tr(Cov)/d, the mean of E[X0] per latent channel, a summary of E[X0], and the metadata. Reads our
  * final files, partial files (shard progress) and the authors' `.pt` files (before import).
  */
-import { readSafetensors } from '../../../shared/src/safetensors.ts';
-import { checkStatisticsTensors, decodeStatisticsMetadata, STATISTICS_FORMAT, STATISTICS_TENSORS } from '../../../shared/src/schemas/statistics.ts';
-import type { Family } from '../../../shared/src/schemas/family.ts';
-import { decodePartial, PARTIAL_FORMAT, usageSummary } from '../../../shared/src/statsAccumulator.ts';
-import { readTorchStatistics } from '../../../shared/src/torchPt.ts';
+import { readSafetensors } from '#shared/formats';
+import { checkStatisticsTensors, decodeStatisticsMetadata, STATISTICS_FORMAT, STATISTICS_TENSORS } from '#shared/schemas';
+import type { Family } from '#shared/schemas';
+import { decodePartial, PARTIAL_FORMAT, usageSummary } from '#shared/stats';
+import { readTorchStatistics } from '#shared/formats';
 import { AUTHOR_KEYS, latentAxes, plainBytes } from './importPt.ts';
 
 export interface ValueSummary {

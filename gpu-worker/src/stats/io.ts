@@ -11,7 +11,7 @@ import { dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { sortIds } from '../../../shared/src/statsAccumulator.ts';
+import { sortIds } from '#shared/stats';
 
 /** A location that cannot be used (bad URI, missing folder, nothing to list). */
 export class LocationError extends Error {

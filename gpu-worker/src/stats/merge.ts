@@ -6,8 +6,8 @@
  * Missing or unfinished shards are refused unless allowIncomplete.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
-import { decodePartial, encodeFinalStatistics, mergePartials, usageSummary } from '../../../shared/src/statsAccumulator.ts';
-import type { MergeInput, MergeResult } from '../../../shared/src/statsAccumulator.ts';
+import { decodePartial, encodeFinalStatistics, mergePartials, usageSummary } from '#shared/stats';
+import type { MergeInput, MergeResult } from '#shared/stats';
 import { joinLocation, listLocation, LocationError, readRequired, writeLocation } from './io.ts';
 
 export interface MergeStatisticsOptions {

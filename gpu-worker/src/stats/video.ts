@@ -8,8 +8,8 @@
  * (H.264, VP9, AV1) without ffmpeg underneath; the wrappers that exist only build command lines.
  */
 import { spawn } from 'node:child_process';
-import { clipStartIndex } from '../../../shared/src/statsAccumulator.ts';
-import type { SkipKind } from '../../../shared/src/statsAccumulator.ts';
+import { clipStartIndex } from '#shared/stats';
+import type { SkipKind } from '#shared/stats';
 
 /** ffmpeg or ffprobe cannot be started: the job cannot do anything, so it stops (never a skip). */
 export class FfmpegMissingError extends Error {

@@ -18,7 +18,7 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { PREFIX } from '../../../shared/src/schemas/layout.ts';
+import { PREFIX } from '#shared/schemas';
 import type { CilConfig } from '../config.ts';
 import { BATCH_MAP_LABEL, BATCH_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
 import type { DataStorage } from '../storage.ts';

@@ -42,7 +42,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { PREFIX } from '../../../shared/src/schemas/layout.ts';
+import { PREFIX } from '#shared/schemas';
 import type { GpuBatch } from '../compute.ts';
 import { workerRetryStrategies } from '../compute.ts';
 import type { CilConfig } from '../config.ts';

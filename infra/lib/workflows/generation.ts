@@ -14,7 +14,7 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import type { Family } from '../../../shared/src/schemas/family.ts';
+import type { Family } from '#shared/schemas';
 import type { GpuBatch } from '../compute.ts';
 import type { CilConfig } from '../config.ts';
 import { GENERATION_STATES as S, WORKER_ENV, WORKFLOW_METADATA_KEY, failedStateName, sizeStateName } from '../names.ts';

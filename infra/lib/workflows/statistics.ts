@@ -18,7 +18,7 @@ import { Construct } from 'constructs';
 import type { GpuBatch } from '../compute.ts';
 import type { CilConfig } from '../config.ts';
 import { STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, STATISTICS_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
-import { PREFIX } from '../../../shared/src/schemas/layout.ts';
+import { PREFIX } from '#shared/schemas';
 import { SNS_RETRY, batchSubmitJobSync, batchSyncPolicy } from './asl.ts';
 
 /** Batch array jobs have 2 to 10 000 children. */

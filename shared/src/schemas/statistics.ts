@@ -5,7 +5,7 @@
  * Documented in docs/contracts.md.
  */
 import { z } from 'zod';
-import type { Tensor } from '../tensor.ts';
+import type { Tensor } from '#shared/sampler';
 import type { SchemaIssue } from './common.ts';
 import { arrayOf, formatIssues, toSchemaIssues } from './common.ts';
 import { Family } from './family.ts';

@@ -12,8 +12,8 @@
  * (no overlap, no gap, no bytes left over), as the reference implementation requires.
  */
 import { bfloat16BitsToFloat32Bits, float16BitsToFloat32Bits } from './fp16.ts';
-import type { Tensor } from './tensor.ts';
-import { formatDims, tensor } from './tensor.ts';
+import type { Tensor } from '#shared/sampler';
+import { formatDims, tensor } from '#shared/sampler';
 
 /** Thrown for any file this module refuses; the message names the file and, where known, the tensor. */
 export class SafetensorsFormatError extends Error {

@@ -11,8 +11,8 @@
  * Spec: https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html
  */
 import { float16BitsToFloat32Bits } from './fp16.ts';
-import type { Tensor } from './tensor.ts';
-import { formatDims, tensor } from './tensor.ts';
+import type { Tensor } from '#shared/sampler';
+import { formatDims, tensor } from '#shared/sampler';
 
 /** Thrown for any .npy file this module cannot or will not read; the message names the file. */
 export class NpyFormatError extends Error {

@@ -14,10 +14,10 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { readSafetensors, writeSafetensors } from './safetensors.ts';
-import { Family } from './schemas/family.ts';
-import { encodeStatisticsMetadata, STATISTICS_FORMAT, STATISTICS_TENSORS } from './schemas/statistics.ts';
-import { tensor } from './tensor.ts';
+import { readSafetensors, writeSafetensors } from '#shared/formats';
+import { Family } from '#shared/schemas';
+import { encodeStatisticsMetadata, STATISTICS_FORMAT, STATISTICS_TENSORS } from '#shared/schemas';
+import { tensor } from '#shared/sampler';
 
 /** A partial-statistics file that is malformed or inconsistent with itself. */
 export class PartialFormatError extends Error {

@@ -11,8 +11,8 @@
  * See docs/torch-import.md for the accepted subset and why the rest is refused.
  */
 import { bfloat16BitsToFloat32Bits, float16BitsToFloat32Bits } from './fp16.ts';
-import { tensor } from './tensor.ts';
-import type { Tensor } from './tensor.ts';
+import { tensor } from '#shared/sampler';
+import type { Tensor } from '#shared/sampler';
 import { openZip, ZipFormatError } from './zip.ts';
 import type { ZipArchive } from './zip.ts';
 
