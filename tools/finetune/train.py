@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -141,7 +142,17 @@ def init_distributed(args):
 
 
 def rng_state(tn_gen, device):
-    state = {"torch": torch.get_rng_state(), "timenoise": tn_gen.get_state()}
+    # Python's and numpy's generators too: model code draws from them (DynamiCrafter's training
+    # class picks its conditioning frame with random.randint when rand_cond_frame is set).
+    state = {"torch": torch.get_rng_state(), "timenoise": tn_gen.get_state(), "python": random.getstate()}
+    try:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        # As a tensor: checkpoints are read with torch.load's weights-only unpickler (no ndarrays).
+        state["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    except ImportError:
+        pass
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -150,6 +161,13 @@ def rng_state(tn_gen, device):
 def set_rng_state(state, tn_gen, device):
     torch.set_rng_state(state["torch"])
     tn_gen.set_state(state["timenoise"])
+    if "python" in state:
+        random.setstate(state["python"])
+    if "numpy" in state:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
 

@@ -189,14 +189,14 @@ class RoleTap:
                     return f"{where}.{'beta' if name == 'sample_beta' else ('coin' if kind == 'rand' else 'z')}"
                 if base == "recipes.py" and name == "loss":
                     line = _line(frame)
+                    if "latent_dist.sample" in line:  # the VAE posterior (diffusers draws it with torch.randn)
+                        return "cond.posterior" if "px[:, 0]" in line else "posterior"
                     if kind == "randn_like":
                         return "noise"
                     if kind == "randn":
                         return "sigma"
                     if kind == "rand":
                         return "cfg.coin"
-                    if "latent_dist.sample" in line:
-                        return "cond.posterior" if "px[:, 0]" in line else "posterior"
             if base in _THEIRS:
                 if name == "logit_normal_sampler":
                     where = "emb" if outer("get_batch_input", _THEIRS) else "concat"
