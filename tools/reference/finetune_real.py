@@ -118,7 +118,8 @@ def export_dc(paths, weights, out, model_id, cil_flag):
 def frames_of(folder):
     from PIL import Image
 
-    files = sorted(f for f in os.listdir(folder) if f.startswith("frame") and f.endswith(".png"))
+    folder = os.path.join(folder, "frames")  # cil generate writes frames/0000.png …
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
     return np.stack([np.asarray(Image.open(os.path.join(folder, f)).convert("RGB"), dtype=np.float64) for f in files])
 
 
@@ -217,7 +218,7 @@ def main(argv=None):
     meta = json.load(open(os.path.join(gen, "metadata.json")))
     summary["dynamicrafter"]["served"] = {"bundle": bundle, "cil": manifest.get("cil"), "id": manifest.get("id"), "statistics": stats,
                                           "verify": verify.stdout.strip().splitlines()[-1:], "generated": gen,
-                                          "frames": len(frames_of(gen)), "start": meta.get("start", meta.get("settings", {}).get("start")),
+                                          "frames": len(frames_of(gen)), "start": meta["params"]["start"],
                                           "seconds": round(time.time() - t1, 1)}
     log(f"dynamicrafter: exported (cil: {manifest.get('cil')}), statistics, verified, generated {summary['dynamicrafter']['served']['frames']} frames")
 
