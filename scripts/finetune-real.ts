@@ -53,7 +53,7 @@ export interface Summary {
   readonly base: Plain;
   readonly dynamicrafter: Run & { served: { cil: boolean; id: string; frames: number; seconds: number } };
   readonly control: Plain;
-  readonly svd: Run;
+  readonly svd: Run & { evalLoss: { before: number; after: number; draws: number; clips: number } };
   readonly toy: { baseSteps: number; steps: number; seeds: number[]; images: number; rows: ToyRow[]; seconds: number };
   readonly workflow: {
     uploads: { key: string; path: string }[];
@@ -76,6 +76,8 @@ export function report(s: Summary): string {
     lines.push(`  ${name}: ${r.steps} steps, loss ${f(r.curve.firstQuarterMean)} → ${f(r.curve.lastQuarterMean)}; ` +
       `SIGTERM at step ${r.interruptedAt}, resumed from ${r.resumedFrom}: ${r.resume.identical ? `all ${r.resume.tensors} tensors identical to the uninterrupted run's` : `${r.resume.different} of ${r.resume.tensors} tensors differ`} (${r.seconds} s)`);
   }
+  const e = s.svd.evalLoss;
+  lines.push(`  SVD, loss on ${e.clips} fixed clips × ${e.draws} fixed draws (σ, noise, coins: common random numbers), base → fine-tuned: ${f(e.before)} → ${f(e.after)}`);
   lines.push(plain('DynamiCrafter base → control (no TimeNoise, same seed and batches)', s.control));
   const sv = s.dynamicrafter.served;
   lines.push(`served: the published bundle ${sv.id} (cil: ${sv.cil}) and its statistics from the same clips: verify-bundle ok, cil generate → ${sv.frames} frames (${sv.seconds} s)`);
@@ -101,7 +103,7 @@ export function report(s: Summary): string {
 }
 
 function python(args: string[]): void {
-  const r = spawnSync(PY, ['-m', 'tools.reference.finetune_real', ...args], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  const r = spawnSync(PY, ['-m', 'tools.reference.finetune_real', ...args], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, CIL_NODE: process.execPath } });
   if (r.status !== 0) throw new Error(`test:finetune-real: the Python driver (${args[0]}) exited ${r.status ?? r.signal}`);
 }
 

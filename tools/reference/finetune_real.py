@@ -118,7 +118,7 @@ def plain_run(name, argv, out, steps):
 
 
 def cil(*args, check=True):
-    r = subprocess.run(["node", os.path.join(ROOT, "bin", "cil.js"), *args], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([os.environ.get("CIL_NODE") or "node", os.path.join(ROOT, "bin", "cil.js"), *args], cwd=ROOT, capture_output=True, text=True)
     if check and r.returncode != 0:
         raise RuntimeError(f"cil {' '.join(args[:2])} exited {r.returncode}: {(r.stderr or r.stdout)[-3000:]}")
     return r
@@ -174,6 +174,41 @@ def sample_table(out, rows, images, seeds, stats):
                       "motion": [float(np.mean(motions)), float(np.std(motions))], "firstFramePsnrDb": [float(np.mean(psnrs)), float(np.std(psnrs))]})
         log(f"toy: {row['model']}: motion {table[-1]['motion'][0]:.2f} ± {table[-1]['motion'][1]:.2f}, first-frame PSNR {table[-1]['firstFramePsnrDb'][0]:.2f} dB")
     return table
+
+
+def svd_eval_loss(svd_argv, weights, draws=6, clips=2):
+    """SVD's training loss on fixed clips with common random numbers: draw k seeds the same σ,
+    noise, VAE samples and coins for every set of weights, so only the weights differ. (The
+    per-step training loss mostly follows EDM's log-normal σ draw, weighted by (σ² + 1)/σ²: over a
+    few steps its quarter means compare a handful of σ draws, not weights.)"""
+    import random
+
+    import torch
+
+    from tools.finetune.recipes import SvdRecipe
+    from tools.finetune.timenoise import TimeNoise
+    from tools.finetune.train import parser
+
+    args = parser().parse_args(svd_argv + ["--steps", "1", "--out", "unused"])
+    recipe = SvdRecipe(args, torch.device("cpu"))
+    recipe.unet.eval()
+    ds = recipe.dataset()
+    batch = {"pixel_values": torch.stack([ds[i]["pixel_values"] for i in range(clips)])}
+    out = []
+    for w in (None, weights):  # the pipeline's UNet, then the fine-tuned one
+        if w:
+            recipe.unet.load_state_dict(torch.load(w, map_location="cpu")["state_dict"])
+        losses = []
+        with torch.no_grad():
+            for k in range(draws):
+                random.seed(k)
+                torch.manual_seed(k)
+                g = torch.Generator().manual_seed(k)
+                tn = TimeNoise(a=args.a, beta_m=args.beta_m, timesteps=args.timesteps, image_embedding=args.image_embedding,
+                               replace_prob=args.replace_prob, mu_max=args.mu_max, generator=g)
+                losses.append(float(recipe.loss(batch, tn)))
+        out.append(float(np.mean(losses)))
+    return {"before": out[0], "after": out[1], "draws": draws, "clips": clips}
 
 
 def dc_common(paths):
@@ -251,6 +286,10 @@ def phase_train(a, out, summary):
     summary["svd"] = resume_check("svd", interrupted_run("svd", svd_argv, os.path.join(sv, "runs", "split"), a.svd_steps, max(1, a.svd_steps // 2)), full["dir"])
     summary["svd"]["curve"] = full["curve"]
     summary["svd"]["pipeline"] = pipe
+    t1 = time.time()
+    ev = svd_eval_loss(svd_argv, os.path.join(full["dir"], json.load(open(os.path.join(full["dir"], "cil-finetune.json")))["export"]))
+    summary["svd"]["evalLoss"] = dict(ev, seconds=round(time.time() - t1, 1))
+    log(f"svd: loss on fixed clips and draws (common random numbers) {ev['before']:.4f} → {ev['after']:.4f}")
 
 
 def phase_serve(a, out, summary):
