@@ -12,7 +12,8 @@
  *      and sampled, and the paper-shaped toy table (control vs TimeNoise, motion against first-frame
  *      fidelity over seeds and held-out first frames).
  * Prints the loss summary and the table. Needs CIL_REFERENCE_REPO (the authors' checkout).
- * `-- --keep DIR` keeps the outputs; other arguments go to the Python driver (e.g. `--dc-steps 8`).
+ * `-- --keep DIR` keeps the outputs (`-- --keep DIR --reuse-train` starts again after the train phase
+ * of an earlier run kept there); other arguments go to the Python driver (e.g. `--dc-steps 8`).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -53,7 +54,7 @@ export interface Summary {
   readonly base: Plain;
   readonly dynamicrafter: Run & { served: { cil: boolean; id: string; frames: number; seconds: number } };
   readonly control: Plain;
-  readonly svd: Run & { evalLoss: { before: number; after: number; draws: number; clips: number } };
+  readonly svd: Run & { evalLoss?: { before: number; after: number; draws: number; clips: number } };
   readonly toy: { baseSteps: number; steps: number; seeds: number[]; images: number; rows: ToyRow[]; seconds: number };
   readonly workflow: {
     uploads: { key: string; path: string }[];
@@ -77,7 +78,7 @@ export function report(s: Summary): string {
       `SIGTERM at step ${r.interruptedAt}, resumed from ${r.resumedFrom}: ${r.resume.identical ? `all ${r.resume.tensors} tensors identical to the uninterrupted run's` : `${r.resume.different} of ${r.resume.tensors} tensors differ`} (${r.seconds} s)`);
   }
   const e = s.svd.evalLoss;
-  lines.push(`  SVD, loss on ${e.clips} fixed clips × ${e.draws} fixed draws (σ, noise, coins: common random numbers), base → fine-tuned: ${f(e.before)} → ${f(e.after)}`);
+  if (e) lines.push(`  SVD, loss on ${e.clips} fixed clips × ${e.draws} fixed draws (σ, noise, coins: common random numbers), base → fine-tuned: ${f(e.before)} → ${f(e.after)}`);
   lines.push(plain('DynamiCrafter base → control (no TimeNoise, same seed and batches)', s.control));
   const sv = s.dynamicrafter.served;
   lines.push(`served: the published bundle ${sv.id} (cil: ${sv.cil}) and its statistics from the same clips: verify-bundle ok, cil generate → ${sv.frames} frames (${sv.seconds} s)`);
@@ -114,15 +115,23 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   let keep: string | null = null;
+  let reuseTrain = false;
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--keep') keep = argv[++i] ?? null;
+    else if (argv[i] === '--reuse-train') reuseTrain = true;
     else rest.push(argv[i]);
+  }
+  if (reuseTrain && !keep) {
+    console.error('test:finetune-real: --reuse-train needs --keep DIR (the folder of an earlier run whose train phase finished)');
+    return 2;
   }
   const out = keep ? resolve(keep) : mkdtempSync(join(tmpdir(), 'cil-finetune-real-'));
   const t0 = Date.now();
   try {
-    python(['train', '--out', out, ...rest]);
+    if (!reuseTrain) python(['train', '--out', out, ...rest]);
+    // A fresh bucket: the run id's checkpoints would be resumed, a published id refused.
+    rmSync(join(out, 'workflow'), { recursive: true, force: true });
     const file = join(out, 'summary.json');
     const before = JSON.parse(readFileSync(file, 'utf8')) as Summary;
     const w = before.workflow;

@@ -10,11 +10,12 @@
  * What differs from AWS, besides batch.ts's list: the multi-node training job runs one node (an
  * input asking for more is refused before anything is submitted); the statistics array job's
  * children run one after another, each with its AWS_BATCH_JOB_ARRAY_INDEX; the worker's model
- * cache path in the shard command becomes a folder of the run; SNS messages are collected, not sent.
+ * cache path in the shard command becomes a folder of the run; the AWS CLI copies and uploads in one
+ * part (its config file: s3rver has no UploadPartCopy); SNS messages are collected, not sent.
  * Used by `npm run test:finetune-real` (scripts/finetune-real.ts); its own test is
  * test/local-finetune.test.ts.
  */
-import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -188,6 +189,9 @@ export async function runLocalFinetune(o: FinetuneRunOptions): Promise<FinetuneR
   if (nodes !== 1) throw new LocalFinetuneError(`nodes: the local run has one node (no multi-node Batch, no NCCL between machines), got ${JSON.stringify(nodes)}`);
   const modelCache = join(o.dataDir, 'cache', 'models');
   const defs = finetuneDefinitionsFrom(o.template ?? (await synthesizeFinetuneTemplate()), modelCache);
+  mkdirSync(o.dataDir, { recursive: true });
+  const awsConfig = join(o.dataDir, 'aws-config');
+  writeFileSync(awsConfig, `[default]\nregion = ${LOCAL_REGION}\ns3 =\n  multipart_threshold = 5GB\n  multipart_chunksize = 5GB\n`);
   const server = await startS3Server({ directory: join(o.dataDir, 's3'), port: 0, bucket: FINETUNE_LOCAL_BUCKET, onObjectCreated: () => undefined });
   const jobs: FinetuneRunResult['jobs'][number][] = [];
   const notifications: unknown[] = [];
@@ -207,8 +211,9 @@ export async function runLocalFinetune(o: FinetuneRunOptions): Promise<FinetuneR
         logRoot: o.dataDir,
         scratchDir: join(o.dataDir, 'tmp'),
         entrypoint: image === 'finetune' ? [o.python, '-m', 'tools.finetune.batch'] : [process.execPath, join(REPO_ROOT, 'bin', 'cil.js')],
-        // Python jobs reach the local S3 through the AWS CLI, which reads the same variables.
-        baseEnv: { ...localS3Env(server.endpoint), PYTHONWARNINGS: 'ignore' },
+        // Python jobs reach the local S3 through the AWS CLI, which reads the same variables; its
+        // config file keeps copies single-part (s3rver has no UploadPartCopy).
+        baseEnv: { ...localS3Env(server.endpoint), AWS_CONFIG_FILE: awsConfig, PYTHONWARNINGS: 'ignore' },
         // The fine-tuning image's scratch variable would name /scratch: the job's own folder (TMPDIR) instead.
         envSubstitutes: { CIL_SCRATCH: null, CIL_MODEL_CACHE: modelCache },
         onJobState: (job) => {

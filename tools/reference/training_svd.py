@@ -64,7 +64,7 @@ def svd_parity(repo, coin, batch_size=2, log=print):
     EDMLossTimeNoise, pixel2latent, encode_image = _their_svd(repo)
     s = SVD_SETTINGS
     args = parser().parse_args([
-        "--recipe", "svd", "--parts", "tools.reference.training:tiny_svd_parts", "--dataset", "tools.finetune.toyvideos:SvdShapes",
+        "--recipe", "svd", "--parts", "tools.reference.training_svd:tiny_svd_parts", "--dataset", "tools.finetune.toyvideos:SvdShapes",
         "--steps", "1", "--out", "unused", "--beta-m", str(s["beta_m"]), "--a", str(s["a"]), "--p-mean", str(s["P_mean"]), "--p-std", str(s["P_std"]),
         "--sigma-data", str(s["sigma_data"]), "--fps", str(s["fps"] + 1), "--motion-bucket-id", str(s["motion_bucket_id"]),
         "--cfg-drop", str(s["cfg"]), "--image-embedding", "none", "--svd-condition-noise", "sample"])
