@@ -304,7 +304,8 @@ def phase_serve(a, out, summary):
     t1 = time.time()
     bundle, stats = wf["fetch"]["bundle"], wf["fetch"]["statistics"]
     manifest = json.load(open(os.path.join(bundle, "manifest.json")))
-    verify = cil("verify-bundle", bundle)
+    # The published bundle holds no parity data: the export step keeps it under the run (finetune/runs/<run>/parity/).
+    verify = cil("verify-bundle", bundle, "--parity", os.path.join(wf["fetch"]["run"], "parity"))
     img = toyvideos.first_frame_png(os.path.join(out, "dc", "input.png"), 0, build.HEIGHT, build.WIDTH, seed=HELD_OUT_SEED, speed=DATA["speed"])
     gen = os.path.join(out, "dc", "generated")
     cil("generate", "--image", img, "--model", bundle, "--out", gen, "--seed", "7", "--steps", "10", "--stats", stats,
