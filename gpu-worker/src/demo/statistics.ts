@@ -43,7 +43,7 @@ export function syntheticImage(seed: number, height: number, width: number): Flo
   return out;
 }
 
-/** The demo VAE encoder in TypeScript (8×8 average pool, then the 3→4 map): [1, 4, h, w]. */
+/** The demo VAE encoder in TypeScript (DOWNSAMPLE×DOWNSAMPLE average pool, then the 3→4 map): [1, 4, h, w]. */
 export function encodeDemoLatent(image: Float32Array, height: number, width: number): Tensor {
   const h = height / DOWNSAMPLE;
   const w = width / DOWNSAMPLE;
