@@ -251,86 +251,83 @@ function resampleMatrices(b: GraphBuilder, coords: string, n: number, name: stri
   return b.op('Add', [left, right]);
 }
 
+/** A run of consecutive components whose μ the graph computes together, as [M_p, F, h, B, C, w]. */
+interface PathPart {
+  readonly first: number;
+  readonly count: number;
+  readonly mu: string;
+}
+
 /**
- * μ_m = P_m(c) for every component, [B, M, C·F·h·w] in the latent's own layout, from the
- * conditional latent `cond` [B, C, 1, h, w]. Separable warps (pans, zooms) resample rows with one
- * [w, w] matrix and columns with one [h, h] matrix per (component, frame); orbits resample each row
- * with its own [w, w] matrix (rows keep their place). Both are batched MatMuls, much cheaper on a
- * CPU than GridSample or a 4-tap Gather at these sizes.
+ * μ_m = P_m(c) for every component, from the conditional latent `cond` [B, C, 1, h, w], in parts
+ * of consecutive components laid out [M_p, F, h, B, C, w] (frames and rows outermost, so no large
+ * transpose is needed). Separable warps (pans, zooms) resample columns with one [h, h] matrix and
+ * rows with one [w, w] matrix per (component, frame); orbits resample each row with its own [w, w]
+ * matrix (rows keep their place). Both are batched MatMuls, much cheaper on a CPU than GridSample
+ * or a 4-tap Gather at these sizes.
  */
-function warpPaths(b: GraphBuilder, g: DemoGeometry, cond: string): string {
+function warpPaths(b: GraphBuilder, g: DemoGeometry, cond: string): PathPart[] {
   const C = LATENT_CHANNELS;
   const { h, w, frames: F } = g;
   const M = componentCount(g);
-  const N = C * F * h * w;
   const i64 = (v: readonly number[]): string => b.constInt64(v);
-  const sep: number[] = [];
-  const orb: number[] = [];
-  for (let m = 0; m < M; m++) for (let f = 0; f < F; f++) (component(g, m).direction.orbit === 0 ? sep : orb).push(m * F + f);
-  const parts: string[] = [];
-  const planes = b.op('Reshape', [cond, i64([-1, h, w])]); // [B·C, h, w]
-  if (sep.length > 0) {
-    const K = sep.length;
-    const xs = new Float32Array(K * w);
-    const ys = new Float32Array(K * h);
-    sep.forEach((mf, k) => {
-      const [a, , e, , d, kk] = warpAffine(g, Math.floor(mf / F), mf % F);
-      for (let x = 0; x < w; x++) xs[k * w + x] = a * x + e;
-      for (let y = 0; y < h; y++) ys[k * h + y] = d * y + kk;
-    });
-    const rx = resampleMatrices(b, b.constFloat32(xs, [K, 1, 1, w], 'sep_x_coords'), w, 'sep_x'); // [K, 1, w, w]
-    const ry = resampleMatrices(b, b.constFloat32(ys, [K, 1, 1, h], 'sep_y_coords'), h, 'sep_y'); // [K, 1, h(src), h(dst)]
-    const ryT = b.op('Transpose', [b.op('Reshape', [ry, i64([K, h, h])])], { perm: [0, 2, 1] }); // [K, dst, src]
-    // Rows: [1, B·C·h, w] @ [K, w, w] → [K, B·C·h, w].
-    const rows = b.op('MatMul', [b.op('Reshape', [planes, i64([1, -1, w])]), b.op('Reshape', [rx, i64([K, w, w])])]);
-    // Columns: [K, h, h] @ [K, h, B·C·w] → [K, h, B·C·w].
-    const byRow = b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [rows, i64([K, -1, h, w])])], { perm: [0, 2, 1, 3] }), i64([K, h, -1])]);
-    parts.push(b.op('Reshape', [b.op('MatMul', [ryT, byRow]), i64([K, h, -1, w])])); // [K, h, B·C, w]
+  // Runs of consecutive components of one kind (DIRECTIONS keeps each kind together).
+  const runs: { first: number; count: number; orbit: boolean }[] = [];
+  for (let m = 0; m < M; m++) {
+    const orbit = component(g, m).direction.orbit !== 0;
+    const last = runs[runs.length - 1];
+    if (last && last.orbit === orbit) runs.push({ ...runs.pop()!, count: last.count + 1 });
+    else runs.push({ first: m, count: 1, orbit });
   }
-  if (orb.length > 0) {
-    const K = orb.length;
-    // Source x = x + offset[k, row] (an orbit never scales x), expanded in-graph to [K, h, 1, w].
-    const offsets = new Float32Array(K * h);
-    orb.forEach((mf, k) => {
-      const [a, bb, e] = warpAffine(g, Math.floor(mf / F), mf % F);
-      if (a !== 1) throw new Error(`orbit warp ${mf} scales x (a = ${a})`);
-      for (let y = 0; y < h; y++) offsets[k * h + y] = bb * y + e;
-    });
-    const xs = b.op('Add', [
-      b.constFloat32(Float32Array.from({ length: w }, (_, x) => x), [1, 1, 1, w], 'orbit_x_base'),
-      b.constFloat32(offsets, [K, h, 1, 1], 'orbit_row_offsets'),
-    ]);
-    const rx = resampleMatrices(b, xs, w, 'orbit_x'); // [K, h, w, w]
-    // Each row with its own matrix: [1, h, B·C, w] @ [K, h, w, w] → [K, h, B·C, w].
-    const byRow = b.op('Unsqueeze', [b.op('Transpose', [planes], { perm: [1, 0, 2] }), i64([0])]);
-    parts.push(b.op('MatMul', [byRow, rx]));
-  }
-  // Back to (component, frame) order, then [B, M, C, F, h, w].
-  const order = [...sep, ...orb];
-  let all = parts.length === 1 ? parts[0] : b.op('Concat', parts, { axis: 0 });
-  if (order.some((v, i) => v !== i)) {
-    const inv = new Array<number>(order.length);
-    order.forEach((mf, i) => (inv[mf] = i));
-    all = b.op('Gather', [all, i64(inv)], { axis: 0 });
-  }
-  const six = b.op('Reshape', [all, i64([M, F, h, -1, C, w])]);
-  return b.op('Reshape', [b.op('Transpose', [six], { perm: [3, 0, 4, 1, 2, 5] }), i64([-1, M, N])]);
+  // Planes of c with rows outermost: [h, B·C, w].
+  const rowsFirst = b.op('Transpose', [b.op('Reshape', [cond, i64([-1, h, w])])], { perm: [1, 0, 2] });
+  return runs.map((r, ri) => {
+    const K = r.count * F;
+    const name = `paths${ri}`;
+    let out: string;
+    if (!r.orbit) {
+      const xs = new Float32Array(K * w);
+      const ys = new Float32Array(K * h);
+      for (let k = 0; k < K; k++) {
+        const [a, , e, , d, kk] = warpAffine(g, r.first + Math.floor(k / F), k % F);
+        for (let x = 0; x < w; x++) xs[k * w + x] = a * x + e;
+        for (let y = 0; y < h; y++) ys[k * h + y] = d * y + kk;
+      }
+      const rx = b.op('Reshape', [resampleMatrices(b, b.constFloat32(xs, [K, 1, 1, w], `${name}_x_coords`), w, `${name}_x`), i64([K, w, w])]); // [K, src, dst]
+      const ry = resampleMatrices(b, b.constFloat32(ys, [K, 1, 1, h], `${name}_y_coords`), h, `${name}_y`);
+      const ryT = b.op('Transpose', [b.op('Reshape', [ry, i64([K, h, h])])], { perm: [0, 2, 1] }); // [K, dst, src]
+      // Columns: [K, h, h] @ [h, B·C·w] → [K, h, B·C·w]; rows: [K, h·B·C, w] @ [K, w, w].
+      const cols = b.op('MatMul', [ryT, b.op('Reshape', [rowsFirst, i64([h, -1])])]);
+      out = b.op('MatMul', [b.op('Reshape', [cols, i64([K, -1, w])]), rx]);
+    } else {
+      // Source x = x + offset[k, row] (an orbit never scales x), expanded in-graph to [K, h, 1, w].
+      const offsets = new Float32Array(K * h);
+      for (let k = 0; k < K; k++) {
+        const [a, bb, e] = warpAffine(g, r.first + Math.floor(k / F), k % F);
+        if (a !== 1) throw new Error(`orbit warp of component ${r.first + Math.floor(k / F)} scales x (a = ${a})`);
+        for (let y = 0; y < h; y++) offsets[k * h + y] = bb * y + e;
+      }
+      const xs = b.op('Add', [
+        b.constFloat32(Float32Array.from({ length: w }, (_, x) => x), [1, 1, 1, w], `${name}_x_base`),
+        b.constFloat32(offsets, [K, h, 1, 1], `${name}_row_offsets`),
+      ]);
+      // Each row with its own matrix: [1, h, B·C, w] @ [K, h, w, w] → [K, h, B·C, w].
+      out = b.op('MatMul', [b.op('Unsqueeze', [rowsFirst, i64([0])]), resampleMatrices(b, xs, w, `${name}_x`)]);
+    }
+    return { first: r.first, count: r.count, mu: b.op('Reshape', [out, i64([r.count, F, h, -1, C, w])]) };
+  });
 }
 
 /**
  * unet: the exact posterior-mean denoiser of the path mixture, with the leak, as a v-prediction.
- * The paths are bilinear warps of c (GridSample, reflection padding) on grids computed in-graph from
- * a small affine table (M·F·6 numbers; a runtime folds the constant grid once per session), so the
- * file stays small at any size. μ is [B, M, C·F·h·w] in the latent's own layout, which makes
- * x̂0 = Σ_m w_m·μ_m one batched MatMul.
+ * The paths are bilinear warps of c by resampling matrices that the graph builds from small
+ * coordinate tables (a runtime folds them once per session), so the file stays small.
  */
 export function unetGraph(g: DemoGeometry, schedule: VpScheduleConfig, leak: number): GraphBuilder {
   const spec = demoSpecs(g).unet;
   const C = LATENT_CHANNELS;
   const M = componentCount(g);
   const F = g.frames;
-  const hw = g.h * g.w;
-  const N = C * F * hw;
   const b = new GraphBuilder('demo_unet').doc(
     `Exact posterior-mean denoiser of a uniform mixture of ${M} motion paths of the conditional latent (${g.paths} directions x ${g.speeds} speeds, ` +
       `bilinear warps), with a static-image leak ${leak}*sigmoid((t-${LEAK_CENTER})/${LEAK_WIDTH}); outputs v. See docs/demo-model.md.`,
@@ -347,15 +344,19 @@ export function unetGraph(g: DemoGeometry, schedule: VpScheduleConfig, leak: num
   const invSqrtVar = scalar('inv_sqrt_var', tables.invSqrtVar);
   const lambda = scalar('leak', tables.leak);
 
-  // x_t [B, 1, N] and the conditional latent c (frame 0 of the repeated copy) [B, C, 1, h, w].
-  const xt = b.op('Reshape', [b.op('Slice', [x, i64([0]), i64([C]), i64([1])]), i64([0, 1, N])]);
+  // x_t [B, C, F, h, w] and the conditional latent c (frame 0 of the repeated copy) [B, C, 1, h, w].
+  const xt = b.op('Slice', [x, i64([0]), i64([C]), i64([1])]);
   const cond = b.op('Slice', [x, i64([C, 0]), i64([2 * C, 1]), i64([1, 2])]);
 
-  // μ_m = P_m(c) as [B, M, N]: bilinear warps by matrix products (see warpPaths).
-  const mu = warpPaths(b, g, cond);
+  // μ_m = P_m(c) in parts [M_p, F, h, B, C, w]: bilinear warps by matrix products (see warpPaths).
+  const parts = warpPaths(b, g, cond);
+  // x_t in the same layout, [1, F, h, B, C, w], and per-sample scalars as [1, 1, 1, B, 1, 1].
+  const xtT = b.op('Unsqueeze', [b.op('Transpose', [b.op('Reshape', [xt, i64([-1, C, F, g.h, g.w])])], { perm: [2, 3, 0, 1, 4] }), i64([0])]);
+  const perB = (v: string): string => b.op('Reshape', [v, i64([1, 1, 1, -1, 1, 1])]);
 
-  // Squared distances ‖x_t − √ᾱ·μ_m‖² → [B, M], computed directly (no cancellation near t = 0).
-  const d2 = b.op('ReduceSumSquare', [b.op('Sub', [xt, b.op('Mul', [mu, sqrtA])])], { axes: [2], keepdims: 0 });
+  // Squared distances ‖x_t − √ᾱ·μ_m‖², computed directly (no cancellation near t = 0) → [B, M].
+  const d2Parts = parts.map((p) => b.op('ReduceSumSquare', [b.op('Sub', [xtT, b.op('Mul', [p.mu, perB(sqrtA)])])], { axes: [1, 2, 4, 5], keepdims: 0 }));
+  const d2 = b.op('Transpose', [parts.length === 1 ? d2Parts[0] : b.op('Concat', d2Parts, { axis: 0 })], { perm: [1, 0] });
 
   // Log-prior from motion words in the context (zero for an empty prompt), [B, M].
   const ctxSum = b.op('ReduceSum', [context, i64([1])], { keepdims: 0 }); // [B, D]
@@ -366,19 +367,23 @@ export function unetGraph(g: DemoGeometry, schedule: VpScheduleConfig, leak: num
   // Posterior weights w = softmax_m(log-prior − d2/(2(1−ᾱ))); Softmax subtracts the max first,
   // and at ᾱ = 0 every d2 is ‖x_t‖², so the weights are the prior.
   const logits = b.op('Add', [b.op('Add', [b.op('Mul', [d2, b.op('Reshape', [negHalfInvVar, i64([-1, 1])])]), prior]), fsZero]);
-  const weights = b.op('Softmax', [logits], { axis: 1 });
+  const weightsT = b.op('Transpose', [b.op('Softmax', [logits], { axis: 1 })], { perm: [1, 0] }); // [M, B]
 
-  // x̂0 = Σ_m w_m·μ_m as a batched MatMul: [B, 1, M] @ [B, M, N] → [B, 1, N] → [B, C, F, h, w].
-  const x0 = b.op('Reshape', [b.op('MatMul', [b.op('Unsqueeze', [weights, i64([1])]), mu]), i64([0, C, F, g.h, g.w])]);
+  // x̂0 = Σ_m w_m·μ_m, part by part, → [F, h, B, C, w] → [B, C, F, h, w].
+  const x0Parts = parts.map((p) => {
+    const wp = b.op('Slice', [weightsT, i64([p.first]), i64([p.first + p.count]), i64([0])]);
+    return b.op('ReduceSum', [b.op('Mul', [p.mu, b.op('Reshape', [wp, i64([p.count, 1, 1, -1, 1, 1])])]), i64([0])], { keepdims: 0 });
+  });
+  const x0T = x0Parts.reduce((acc, v) => b.op('Add', [acc, v]));
+  const x0 = b.op('Transpose', [x0T], { perm: [2, 3, 0, 1, 4] });
 
   // Leak: x̂0 ← x̂0 + λ(t)·(c − x̂0), c repeated over frames by broadcasting.
   const lam = b.op('Reshape', [lambda, i64([-1, 1, 1, 1, 1])]);
   const x0Leak = b.op('Add', [x0, b.op('Mul', [lam, b.op('Sub', [cond, x0])])]);
 
   // v = (√ᾱ·x_t − x̂0)/√(1−ᾱ), so that the sampler's x̂0 = √ᾱ·x_t − √(1−ᾱ)·v is x̂0 again.
-  const xt5 = b.op('Reshape', [xt, i64([-1, C, F, g.h, g.w])]);
   const r5 = (v: string): string => b.op('Reshape', [v, i64([-1, 1, 1, 1, 1])]);
-  const v = b.op('Mul', [b.op('Sub', [b.op('Mul', [xt5, r5(sqrtA)]), x0Leak]), r5(invSqrtVar)]);
+  const v = b.op('Mul', [b.op('Sub', [b.op('Mul', [xt, r5(sqrtA)]), x0Leak]), r5(invSqrtVar)]);
   declareOutput(b, spec, v);
   return b;
 }

@@ -153,31 +153,64 @@ function reflect(v: number, n: number): number {
 }
 
 /**
- * Bilinear sample of one [h, w] plane at a source point, as ONNX GridSample does with
- * `reflection` padding and align_corners = 0: reflect the point into the picture, then
- * interpolate the four nearest pixels (clamped to the picture at its border).
+ * The bilinear taps of every (component, frame, pixel), as ONNX GridSample samples with
+ * `reflection` padding and align_corners = 0: the source point is reflected into the picture, then
+ * the four nearest pixels are interpolated (clamped to the picture at its border). `index` holds
+ * source pixels y·w + x and `weight` their weights, 4 per destination pixel.
  */
-function bilinear(plane: Float32Array, off: number, h: number, w: number, sx: number, sy: number): number {
-  const x = reflect(sx, w);
-  const y = reflect(sy, h);
-  const x0 = Math.floor(x);
-  const y0 = Math.floor(y);
-  const fx = x - x0;
-  const fy = y - y0;
-  const cxl = Math.min(Math.max(x0, 0), w - 1);
-  const cxh = Math.min(Math.max(x0 + 1, 0), w - 1);
-  const cyl = Math.min(Math.max(y0, 0), h - 1);
-  const cyh = Math.min(Math.max(y0 + 1, 0), h - 1);
-  const p = (yy: number, xx: number): number => plane[off + yy * w + xx];
-  return (1 - fy) * ((1 - fx) * p(cyl, cxl) + fx * p(cyl, cxh)) + fy * ((1 - fx) * p(cyh, cxl) + fx * p(cyh, cxh));
+export interface PathTaps {
+  readonly index: Int32Array;
+  readonly weight: Float64Array;
+}
+
+export function pathTaps(g: DemoGeometry): PathTaps {
+  checkGeometry(g);
+  const { h, w, frames: F } = g;
+  const M = componentCount(g);
+  const n = M * F * h * w;
+  const index = new Int32Array(4 * n);
+  const weight = new Float64Array(4 * n);
+  const clampX = (v: number): number => (v < 0 ? 0 : v > w - 1 ? w - 1 : v);
+  const clampY = (v: number): number => (v < 0 ? 0 : v > h - 1 ? h - 1 : v);
+  let o = 0;
+  for (let m = 0; m < M; m++) {
+    for (let f = 0; f < F; f++) {
+      const [a, b, e, c, d, k] = warpAffine(g, m, f);
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) {
+          const sx = reflect(a * x + b * y + e, w);
+          const sy = reflect(c * x + d * y + k, h);
+          const x0 = Math.floor(sx);
+          const y0 = Math.floor(sy);
+          const fx = sx - x0;
+          const fy = sy - y0;
+          const xl = clampX(x0);
+          const xh = clampX(x0 + 1);
+          const yl = clampY(y0) * w;
+          const yh = clampY(y0 + 1) * w;
+          index[o] = yl + xl;
+          index[o + 1] = yl + xh;
+          index[o + 2] = yh + xl;
+          index[o + 3] = yh + xh;
+          weight[o] = (1 - fy) * (1 - fx);
+          weight[o + 1] = (1 - fy) * fx;
+          weight[o + 2] = fy * (1 - fx);
+          weight[o + 3] = fy * fx;
+          o += 4;
+        }
+      }
+    }
+  }
+  return { index, weight };
 }
 
 /**
  * μ_m = P_m(c) for every component: [M, C, F, h, w] from a conditional latent c [C, h, w]
- * (or [1, C, h, w]), computed in float64 from the same affine maps as the UNet's warp table.
- * For tests, statistics and docs; the UNet does the same warp in-graph (GridSample).
+ * (or [1, C, h, w]), computed in float64 from the same affine maps the UNet warps with.
+ * For tests, statistics and docs; the UNet does the same warp in-graph. Pass `taps` to reuse
+ * them across images.
  */
-export function pathMeans(g: DemoGeometry, cond: Tensor): Float32Array {
+export function pathMeans(g: DemoGeometry, cond: Tensor, taps: PathTaps = pathTaps(g)): Float32Array {
   checkGeometry(g);
   const { h, w, frames: F } = g;
   const hw = h * w;
@@ -186,15 +219,18 @@ export function pathMeans(g: DemoGeometry, cond: Tensor): Float32Array {
   if (!ok) throw new ShapeError(`conditional latent: expected dims [${C}, ${h}, ${w}], got [${cond.dims.join(', ')}]`);
   const M = componentCount(g);
   const out = new Float32Array(M * C * F * hw);
-  const c = cond.data as Float32Array;
+  const c = cond.data;
+  const { index, weight } = taps;
   for (let m = 0; m < M; m++) {
     for (let f = 0; f < F; f++) {
-      const [a, b, e, cc, d, k] = warpAffine(g, m, f);
-      for (let y = 0; y < h; y++) {
-        for (let x = 0; x < w; x++) {
-          const sx = a * x + b * y + e;
-          const sy = cc * x + d * y + k;
-          for (let ch = 0; ch < C; ch++) out[((m * C + ch) * F + f) * hw + y * w + x] = bilinear(c, ch * hw, h, w, sx, sy);
+      const base = (m * F + f) * hw;
+      for (let p = 0; p < hw; p++) {
+        const o = 4 * (base + p);
+        const i0 = index[o], i1 = index[o + 1], i2 = index[o + 2], i3 = index[o + 3];
+        const w0 = weight[o], w1 = weight[o + 1], w2 = weight[o + 2], w3 = weight[o + 3];
+        for (let ch = 0; ch < C; ch++) {
+          const q = ch * hw;
+          out[((m * C + ch) * F + f) * hw + p] = w0 * c[q + i0] + w1 * c[q + i1] + w2 * c[q + i2] + w3 * c[q + i3];
         }
       }
     }
@@ -208,8 +244,8 @@ export function pathMeans(g: DemoGeometry, cond: Tensor): Float32Array {
  * mean_m ‖μ_m − E‖² / d, with E as a batch-1 latent [1, C, F, h, w]. These are per-image
  * statistics (the demo has no dataset); the statistics job computes the dataset-level ones.
  */
-export function demoConditionalStatistics(g: DemoGeometry, cond: Tensor): { expectation: Tensor; trCovD: number } {
-  const mu = pathMeans(g, cond);
+export function demoConditionalStatistics(g: DemoGeometry, cond: Tensor, taps?: PathTaps): { expectation: Tensor; trCovD: number } {
+  const mu = pathMeans(g, cond, taps);
   const M = componentCount(g);
   const d = mu.length / M;
   const mean = new Float64Array(d);
