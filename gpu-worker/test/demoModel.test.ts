@@ -21,15 +21,15 @@ import { checkManifestContract, checkSessionAgainstManifest, openBundle } from '
 import { loadTokenizer } from '../src/tokenizer.ts';
 import { readStatistics, statisticsForModel } from '../src/statistics.ts';
 import { DEMO_DEFAULTS, buildDemoBundle } from '../src/demo/bundle.ts';
-import { LEAK_CENTER, LEAK_WIDTH, TEXT_PRIOR } from '../src/demo/graphs.ts';
+import { DOWNSAMPLE, LEAK_CENTER, LEAK_WIDTH, TEXT_PRIOR } from '../src/demo/graphs.ts';
 import { DemoModelError, demoConditionalStatistics, pathMeans } from '../src/demo/paths.ts';
 import { VOCAB, embeddingTable } from '../src/demo/tokenizer.ts';
 
 const H = DEMO_DEFAULTS.height;
 const W = DEMO_DEFAULTS.width;
 const F = DEMO_DEFAULTS.frames;
-const h = H / 8;
-const w = W / 8;
+const h = H / DOWNSAMPLE;
+const w = W / DOWNSAMPLE;
 const C = 4;
 const HW = h * w;
 const N = C * F * HW;
