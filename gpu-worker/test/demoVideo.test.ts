@@ -67,7 +67,7 @@ beforeAll(async () => {
   const imagePath = join(dir, 'card.png');
   const png = await testCardPng();
   await sharp(png).toFile(imagePath);
-  input = (await imageToTensor(png, H, W, 'card')).data as Float32Array;
+  input = (await imageToTensor(png, H, W, 'card')).data;
   const enc = await ort.InferenceSession.create(join(bundleDir, 'vae_encoder.onnx'));
   cond = (await enc.run({ image: new ort.Tensor('float32', input, [1, 3, H, W]) })).latent.data as Float32Array;
   await enc.release();
@@ -77,13 +77,13 @@ beforeAll(async () => {
     const out = join(dir, prompt.replace(/\W+/g, '-'));
     // What `cil generate --image card.png --model <bundle> --prompt …` runs: the manifest's defaults.
     const params: GenerateParams = {
-      prompt, steps: d.steps, start: d.start, analyticInit: d.analyticInit, statistics: `statistics/${d.statistics}.safetensors`,
+      prompt, steps: d.steps, start: d.start, analyticInit: d.analyticInit ?? false, statistics: `statistics/${d.statistics}.safetensors`,
       guidanceScale: d.guidanceScale ?? null, imageGuidanceScale: null, guidanceRescale: d.guidanceRescale ?? null, eta: d.eta ?? null, seed: SEED,
-      frames: F, fps: d.fps, frameStride: d.frameStride ?? null, motionBucketId: null, noiseAugStrength: null, minGuidanceScale: null,
+      frames: F, fps: d.fps ?? 8, frameStride: d.frameStride ?? null, motionBucketId: null, noiseAugStrength: null, minGuidanceScale: null,
       maxGuidanceScale: null, compat: 'paper', saveLatent: true,
     };
     await runJob({ image: imagePath, model: bundleDir, out, statistics: join(bundleDir, 'statistics', 'demo.safetensors'), initNoise: null }, { provider: 'cpu', threads: 2, params: () => params });
-    const latent = readNpy(await readFile(join(out, 'latent.npy')), 'latent').tensor.data as Float32Array;
+    const latent = readNpy(await readFile(join(out, 'latent.npy')), 'latent').tensor.data;
     runs.set(prompt, { latent, frames: await Promise.all(Array.from({ length: F }, (_, f) => framePixels(out, f))) });
   }
 }, 240_000);
@@ -103,37 +103,38 @@ function pathDistances(x: Float32Array): [number, number][] {
   return r.sort((a, b) => a[1] - b[1]);
 }
 
-/** Luma of an interleaved RGB frame, [H, W]. */
-function luma(rgb: Float64Array): Float64Array {
-  return Float64Array.from({ length: H * W }, (_, i) => 0.299 * rgb[3 * i] + 0.587 * rgb[3 * i + 1] + 0.114 * rgb[3 * i + 2]);
+/** The R, G and B planes of an interleaved RGB frame, [3][H·W]. */
+function planes(rgb: Float64Array): Float64Array[] {
+  return [0, 1, 2].map((c) => Float64Array.from({ length: H * W }, (_, i) => rgb[3 * i + c]));
 }
 
 /**
- * The shift d (pixels, 0.05 steps in [−12, 12]) along `axis` that best maps frame a onto frame b:
+ * The shift d (pixels, to 0.05 px in [−12.5, 12.5]) along `axis` that best maps frame a onto frame b,
  * b(p) ≈ a(p − d), by brute force over a window away from the borders (where a pan's reflection
- * comes in), with linear interpolation between pixels.
+ * comes in). Both frames are sampled half-way, a at p − d/2 and b at p + d/2, so that both are
+ * equally blurred by the linear interpolation (sampling only one would bias d towards whole pixels).
  */
-function shiftBetween(a: Float64Array, b: Float64Array, axis: 'x' | 'y', window: { x0: number; x1: number; y0: number; y1: number }): number {
-  let best = 0;
-  let bestErr = Infinity;
-  for (let k = -240; k <= 240; k++) {
-    const d = k / 20;
-    let err = 0;
-    for (let y = window.y0; y < window.y1; y++) {
-      for (let x = window.x0; x < window.x1; x++) {
-        const s = axis === 'x' ? x - d : y - d;
-        const i = Math.floor(s);
-        const f = s - i;
-        const at = (q: number): number => (axis === 'x' ? a[y * W + q] : a[q * W + x]);
-        err += (b[y * W + x] - ((1 - f) * at(i) + f * at(i + 1))) ** 2;
-      }
+function shiftBetween(a: Float64Array[], b: Float64Array[], axis: 'x' | 'y', window: { x0: number; x1: number; y0: number; y1: number }): number {
+  const sampleAt = (img: Float64Array, x: number, y: number, off: number): number => {
+    const s = (axis === 'x' ? x : y) + off;
+    const i = Math.floor(s);
+    const f = s - i;
+    return axis === 'x' ? (1 - f) * img[y * W + i] + f * img[y * W + i + 1] : (1 - f) * img[i * W + x] + f * img[(i + 1) * W + x];
+  };
+  const err = (d: number): number => {
+    let e = 0;
+    for (let c = 0; c < 3; c++) {
+      for (let y = window.y0; y < window.y1; y++) for (let x = window.x0; x < window.x1; x++) e += (sampleAt(b[c], x, y, d / 2) - sampleAt(a[c], x, y, -d / 2)) ** 2;
     }
-    if (err < bestErr) {
-      bestErr = err;
-      best = d;
-    }
-  }
-  return best;
+    return e;
+  };
+  // Coarse (0.5 px), then fine (0.05 px) around the coarse minimum.
+  const argmin = (ds: number[]): number => {
+    const es = ds.map(err);
+    return ds[es.indexOf(Math.min(...es))];
+  };
+  const coarse = argmin(Array.from({ length: 49 }, (_, k) => (k - 24) / 2));
+  return argmin(Array.from({ length: 21 }, (_, k) => coarse + (k - 10) / 20));
 }
 
 function psnr(a: ArrayLike<number>, b: ArrayLike<number>, peak: number): number {
@@ -183,16 +184,17 @@ describe('the demo video (issue 18: a better demo)', () => {
       const mx = axis === 'x' ? Math.ceil(PAN_TRAVEL * W) + 8 : 8;
       const my = axis === 'y' ? Math.ceil(PAN_TRAVEL * H) + 8 : 8;
       const window = { x0: sign > 0 && axis === 'x' ? mx : 8, x1: sign < 0 && axis === 'x' ? W - mx : W - 8, y0: sign > 0 && axis === 'y' ? my : 8, y1: sign < 0 && axis === 'y' ? H - my : H - 8 };
-      const frames = r.frames.map(luma);
+      const frames = r.frames.map(planes);
       const shifts = Array.from({ length: F - 1 }, (_, f) => shiftBetween(frames[f], frames[f + 1], axis, window));
       const mean = shifts.reduce((a, b) => a + b, 0) / shifts.length;
       const sd = Math.sqrt(shifts.reduce((a, b) => a + (b - mean) ** 2, 0) / (shifts.length - 1));
-      console.log(prompt, shifts.join(" "), step);
       const msg = `${prompt}: per-frame shifts ${shifts.join(', ')} (expected ${step.toFixed(2)})`;
       expect(Math.abs(mean - step), msg).toBeLessThan(0.1 * Math.abs(step));
-      // No frame repeats or jumps: every step within 0.3 px (and 25 %) of the expected one.
-      for (const s of shifts) expect(Math.abs(s - step), msg).toBeLessThanOrEqual(Math.max(0.3, 0.25 * Math.abs(step)));
-      expect(sd, msg).toBeLessThan(0.15 * Math.abs(step));
+      // No frame repeats or jumps: every step within 0.6 px of the expected one (the decoder's fixed
+      // 8-pixel grid makes features wobble by up to about ±0.5 px with the sub-pixel phase; a
+      // whole-latent-pixel stutter would show steps of 0 and 8 px).
+      for (const s of shifts) expect(Math.abs(s - step), msg).toBeLessThanOrEqual(0.6);
+      expect(sd, msg).toBeLessThan(0.2 * Math.abs(step));
     }
   });
 
@@ -218,23 +220,5 @@ describe('the demo video (issue 18: a better demo)', () => {
     }
     // And the videos do move: the last frame is far from the first.
     for (const [prompt, r] of runs) expect(psnr(r.frames[F - 1], r.frames[0], 255), prompt).toBeLessThan(30);
-  });
-});
-describe('tmp', () => {
-  it('noise-free shifts', async () => {
-    const dec = await ort.InferenceSession.create(join(dir, 'bundle', 'vae_decoder.onnx'));
-    for (const [prompt, axis, sign] of [['the test card pans left', 'x', -1], ['tilt up', 'y', -1]] as const) {
-      const [[best]] = pathDistances(runs.get(prompt)!.latent);
-      const mu = mus.subarray(best * N, (best + 1) * N);
-      const frames: Float64Array[] = [];
-      for (let f = 0; f < F; f++) {
-        const lat = new Float32Array(C * h * w);
-        for (let c = 0; c < C; c++) lat.set(mu.subarray((c * F + f) * h * w, (c * F + f + 1) * h * w), c * h * w);
-        const img = (await dec.run({ latent: new ort.Tensor('float32', lat, [1, C, h, w]) })).image.data as Float32Array;
-        frames.push(Float64Array.from({ length: H * W }, (_, i) => Math.round(((0.299 * img[i] + 0.587 * img[H * W + i] + 0.114 * img[2 * H * W + i] + 1) / 2) * 255)));
-      }
-      const window = axis === 'x' ? { x0: 8, x1: W - 72, y0: 8, y1: H - 8 } : { x0: 8, x1: W - 8, y0: 8, y1: H - 48 };
-      console.log('NOISEFREE', prompt, Array.from({ length: F - 1 }, (_, f) => shiftBetween(frames[f], frames[f + 1], axis, window)).join(' '), sign);
-    }
   });
 });
