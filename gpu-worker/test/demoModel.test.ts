@@ -444,7 +444,7 @@ describe('UNet: the posterior mean of the path mixture', () => {
     expect(maxAbsDiff(Float32Array.from(v, (q) => -q), want)).toBeLessThan(1e-5);
   });
 
-  it('motion words in the context set the prior: "left" weighs left pans by e^16 and left orbits by e^8 at ᾱ = 0', async () => {
+  it('motion words in the context set the prior: "left" weighs left pans by e^48 and left orbits by e^24 at ᾱ = 0', async () => {
     const b = buildDemoBundle({ leak: 0 });
     const s = await session('unet-leak0', b.files.get('unet.onnx')!);
     const te = await bundleSession(dirA, 'text_encoder.onnx');
@@ -458,7 +458,7 @@ describe('UNet: the posterior mean of the path mixture', () => {
     // Direction order: left, right, up, down, zoom-in, zoom-out, orbit-left, orbit-right; component
     // m = direction·speeds + level − 1. log π_m = TEXT_PRIOR · (1 for the left pan, ½ for the left orbit).
     const logPrior = (m: number): number => TEXT_PRIOR * ([1, 0, 0, 0, 0, 0, 0.5, 0][Math.floor(m / SPEEDS)] ?? 0);
-    expect(TEXT_PRIOR).toBe(16);
+    expect(TEXT_PRIOR).toBe(48);
     const wts = Array.from({ length: M }, (_, m) => Math.exp(logPrior(m) - TEXT_PRIOR));
     const z = wts.reduce((p, q) => p + q, 0);
     const want = new Float32Array(N);
@@ -555,8 +555,10 @@ describe('sampling the demo model with the shared sampler', () => {
   });
 
   // Analytic-Init itself is tested where its effect is known in closed form:
-  // shared/test/analyticInitEffect.test.ts (Gaussian data). Here it has next to none.
-  it('with the bundle\'s dataset statistics, Analytic-Init changes the final latent by < 1e-4 (M = 940, 800): each sample still collapses onto the same path', async () => {
+  // shared/test/analyticInitEffect.test.ts (Gaussian data). Here its start shift either leaves a
+  // sample on its path, and then changes next to nothing, or tips it onto another path (some
+  // seeds do, docs/demo-model.md); these two seeds stay.
+  it('with the bundle\'s dataset statistics, Analytic-Init changes the final latent by < 1e-4 (M = 940, 800) where the sample stays on its path', async () => {
     const s = await bundleSession(dirA, 'unet.onnx');
     const m = parseManifest(JSON.parse(await readFile(join(dirA, 'manifest.json'), 'utf8')), 'demo manifest.json');
     const where = join(dirA, 'statistics', 'demo.safetensors');

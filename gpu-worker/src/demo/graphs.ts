@@ -28,7 +28,7 @@ export const LEAK_WIDTH = 20;
 /** Floor on 1 − ᾱ inside the graph (ᾱ → 1 never happens in this schedule; it keeps 1/(1−ᾱ) finite). */
 export const VAR_FLOOR = 1e-6;
 /** Prior log-odds per motion word in the prompt for the paths it names. */
-export const TEXT_PRIOR = 16;
+export const TEXT_PRIOR = 48;
 
 /**
  * The tiny linear VAE's 3→4 channel map (before VAE_GAIN): luma, the two BT.601 chroma
