@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeDemoBundle } from '../src/demo/bundle.ts';
+import { writeDemoBundle } from '../../demo/src/bundle.ts';
 import { openBundle } from '../src/bundle.ts';
 import { runJob } from '../src/job.ts';
 import type { RunJobOptions } from '../src/job.ts';

@@ -22,7 +22,7 @@ import { createValidateHandler } from '../../functions/src/validate/handler.ts';
 import { createPostprocessHandler } from '../../functions/src/postprocess/handler.ts';
 import { createNotifyHandler, createRecordFailureHandler } from '../../functions/src/notify/handler.ts';
 import { logger as functionsLogger } from '../../functions/src/logger.ts';
-import { buildDemoBundle, DEMO_MODEL_ID, DEMO_STATISTICS_FILE } from '../../gpu-worker/src/demo/bundle.ts';
+import { buildDemoBundle, DEMO_MODEL_ID, DEMO_STATISTICS_FILE } from '../../demo/src/bundle.ts';
 import { BATCH_STATES, GENERATION_STATES, WORKER_ENV } from '../../infra/lib/names.ts';
 import { planStart, prepareItemHandler, startNamedExecution } from '../../infra/runtime/starter.ts';
 import type { ObjectCreatedDetail, StartOutcome } from '../../infra/runtime/starter.ts';

@@ -7,7 +7,7 @@ import { vpAlphasCumprod } from '#shared/sampler';
 import type { VpScheduleConfig } from '#shared/sampler';
 import { CLIP_SIZE, TEXT_LENGTH } from '#shared/schemas';
 import { NormalGenerator } from '#shared/sampler';
-import { GraphBuilder, encodeModel } from '../onnx/graph.ts';
+import { GraphBuilder, encodeModel } from './onnx/graph.ts';
 import { DIRECTIONS, LATENT_CHANNELS, MOTION_WORDS, component, componentCount, pathIndices } from './paths.ts';
 import type { DemoGeometry } from './paths.ts';
 import { EMBED_DIM, IDENTITY_DIM, VOCAB, embeddingTable } from './tokenizer.ts';
