@@ -15,7 +15,7 @@ import { registerDemoModel } from '../../cli/demoModel.ts';
 import { BUNDLE_CONTRACT, TEXT_LENGTH } from '#shared/schemas';
 import { parseManifest } from '#shared/schemas';
 import type { Manifest } from '#shared/schemas';
-import { NormalGenerator, cfg, initialLatent, makePlan, sample, tensor, vpAlphasCumprod } from '#shared/sampler';
+import { FAMILY_TABLE, NormalGenerator, cfg, initialLatent, makePlan, sample, tensor, vpAlphasCumprod } from '#shared/sampler';
 import type { BranchedModel, DatasetStatistics, Tensor } from '#shared/sampler';
 import { checkManifestContract, checkSessionAgainstManifest, openBundle } from '../../gpu-worker/src/bundle.ts';
 import { loadTokenizer } from '../../gpu-worker/src/tokenizer.ts';
@@ -193,17 +193,8 @@ describe('demo bundle files', () => {
     expect(m.resolution).toEqual({ height: 128, width: 192 });
     expect(m.frames).toBe(16);
     expect(m.latent).toEqual({ channels: 4, downsample: 8, scaleFactor: 1 });
-    expect(m.schedule).toEqual({
-      kind: 'vp-ddim',
-      betaSchedule: 'linear',
-      linearStart: 0.00085,
-      linearEnd: 0.012,
-      timesteps: 1000,
-      rescaleZeroSnr: true,
-      parameterization: 'v',
-      spacing: 'uniform_trailing',
-      dynamicRescale: { enabled: true, base: 0.7, rampSteps: 400, finalPrev: 'tau0' },
-    });
+    // DynamiCrafter's reference schedule (the defaults table's row), LDM linear betas.
+    expect(m.schedule).toEqual({ betaSchedule: 'linear', ...FAMILY_TABLE.dynamicrafter.schedule });
     expect(m.defaults).toMatchObject({ steps: 25, start: 940, guidanceScale: 7.5, guidanceRescale: 0.7, eta: 1, analyticInit: true, statistics: 'demo', fps: 8 });
     expect(m.tokenizer).toEqual({ file: 'tokenizer.json', maxLength: 77 });
     checkManifestContract(m, 'demo');
