@@ -8,20 +8,18 @@
  */
 import { initialLatent, NormalGenerator } from '#shared/sampler';
 import type { Tensor } from '#shared/sampler';
-import type { Bundle } from './bundle.ts';
 import { decodeFrames } from './decode.ts';
 import { Checkpoints, fingerprint } from './generate/checkpoint.ts';
 import { denoise } from './generate/denoise.ts';
 import { checkJob } from './generate/inputs.ts';
+import type { JobInputs } from './generate/inputs.ts';
 import { generationMetadata, writeMetadata } from './generate/metadata.ts';
 import type { GenerationMetadata } from './generate/metadata.ts';
 import { writeFrames, writeLatent } from './generate/outputs.ts';
-import type { GenerateParams } from './params.ts';
-import type { OnnxSessions } from './runtime/sessions.ts';
 import type { OutputSink } from './sink.ts';
-import type { LoadedStatistics } from './statistics.ts';
 
-export { GenerateInputError, GenerationInterrupted } from './generate/errors.ts';
+export { GenerationInterrupted } from './generate/denoise.ts';
+export { GenerateInputError } from './params.ts';
 export { METADATA_FORMAT } from './generate/metadata.ts';
 export type { GenerationMetadata } from './generate/metadata.ts';
 export type { GenerateParams } from './params.ts';
@@ -33,16 +31,7 @@ export interface ProgressEvent {
   readonly elapsedS: number;
 }
 
-export interface GenerateInput {
-  readonly bundle: Bundle;
-  readonly sessions: OnnxSessions;
-  readonly image: Uint8Array;
-  readonly imageWhere: string;
-  readonly params: GenerateParams;
-  /** Required when params.analyticInit; `where` names the file in errors. */
-  readonly statistics: { readonly stats: LoadedStatistics; readonly where: string } | null;
-  /** Explicit unit-Gaussian initial noise (replaces the generator's first draw for x_T). */
-  readonly initNoise: Tensor | null;
+export interface GenerateInput extends JobInputs {
   readonly sink: OutputSink;
   readonly onProgress?: (e: ProgressEvent) => void;
   readonly signal?: AbortSignal;

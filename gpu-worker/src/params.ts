@@ -4,12 +4,16 @@
  * plus whether to keep the final latent. metadata.json records them as `params`.
  */
 import type { ResolvedRequest } from '#shared/schemas';
-import { GenerateInputError } from './generate/errors.ts';
 
 export type GenerateParams = ResolvedRequest & {
   /** Write the final latent as latent.npy. */
   readonly saveLatent: boolean;
 };
+
+/** Inputs that do not fit the model (or parameters not resolved against it): refused before anything is written. */
+export class GenerateInputError extends Error {
+  override readonly name = 'GenerateInputError';
+}
 
 type NullableField = { [K in keyof GenerateParams]: null extends GenerateParams[K] ? K : never }[keyof GenerateParams];
 

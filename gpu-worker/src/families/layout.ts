@@ -21,27 +21,21 @@ export interface LatentLayout {
   plane(c: number, f: number, a: Pick<LatentAxes, 'channels' | 'frames'>): number;
 }
 
-function batchFree(dims: readonly number[]): readonly number[] | null {
-  const r = dims.length;
-  return r === 4 || (r === 5 && dims[0] === 1) ? dims.slice(r - 4) : null;
+/** The layout whose outer axis (after the batch axis) is channels ('C') or frames ('F'). */
+function layout(outer: 'C' | 'F'): LatentLayout {
+  const cf = outer === 'C';
+  return Object.freeze({
+    axisNames: cf ? ['C', 'F', 'h', 'w'] : ['F', 'C', 'h', 'w'],
+    dims: (a: LatentAxes) => (cf ? [1, a.channels, a.frames, a.h, a.w] : [1, a.frames, a.channels, a.h, a.w]),
+    axes: (dims: readonly number[]): LatentAxes | null => {
+      const r = dims.length;
+      if (!(r === 4 || (r === 5 && dims[0] === 1))) return null;
+      const [a, b, h, w] = dims.slice(r - 4);
+      return cf ? { channels: a, frames: b, h, w } : { channels: b, frames: a, h, w };
+    },
+    plane: (c: number, f: number, a: Pick<LatentAxes, 'channels' | 'frames'>) => (cf ? c * a.frames + f : f * a.channels + c),
+  });
 }
 
-export const CHANNELS_FIRST: LatentLayout = Object.freeze({
-  axisNames: ['C', 'F', 'h', 'w'],
-  dims: (a: LatentAxes) => [1, a.channels, a.frames, a.h, a.w],
-  axes: (dims: readonly number[]) => {
-    const d = batchFree(dims);
-    return d ? { channels: d[0], frames: d[1], h: d[2], w: d[3] } : null;
-  },
-  plane: (c: number, f: number, a: Pick<LatentAxes, 'channels' | 'frames'>) => c * a.frames + f,
-});
-
-export const FRAMES_FIRST: LatentLayout = Object.freeze({
-  axisNames: ['F', 'C', 'h', 'w'],
-  dims: (a: LatentAxes) => [1, a.frames, a.channels, a.h, a.w],
-  axes: (dims: readonly number[]) => {
-    const d = batchFree(dims);
-    return d ? { frames: d[0], channels: d[1], h: d[2], w: d[3] } : null;
-  },
-  plane: (c: number, f: number, a: Pick<LatentAxes, 'channels' | 'frames'>) => f * a.channels + c,
-});
+export const CHANNELS_FIRST: LatentLayout = layout('C');
+export const FRAMES_FIRST: LatentLayout = layout('F');

@@ -5,7 +5,22 @@
 import { NormalGenerator, sample } from '#shared/sampler';
 import type { GuidedDenoiser, StepCoefs, Tensor } from '#shared/sampler';
 import type { Checkpoints, Position, Resume } from './checkpoint.ts';
-import { GenerationInterrupted } from './errors.ts';
+
+/** A run stopped by its signal (SIGTERM: a Spot reclaim); a rerun resumes from the checkpoint. */
+export class GenerationInterrupted extends Error {
+  override readonly name = 'GenerationInterrupted';
+  readonly step: number;
+  readonly checkpointWritten: boolean;
+  constructor(step: number, reason: string, checkpointWritten = true) {
+    super(
+      checkpointWritten
+        ? `interrupted (${reason}) after step ${step}; checkpoint written, a rerun resumes from it`
+        : `interrupted (${reason}) after step ${step}; no checkpoint written, a rerun resumes from the last periodic one or starts over`,
+    );
+    this.step = step;
+    this.checkpointWritten = checkpointWritten;
+  }
+}
 
 export interface DenoiseOptions {
   readonly steps: readonly StepCoefs[];

@@ -10,19 +10,23 @@ import type { Bundle } from '../bundle.ts';
 import { familyAdapter, latentAxesOf } from '../families/index.ts';
 import type { FamilyAdapter } from '../families/index.ts';
 import { imageToTensor } from '../image.ts';
+import { GenerateInputError } from '../params.ts';
 import type { GenerateParams } from '../params.ts';
 import type { OnnxSessions } from '../runtime/sessions.ts';
 import { statisticsForModel } from '../statistics.ts';
 import type { LoadedStatistics } from '../statistics.ts';
-import { GenerateInputError } from './errors.ts';
 
+/** A job's inputs, read but not yet checked. */
 export interface JobInputs {
   readonly bundle: Bundle;
   readonly sessions: OnnxSessions;
   readonly image: Uint8Array;
+  /** Names the image in errors. */
   readonly imageWhere: string;
   readonly params: GenerateParams;
+  /** Required when params.analyticInit; `where` names the file in errors. */
   readonly statistics: { readonly stats: LoadedStatistics; readonly where: string } | null;
+  /** Explicit unit-Gaussian initial noise (replaces the generator's first draw for x_T). */
   readonly initNoise: Tensor | null;
 }
 
