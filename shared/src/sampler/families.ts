@@ -113,7 +113,10 @@ export interface EdmFamilySpec extends FamilySpecBase {
 /** One row of the defaults table. */
 export type FamilySpec = VpFamilySpec | EdmFamilySpec;
 
-const LDM = { linearStart: 0.00085, linearEnd: 0.012, timesteps: 1000 } as const;
+/** LDM's linear schedule (0.00085 → 0.012 over 1000 steps) with the references' dynamic rescale (0.7 over 400 steps). */
+function ldmSchedule(s: Pick<VpModelSchedule, 'rescaleZeroSnr' | 'parameterization' | 'spacing'>, finalPrev: ModelDynamicRescale['finalPrev']): VpModelSchedule {
+  return { kind: 'vp-ddim', linearStart: 0.00085, linearEnd: 0.012, timesteps: 1000, ...s, dynamicRescale: { enabled: true, base: 0.7, rampSteps: 400, finalPrev } };
+}
 const VP_FIELDS: readonly FamilyField[] = ['guidanceScale', 'guidanceRescale', 'eta'];
 
 export const FAMILY_TABLE: Readonly<{ dynamicrafter: VpFamilySpec; videocrafter: VpFamilySpec; svd: EdmFamilySpec }> = Object.freeze({
@@ -121,10 +124,7 @@ export const FAMILY_TABLE: Readonly<{ dynamicrafter: VpFamilySpec; videocrafter:
   dynamicrafter: {
     name: 'dynamicrafter',
     kind: 'vp-ddim',
-    schedule: {
-      kind: 'vp-ddim', ...LDM, rescaleZeroSnr: true, parameterization: 'v', spacing: 'uniform_trailing',
-      dynamicRescale: { enabled: true, base: 0.7, rampSteps: 400, finalPrev: 'tau0' },
-    },
+    schedule: ldmSchedule({ rescaleZeroSnr: true, parameterization: 'v', spacing: 'uniform_trailing' }, 'tau0'),
     fields: [...VP_FIELDS, 'imageGuidanceScale', 'frameStride'],
     requiredDefaults: ['guidanceScale', 'eta', 'frameStride'],
     textPrompt: true,
@@ -139,10 +139,7 @@ export const FAMILY_TABLE: Readonly<{ dynamicrafter: VpFamilySpec; videocrafter:
   videocrafter: {
     name: 'videocrafter',
     kind: 'vp-ddim',
-    schedule: {
-      kind: 'vp-ddim', ...LDM, rescaleZeroSnr: false, parameterization: 'eps', spacing: 'uniform',
-      dynamicRescale: { enabled: true, base: 0.7, rampSteps: 400, finalPrev: 'index0' },
-    },
+    schedule: ldmSchedule({ rescaleZeroSnr: false, parameterization: 'eps', spacing: 'uniform' }, 'index0'),
     fields: VP_FIELDS,
     requiredDefaults: ['guidanceScale', 'eta', 'fps'],
     textPrompt: true,
