@@ -24,10 +24,11 @@ import { createNotifyHandler, createRecordFailureHandler } from '../../functions
 import { logger as functionsLogger } from '../../functions/src/logger.ts';
 import { buildDemoBundle, DEMO_MODEL_ID, DEMO_STATISTICS_FILE } from '../../gpu-worker/src/demo/bundle.ts';
 import { BATCH_STATES, GENERATION_STATES, WORKER_ENV } from '../../infra/lib/names.ts';
-import { planStart, prepareItemHandler, startNamedExecution } from '../../infra/runtime/starter.ts';
-import type { ObjectCreatedDetail, StartOutcome } from '../../infra/runtime/starter.ts';
-import { summarize } from '../../infra/runtime/batchSummary.ts';
-import type { SummaryEvent } from '../../infra/runtime/batchSummary.ts';
+import { planStart, startNamedExecution } from '../../functions/src/starter/core.ts';
+import { prepareItemHandler } from '../../functions/src/starter/handler.ts';
+import type { ObjectCreatedDetail, StartOutcome } from '../../functions/src/starter/core.ts';
+import { summarize } from '../../functions/src/batchSummary/core.ts';
+import type { SummaryEvent } from '../../functions/src/batchSummary/core.ts';
 import { withInlineItems } from '../../infra/lib/definitions.ts';
 import { jobIdFor, modelPrefix, PREFIX, sidecarKey } from '#shared/schemas';
 import { LocalBatch } from './batch.ts';
