@@ -44,6 +44,14 @@ export const BATCH_STATES = Object.freeze({
   summaryFailed: 'SummaryFailed',
 });
 
+/**
+ * An execution's ARN from its state machine's: `arn:…:stateMachine:<sm>` + name →
+ * `arn:…:execution:<sm>:<name>` (the execution name of a job is its job id).
+ */
+export function executionArnOf(stateMachineArn: string, name: string): string {
+  return `${stateMachineArn.replace(':stateMachine:', ':execution:')}:${name}`;
+}
+
 /** Label of the Distributed Map (its map runs and child executions are named after it). */
 export const BATCH_MAP_LABEL = 'manifest';
 
