@@ -3,7 +3,7 @@
  * cli/printable.ts. A key carrying "\x1b[2J" (clear the screen) and "\r…SUCCEEDED" (overwrite the
  * line with a fake result) must come out as visible escapes from every printer that shows keys,
  * reasons or errors: `local up`'s event lines, notifications, `local run`'s result, remote
- * `status`, and the top-level error line. (The same through real processes: test/local-s3-keys.test.ts.)
+ * `status`, and the top-level error line. (The same through real processes: local/test/s3Keys.test.ts.)
  */
 import { describe, expect, it, vi } from 'vitest';
 import { PassThrough } from 'node:stream';
