@@ -36,6 +36,7 @@ import type { LocalS3 } from '../functions/test/helpers/s3server.ts';
 import { startLocalS3 } from '../functions/test/helpers/s3server.ts';
 import { ALLOWLIST_FILE, AuditSetupError, evaluate, main as auditMain, parseAllowlist, parseAuditOutput, passes, summarize, unavailableBanner } from '../scripts/audit.ts';
 import type { AllowEntry } from '../scripts/audit.ts';
+import { thrown } from './helpers/thrown.ts';
 
 const SECRET = 'zq-secret-prompt-about-a-tabby-cat-7f3a';
 const NOW = new Date('2025-01-15T13:00:00.000Z');
@@ -172,14 +173,7 @@ describe('no secrets in logs', () => {
 
   it('a prompt Validate refuses is not quoted in the typed error: not in the runtime’s error log, the failure record or the notification', () => {
     const long = `${SECRET} ${'x'.repeat(2100)}`;
-    let e: unknown = null;
-    try {
-      parseRequest({ model: 'tiny', prompt: long, steps: 'fifty' }, 'inputs/cat.json');
-    } catch (x) {
-      e = x;
-    }
-    expect(e).toBeInstanceOf(InvalidRequest);
-    const err = e as InvalidRequest;
+    const err = thrown(() => parseRequest({ model: 'tiny', prompt: long, steps: 'fifty' }, 'inputs/cat.json'), InvalidRequest);
     // What was wrong stays; the value goes. Other fields keep their quoted values.
     expect(err.reason).toContain('- prompt: Too big: expected string to have <=2000 characters (value not shown)');
     expect(err.reason).toContain('- steps: Invalid input: expected number, received string (got "fifty")');

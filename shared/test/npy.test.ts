@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { NpyFormatError, readNpy, writeNpy } from '../src/formats/npy.ts';
 import { tensor } from '../src/sampler/tensor.ts';
+import { thrown } from '../../test/helpers/thrown.ts';
 
 // Files are built byte by byte from the format spec
 // (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html), independently of
@@ -31,15 +32,7 @@ function padded(dict: string, prefix = 10): string {
 }
 
 function expectNpyError(bytes: Uint8Array, pattern: RegExp): void {
-  let err: unknown;
-  try {
-    readNpy(bytes, 'noise.npy');
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(NpyFormatError);
-  const e = err as NpyFormatError;
-  expect(e.name).toBe('NpyFormatError');
+  const e = thrown(() => readNpy(bytes, 'noise.npy'), NpyFormatError);
   expect(e.file).toBe('noise.npy');
   expect(e.message).toMatch(/^noise\.npy: /);
   expect(e.message).toMatch(pattern);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readSafetensors, SafetensorsFormatError, writeSafetensors } from '../src/formats/safetensors.ts';
 import { tensor } from '../src/sampler/tensor.ts';
+import { thrown } from '../../test/helpers/thrown.ts';
 
 // Files are built by hand from the spec (https://github.com/huggingface/safetensors#format):
 // u64 little-endian header length N, N bytes of JSON, raw little-endian data.
@@ -24,15 +25,7 @@ function hex(b: Uint8Array): string {
 const F32_0_TO_5 = [0, 0, 0, 0, 0, 0, 0x80, 0x3f, 0, 0, 0, 0x40, 0, 0, 0x40, 0x40, 0, 0, 0x80, 0x40, 0, 0, 0xa0, 0x40];
 
 function expectStError(bytes: Uint8Array, pattern: RegExp, tensorName?: string): void {
-  let err: unknown;
-  try {
-    readSafetensors(bytes, 'stats.safetensors');
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(SafetensorsFormatError);
-  const e = err as SafetensorsFormatError;
-  expect(e.name).toBe('SafetensorsFormatError');
+  const e = thrown(() => readSafetensors(bytes, 'stats.safetensors'), SafetensorsFormatError);
   expect(e.file).toBe('stats.safetensors');
   expect(e.message).toMatch(/^stats\.safetensors: /);
   expect(e.message).toMatch(pattern);

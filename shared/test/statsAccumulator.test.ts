@@ -14,8 +14,8 @@ import {
   shardIds,
   sortIds,
   usageSummary,
-} from '../src/stats/statsAccumulator.ts';
-import type { MergeInput, PartialMetadata } from '../src/stats/statsAccumulator.ts';
+} from '../src/stats/index.ts';
+import type { MergeInput, PartialMetadata } from '../src/stats/index.ts';
 import { readSafetensors, writeSafetensors } from '../src/formats/safetensors.ts';
 import { decodeStatisticsMetadata } from '../src/schemas/statistics.ts';
 

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { readTorchStatistics, readTorchTensorDict, TorchFormatError, UnsafePickleError } from '../src/formats/torchPt.ts';
+import { thrown } from '../../test/helpers/thrown.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures: real torch.save output, with values listed independently in expected.json.
@@ -57,15 +58,7 @@ describe('readTorchStatistics on real torch.save files', () => {
 
   it('refuses the hostile pickle, naming the global, and runs nothing', () => {
     const file = 'hostile_reduce.pt';
-    let err: unknown;
-    try {
-      readTorchStatistics(fixture(file), file);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(UnsafePickleError);
-    const u = err as UnsafePickleError;
-    expect(u.name).toBe('UnsafePickleError');
+    const u = thrown(() => readTorchStatistics(fixture(file), file), UnsafePickleError);
     expect(u.offending).toBe('posix.system');
     expect(u.offset).toBe(207); // the GLOBAL opcode's offset in data.pkl, per pickletools
     expect(u.message).toContain('posix.system');

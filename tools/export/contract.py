@@ -19,21 +19,20 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 FAMILIES = ("dynamicrafter", "videocrafter", "svd")
 
 # component -> (input names in graph order, output names)
+def _vp_contract(frame_rate_input):
+    """DynamiCrafter and VideoCrafter1 differ only in the UNet's frame-rate input (fs / fps)."""
+    return {
+        "unet": (("x", "timestep", "context", frame_rate_input), ("out",)),
+        "vae_encoder": (("image",), ("latent",)),
+        "vae_decoder": (("latent",), ("image",)),
+        "text_encoder": (("input_ids",), ("text_embeds",)),
+        "image_encoder": (("image",), ("image_embeds",)),
+    }
+
+
 CONTRACT = {
-    "dynamicrafter": {
-        "unet": (("x", "timestep", "context", "fs"), ("out",)),
-        "vae_encoder": (("image",), ("latent",)),
-        "vae_decoder": (("latent",), ("image",)),
-        "text_encoder": (("input_ids",), ("text_embeds",)),
-        "image_encoder": (("image",), ("image_embeds",)),
-    },
-    "videocrafter": {
-        "unet": (("x", "timestep", "context", "fps"), ("out",)),
-        "vae_encoder": (("image",), ("latent",)),
-        "vae_decoder": (("latent",), ("image",)),
-        "text_encoder": (("input_ids",), ("text_embeds",)),
-        "image_encoder": (("image",), ("image_embeds",)),
-    },
+    "dynamicrafter": _vp_contract("fs"),
+    "videocrafter": _vp_contract("fps"),
     "svd": {
         "unet": (("sample", "timestep", "encoder_hidden_states", "added_time_ids"), ("out",)),
         "vae_encoder": (("image",), ("latent",)),

@@ -43,37 +43,29 @@ const imageEncoderTokens: ContractComponent = {
   outputs: [{ name: 'image_embeds', dtypes: F, dims: ['batch', 'tokens', 'dim'] }],
 };
 
+/** DynamiCrafter and VideoCrafter1 share every component but the UNet's latent channels and frame-rate input. */
+function vpComponents(xChannels: 'C' | 'C2', frameRateInput: 'fs' | 'fps'): Readonly<Record<string, ContractComponent>> {
+  return {
+    unet: {
+      inputs: [
+        { name: 'x', dtypes: F, dims: ['batch', xChannels, 'frames', 'h', 'w'] },
+        { name: 'timestep', dtypes: I, dims: ['batch'] },
+        { name: 'context', dtypes: F, dims: ['batch', 'ctx', 'dim'] },
+        { name: frameRateInput, dtypes: I, dims: ['batch'] },
+      ],
+      outputs: [{ name: 'out', dtypes: F, dims: ['batch', 'C', 'frames', 'h', 'w'] }],
+    },
+    vae_encoder: vaeEncoder,
+    vae_decoder: vaeDecoder,
+    text_encoder: textEncoder,
+    image_encoder: imageEncoderTokens,
+  };
+}
+
 export const BUNDLE_CONTRACT: Readonly<Record<Family, Readonly<Record<string, ContractComponent>>>> = {
-  dynamicrafter: {
-    unet: {
-      inputs: [
-        { name: 'x', dtypes: F, dims: ['batch', 'C2', 'frames', 'h', 'w'] },
-        { name: 'timestep', dtypes: I, dims: ['batch'] },
-        { name: 'context', dtypes: F, dims: ['batch', 'ctx', 'dim'] },
-        { name: 'fs', dtypes: I, dims: ['batch'] },
-      ],
-      outputs: [{ name: 'out', dtypes: F, dims: ['batch', 'C', 'frames', 'h', 'w'] }],
-    },
-    vae_encoder: vaeEncoder,
-    vae_decoder: vaeDecoder,
-    text_encoder: textEncoder,
-    image_encoder: imageEncoderTokens,
-  },
-  videocrafter: {
-    unet: {
-      inputs: [
-        { name: 'x', dtypes: F, dims: ['batch', 'C', 'frames', 'h', 'w'] },
-        { name: 'timestep', dtypes: I, dims: ['batch'] },
-        { name: 'context', dtypes: F, dims: ['batch', 'ctx', 'dim'] },
-        { name: 'fps', dtypes: I, dims: ['batch'] },
-      ],
-      outputs: [{ name: 'out', dtypes: F, dims: ['batch', 'C', 'frames', 'h', 'w'] }],
-    },
-    vae_encoder: vaeEncoder,
-    vae_decoder: vaeDecoder,
-    text_encoder: textEncoder,
-    image_encoder: imageEncoderTokens,
-  },
+  // DynamiCrafter concatenates the image latent to x (C2 = 2C) and takes the frame stride `fs`.
+  dynamicrafter: vpComponents('C2', 'fs'),
+  videocrafter: vpComponents('C', 'fps'),
   svd: {
     unet: {
       inputs: [

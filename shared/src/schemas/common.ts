@@ -82,3 +82,21 @@ export function toSchemaIssues(issues: readonly z.core.$ZodIssue[], allowedRootK
 export function formatIssues(where: string, what: string, issues: readonly SchemaIssue[]): string {
   return `${where}: ${what}:\n${issues.map((i) => `  - ${i.path}: ${i.message}`).join('\n')}`;
 }
+
+/** A document that does not fit its contract: every issue with its path, and where the document came from. */
+export abstract class ContractError extends Error {
+  readonly where: string;
+  readonly issues: readonly SchemaIssue[];
+  constructor(where: string, what: string, issues: readonly SchemaIssue[]) {
+    super(formatIssues(where, what, issues));
+    this.where = where;
+    this.issues = issues;
+  }
+}
+
+/** `schema.parse` with the input values kept for messages; on failure throws `error(issues)`. */
+export function parseOrThrow<S extends z.ZodType>(schema: S, json: unknown, error: (issues: SchemaIssue[]) => Error, allowedRootKeys?: readonly string[]): z.output<S> {
+  const r = schema.safeParse(json, { reportInput: true });
+  if (!r.success) throw error(toSchemaIssues(r.error.issues, allowedRootKeys));
+  return r.data;
+}

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import type { SchemaIssue } from './common.ts';
-import { arrayOf, formatIssues, ModelId, SafeRelativeKey, toSchemaIssues } from './common.ts';
+import { arrayOf, ContractError, ModelId, parseOrThrow, SafeRelativeKey } from './common.ts';
 import type { Family } from './family.ts';
 import { isVpFamily } from './family.ts';
 
@@ -91,22 +91,16 @@ export type JobRequest = z.output<typeof JobRequest>;
 export const JOB_REQUEST_FIELDS: readonly string[] = Object.keys(JobRequest.shape);
 
 /** Thrown for a request that does not fit the contract; lists every issue with its field. */
-export class InvalidRequestError extends Error {
+export class InvalidRequestError extends ContractError {
   override readonly name = 'InvalidRequestError';
-  readonly where: string;
-  readonly issues: readonly SchemaIssue[];
   constructor(where: string, issues: readonly SchemaIssue[]) {
-    super(formatIssues(where, 'invalid job request', issues));
-    this.where = where;
-    this.issues = issues;
+    super(where, 'invalid job request', issues);
   }
 }
 
 /** Validates a parsed JSON request and fills defaults; `where` names the upload in errors. */
 export function parseJobRequest(json: unknown, where: string): JobRequest {
-  const r = JobRequest.safeParse(json, { reportInput: true });
-  if (!r.success) throw new InvalidRequestError(where, toSchemaIssues(r.error.issues, JOB_REQUEST_FIELDS));
-  return r.data;
+  return parseOrThrow(JobRequest, json, (issues) => new InvalidRequestError(where, issues), JOB_REQUEST_FIELDS);
 }
 
 /**

@@ -4,7 +4,7 @@
  * limited to 256 KB).
  */
 import { z } from 'zod';
-import { ModelId, SafeRelativeKey, formatIssues, toSchemaIssues } from './common.ts';
+import { ModelId, SafeRelativeKey, formatIssues, parseOrThrow } from './common.ts';
 import { Family } from './family.ts';
 import { JOB_ID_PATTERN } from './layout.ts';
 import { Compat, OutputFormat } from './jobRequest.ts';
@@ -61,7 +61,5 @@ export class JobSpecError extends Error {
 }
 
 export function parseJobSpec(json: unknown, where: string): JobSpec {
-  const r = JobSpec.safeParse(json, { reportInput: true });
-  if (!r.success) throw new JobSpecError(formatIssues(where, 'invalid job spec', toSchemaIssues(r.error.issues)));
-  return r.data;
+  return parseOrThrow(JobSpec, json, (issues) => new JobSpecError(formatIssues(where, 'invalid job spec', issues)));
 }

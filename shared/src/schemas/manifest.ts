@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import type { SchemaIssue } from './common.ts';
-import { arrayOf, formatIssues, ModelId, SafeRelativeKey, toSchemaIssues } from './common.ts';
+import { arrayOf, ContractError, ModelId, parseOrThrow, SafeRelativeKey } from './common.ts';
 import { Family, isVpFamily } from './family.ts';
 import { familyIssues, TunableFields } from './jobRequest.ts';
 
@@ -180,20 +180,14 @@ export type ManifestInput = z.input<typeof Manifest>;
 export type Manifest = z.output<typeof Manifest>;
 
 /** Thrown for a manifest that does not fit the contract; lists every issue with its path. */
-export class ManifestError extends Error {
+export class ManifestError extends ContractError {
   override readonly name = 'ManifestError';
-  readonly where: string;
-  readonly issues: readonly SchemaIssue[];
   constructor(where: string, issues: readonly SchemaIssue[]) {
-    super(formatIssues(where, 'invalid model manifest', issues));
-    this.where = where;
-    this.issues = issues;
+    super(where, 'invalid model manifest', issues);
   }
 }
 
 /** Validates a parsed manifest.json; `where` (its path or S3 key) is named in errors. */
 export function parseManifest(json: unknown, where: string): Manifest {
-  const r = Manifest.safeParse(json, { reportInput: true });
-  if (!r.success) throw new ManifestError(where, toSchemaIssues(r.error.issues));
-  return r.data;
+  return parseOrThrow(Manifest, json, (issues) => new ManifestError(where, issues));
 }

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import type { Tensor } from '#shared/sampler';
 import type { SchemaIssue } from './common.ts';
-import { arrayOf, formatIssues, toSchemaIssues } from './common.ts';
+import { arrayOf, ContractError, toSchemaIssues } from './common.ts';
 import { Family } from './family.ts';
 
 export const STATISTICS_FORMAT = 'cil-stats/1';
@@ -39,14 +39,10 @@ export const StatisticsMetadata = z.strictObject(statisticsShape);
 export type StatisticsMetadata = z.infer<typeof StatisticsMetadata>;
 
 /** Thrown for statistics metadata or tensors that do not fit the contract. */
-export class StatisticsFormatError extends Error {
+export class StatisticsFormatError extends ContractError {
   override readonly name = 'StatisticsFormatError';
-  readonly where: string;
-  readonly issues: readonly SchemaIssue[];
   constructor(where: string, issues: readonly SchemaIssue[]) {
-    super(formatIssues(where, 'invalid statistics file', issues));
-    this.where = where;
-    this.issues = issues;
+    super(where, 'invalid statistics file', issues);
   }
 }
 

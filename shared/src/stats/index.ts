@@ -3,4 +3,7 @@
  * accumulator, sharding and clip choice, the partial (per-shard) file, merging, and the final
  * statistics file that `#shared/schemas` describes.
  */
-export * from './statsAccumulator.ts';
+export * from './moments.ts';
+export * from './dataset.ts';
+export * from './partial.ts';
+export * from './final.ts';
