@@ -163,9 +163,19 @@ export function batchSyncPolicy(scope: Construct, jobQueueArns: readonly string[
   ];
 }
 
+export interface WorkflowProps {
+  readonly comment: string;
+  readonly start: sfn.IChainable;
+  readonly timeout: Duration;
+  readonly logGroup: logs.ILogGroup;
+  readonly includeExecutionData: boolean;
+  /** The Batch queues and job definitions its `submitJob.sync` tasks use (batchSyncPolicy). */
+  readonly batchJobs?: { readonly queueArns: readonly string[]; readonly jobDefinitionArns: readonly string[] };
+}
+
 /** Every workflow is a STANDARD state machine with X-Ray tracing and every event logged. */
-export function workflowStateMachine(scope: Construct, p: { readonly comment: string; readonly start: sfn.IChainable; readonly timeout: Duration; readonly logGroup: logs.ILogGroup; readonly includeExecutionData: boolean }): sfn.StateMachine {
-  return new sfn.StateMachine(scope, 'StateMachine', {
+export function workflowStateMachine(scope: Construct, p: WorkflowProps): sfn.StateMachine {
+  const sm = new sfn.StateMachine(scope, 'StateMachine', {
     comment: p.comment,
     stateMachineType: sfn.StateMachineType.STANDARD,
     definitionBody: sfn.DefinitionBody.fromChainable(p.start),
@@ -173,6 +183,8 @@ export function workflowStateMachine(scope: Construct, p: { readonly comment: st
     tracingEnabled: true,
     logs: { destination: p.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: p.includeExecutionData },
   });
+  if (p.batchJobs) for (const st of batchSyncPolicy(scope, p.batchJobs.queueArns, p.batchJobs.jobDefinitionArns)) sm.addToRolePolicy(st);
+  return sm;
 }
 
 /**

@@ -48,7 +48,7 @@ import type { CilConfig } from '../config.ts';
 import { FINETUNE_COMMANDS, FINETUNE_ENV, FINETUNE_PREFIXES as P, FINETUNE_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
 import { REPO_ROOT, dockerignorePatterns } from '../paths.ts';
 import type { DataStorage } from '../storage.ts';
-import { BATCH_RETRY, SFN_RETRY, batchSyncPolicy, childExecutionPolicy, notifyStep, workflowStateMachine } from './asl.ts';
+import { BATCH_RETRY, SFN_RETRY, childExecutionPolicy, notifyStep, workflowStateMachine } from './asl.ts';
 
 /** The fine-tuning image: Python, torch, the models' dependencies, the AWS CLI and tools/. */
 export const FINETUNE_DOCKERFILE = 'tools/finetune/Dockerfile';
@@ -387,11 +387,9 @@ export class FinetuneWorkflow extends Construct {
       timeout: trainTimeout.plus(Duration.hours(6 + c.statisticsTimeoutHours + 4 + 4 + 1)),
       logGroup: props.logGroup,
       includeExecutionData: c.includeExecutionData,
+      batchJobs: { queueArns: [this.jobQueue.jobQueueArn, gpu.jobQueue.jobQueueArn], jobDefinitionArns: [this.trainJob.jobDefinitionArn, this.exportJob.jobDefinitionArn, this.publishJob.jobDefinitionArn] },
     });
     const sm = this.stateMachine;
-    for (const s of batchSyncPolicy(this, [this.jobQueue.jobQueueArn, gpu.jobQueue.jobQueueArn], [this.trainJob.jobDefinitionArn, this.exportJob.jobDefinitionArn, this.publishJob.jobDefinitionArn])) {
-      sm.addToRolePolicy(s);
-    }
     for (const st of childExecutionPolicy(this, props.statistics.stateMachineArn)) sm.addToRolePolicy(st);
     props.topicKey?.grant(sm, 'kms:GenerateDataKey*', 'kms:Decrypt');
     (sm.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'finetune');

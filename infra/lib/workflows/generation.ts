@@ -18,7 +18,7 @@ import type { Family } from '#shared/schemas';
 import type { GpuBatch } from '../compute.ts';
 import type { CilConfig } from '../config.ts';
 import { GENERATION_STATES as S, WORKER_ENV, WORKFLOW_METADATA_KEY, failedStateName, sizeStateName } from '../names.ts';
-import { HANDLER_RETRY, LAMBDA_RETRY, batchSubmitJobSync, batchSyncPolicy, workflowStateMachine } from './asl.ts';
+import { HANDLER_RETRY, LAMBDA_RETRY, batchSubmitJobSync, workflowStateMachine } from './asl.ts';
 
 export interface GenerationFunctions {
   readonly validate: lambda.IFunction;
@@ -150,10 +150,8 @@ export class GenerationWorkflow extends Construct {
       timeout: Duration.hours(c.generateTimeoutHours + 1),
       logGroup: props.logGroup,
       includeExecutionData: c.includeExecutionData,
+      batchJobs: { queueArns: [props.batch.jobQueue.jobQueueArn], jobDefinitionArns: [props.batch.generateJob.jobDefinitionArn] },
     });
-    for (const s of batchSyncPolicy(this, [props.batch.jobQueue.jobQueueArn], [props.batch.generateJob.jobDefinitionArn])) {
-      this.stateMachine.addToRolePolicy(s);
-    }
     (this.stateMachine.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'generation');
   }
 }

@@ -18,7 +18,7 @@ import type { GpuBatch } from '../compute.ts';
 import type { CilConfig } from '../config.ts';
 import { STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, STATISTICS_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
 import { PREFIX } from '#shared/schemas';
-import { batchSubmitJobSync, batchSyncPolicy, notifyStep, workflowStateMachine } from './asl.ts';
+import { batchSubmitJobSync, notifyStep, workflowStateMachine } from './asl.ts';
 
 /** Batch array jobs have 2 to 10 000 children. */
 export const MIN_SHARDS = 2;
@@ -116,10 +116,8 @@ export class StatisticsWorkflow extends Construct {
       timeout: Duration.hours(c.statisticsTimeoutHours + 3),
       logGroup: props.logGroup,
       includeExecutionData: c.includeExecutionData,
+      batchJobs: { queueArns: [batch.jobQueue.jobQueueArn], jobDefinitionArns: [batch.statisticsShardJob.jobDefinitionArn, batch.statisticsMergeJob.jobDefinitionArn] },
     });
-    for (const s of batchSyncPolicy(this, [batch.jobQueue.jobQueueArn], [batch.statisticsShardJob.jobDefinitionArn, batch.statisticsMergeJob.jobDefinitionArn])) {
-      this.stateMachine.addToRolePolicy(s);
-    }
     props.topicKey?.grant(this.stateMachine, 'kms:GenerateDataKey*', 'kms:Decrypt');
     (this.stateMachine.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'statistics');
   }
