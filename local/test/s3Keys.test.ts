@@ -23,14 +23,14 @@ import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-s
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobIdFor } from '#shared/schemas';
-import { loadLocalDefinitions } from '../local/src/definitions.ts';
-import { readExecutionFile } from '../local/src/executions.ts';
-import { CLI_ENTRY } from '../local/src/paths.ts';
-import { localS3Client, startS3Server } from '../local/src/s3.ts';
-import type { LocalS3Server } from '../local/src/s3.ts';
-import { MAX_LAST_SEGMENT_BYTES, NAME_MAX_BYTES } from '../local/src/s3Keys.ts';
-import { testCardPng } from '../local/src/testCard.ts';
-import { DEFINITIONS_CACHE } from './helpers/local.ts';
+import { loadLocalDefinitions } from '../src/definitions.ts';
+import { readExecutionFile } from '../src/executions.ts';
+import { CLI_ENTRY } from '../src/paths.ts';
+import { localS3Client, startS3Server } from '../src/s3.ts';
+import type { LocalS3Server } from '../src/s3.ts';
+import { MAX_LAST_SEGMENT_BYTES, NAME_MAX_BYTES } from '../src/s3Keys.ts';
+import { testCardPng } from '../src/testCard.ts';
+import { DEFINITIONS_CACHE } from '../../test/helpers/local.ts';
 
 const BUCKET = 'cil-data';
 

@@ -5,13 +5,13 @@
 import { readFileSync } from 'node:fs';
 import { basename, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
-import type { JobStatus, RemoteClients, StackInfo } from './remoteOps.ts';
-import { intArg } from './args.ts';
-import { UsageError } from './errors.ts';
-import type { RequestFlags } from './jobFlags.ts';
-import { addRequestOptions, requestFromFlags } from './jobFlags.ts';
-import { printable, printableJson } from './printable.ts';
-import { JobReporter } from './progress.ts';
+import type { JobStatus, RemoteClients, StackInfo } from './ops.ts';
+import { intArg } from '../args.ts';
+import { UsageError } from '../errors.ts';
+import type { RequestFlags } from '../jobFlags.ts';
+import { addRequestOptions, requestFromFlags } from '../jobFlags.ts';
+import { printable, printableJson } from '../printable.ts';
+import { JobReporter } from '../progress.ts';
 
 interface StackFlags {
   stack?: string;
@@ -27,7 +27,7 @@ function addStackOptions(cmd: Command): Command {
 }
 
 async function connect(o: StackFlags): Promise<{ clients: RemoteClients; stack: StackInfo; close: () => void }> {
-  const ops = await import('./remoteOps.ts');
+  const ops = await import('./ops.ts');
   const { S3Client } = await import('@aws-sdk/client-s3');
   const { SFNClient } = await import('@aws-sdk/client-sfn');
   const { BatchClient } = await import('@aws-sdk/client-batch');
@@ -94,7 +94,7 @@ export function registerRemote(program: Command): void {
     } catch (e) {
       throw new UsageError(`${image}: cannot read the image (${(e as Error).message})`);
     }
-    const ops = await import('./remoteOps.ts');
+    const ops = await import('./ops.ts');
     const { clients, stack, close } = await connect(o);
     try {
       const s = await ops.submitImage(clients, stack, bytes, basename(image), request, o.key);
@@ -116,7 +116,7 @@ export function registerRemote(program: Command): void {
       .description('show a job: its workflow step, its Batch job, its outputs (or why it failed)')
       .option('--json', 'print JSON'),
   ).action(async (job: string, o: StackFlags & { json?: boolean }) => {
-    const ops = await import('./remoteOps.ts');
+    const ops = await import('./ops.ts');
     const { clients, stack, close } = await connect(o);
     try {
       process.exitCode = printStatus(await ops.jobStatus(clients, stack, job), o.json === true);
@@ -131,7 +131,7 @@ export function registerRemote(program: Command): void {
       .description('download a job\'s outputs (video.mp4, video.gif, poster, metadata, result) into <out>/<job>/')
       .option('--out <dir>', 'folder to download into', '.'),
   ).action(async (job: string, o: StackFlags & { out: string }) => {
-    const ops = await import('./remoteOps.ts');
+    const ops = await import('./ops.ts');
     const { clients, stack, close } = await connect(o);
     try {
       const files = await ops.fetchOutputs(clients, stack, job, resolve(o.out));

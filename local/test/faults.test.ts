@@ -9,11 +9,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { FaultInjectionError, keyOfPath, startS3FaultProxy, TaskFaults } from '../local/src/faults.ts';
-import type { S3FaultProxy } from '../local/src/faults.ts';
-import { LOCAL_CREDENTIALS, startS3Server } from '../local/src/s3.ts';
-import type { LocalS3Server } from '../local/src/s3.ts';
-import { makeS3Client } from '../functions/src/s3.ts';
+import { FaultInjectionError, keyOfPath, startS3FaultProxy, TaskFaults } from '../src/faults.ts';
+import type { S3FaultProxy } from '../src/faults.ts';
+import { LOCAL_CREDENTIALS, startS3Server } from '../src/s3.ts';
+import type { LocalS3Server } from '../src/s3.ts';
+import { makeS3Client } from '../../functions/src/s3.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'cil-local-faults-'));
 let server: LocalS3Server;

@@ -1,23 +1,23 @@
 /**
- * Glue Lambdas between S3 events and the workflows.
+ * The starter's logic, pure but for the Step Functions client it is handed (handler.ts is the
+ * Lambda adapter).
  *
- * `handler` (the "starter"): target of the EventBridge rules on object-created events. EventBridge
+ * The starter: target of the EventBridge rules on object-created events. EventBridge
  * cannot hash, and a Step Functions execution name is the only thing AWS guarantees unique, so the
  * starter derives the name from the object (`jobIdFor(bucket, key, version)`) and starts the
  * workflow under it. A duplicate delivery of the same event gets ExecutionAlreadyExists, which is
  * the desired outcome (one upload → one run), so it counts as success.
  *
- * `prepareItemHandler`: first state of each batch-production item. It checks one manifest line
+ * `prepareItem`: first state of each batch-production item. It checks one manifest line
  * and turns it into the generation workflow's input, with a job id derived from the manifest's
  * key, version and line number (so a re-driven map run cannot start a second run for a line).
  */
-import { Logger } from '@aws-lambda-powertools/logger';
-import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
-import type { EventBridgeEvent } from 'aws-lambda';
+import { StartExecutionCommand } from '@aws-sdk/client-sfn';
+import type { SFNClient } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
 import { isSafeRelativeKey } from '#shared/schemas';
 import { IMAGE_EXTENSIONS, PREFIX, jobIdFor } from '#shared/schemas';
-import { LAMBDA_ENV } from '../lib/names.ts';
+import { InvalidManifestLine } from '../errors.ts';
 
 /** The `detail` of an S3 "Object Created" event delivered by EventBridge (the fields used here). */
 export interface ObjectCreatedDetail {
@@ -103,16 +103,6 @@ export function planStart(detail: ObjectCreatedDetail): StartPlan {
   return { kind: 'ignored', reason: `key '${key}' is neither an image under ${PREFIX.inputs} nor a .jsonl manifest under ${PREFIX.batches}` };
 }
 
-export class StarterConfigError extends Error {
-  override readonly name = 'StarterConfigError';
-}
-
-function requiredEnv(name: string): string {
-  const v = process.env[name];
-  if (!v) throw new StarterConfigError(`environment variable ${name} is not set (the stack sets it on the function)`);
-  return v;
-}
-
 export type StartOutcome = 'started' | 'duplicate';
 
 /** Starts an execution; an execution of that name already existing means this event was a duplicate. */
@@ -124,27 +114,6 @@ export async function startNamedExecution(sfn: Pick<SFNClient, 'send'>, stateMac
     if (e instanceof Error && e.name === 'ExecutionAlreadyExists') return 'duplicate';
     throw e;
   }
-}
-
-const logger = new Logger({ serviceName: 'cil-starter' });
-let sfnClient: SFNClient | undefined;
-
-export async function handler(event: EventBridgeEvent<'Object Created', ObjectCreatedDetail>): Promise<{ outcome: StartOutcome | 'ignored'; name?: string }> {
-  const plan = planStart(event.detail);
-  if (plan.kind === 'ignored') {
-    logger.warn('event ignored', { reason: plan.reason, eventId: event.id });
-    return { outcome: 'ignored' };
-  }
-  const arn = requiredEnv(plan.kind === 'generation' ? LAMBDA_ENV.generationStateMachineArn : LAMBDA_ENV.batchStateMachineArn);
-  sfnClient ??= new SFNClient({});
-  const outcome = await startNamedExecution(sfnClient, arn, plan.name, plan.input);
-  logger.info(outcome === 'started' ? 'execution started' : 'duplicate event: execution already exists', {
-    workflow: plan.kind,
-    name: plan.name,
-    key: plan.input.key,
-    eventId: event.id,
-  });
-  return { outcome, name: plan.name };
 }
 
 /** What the batch-production map hands each item (see infra/lib/workflows/batch.ts). */
@@ -164,10 +133,6 @@ export const ManifestLine = z.strictObject({
   image: z.string().min(1).max(1024),
   request: z.record(z.string(), z.unknown()).optional(),
 });
-
-export class InvalidManifestLine extends Error {
-  override readonly name = 'InvalidManifestLine';
-}
 
 /**
  * Checks one manifest line and builds the generation input for it. The image must be under
@@ -201,6 +166,3 @@ export function prepareItem(item: ManifestItem): GenerationInput {
   };
 }
 
-export function prepareItemHandler(item: ManifestItem): Promise<GenerationInput> {
-  return Promise.resolve(prepareItem(item));
-}

@@ -8,11 +8,21 @@
  *   that fits no instance).
  *
  * Metrics are written as CloudWatch Embedded Metric Format log lines, which CloudWatch Logs turns
- * into metrics: no PutMetricData call, no permission for it, no extra SDK in the bundle.
+ * into metrics: no PutMetricData call, no permission for it, no extra SDK in the bundle. This
+ * module is pure (handler.ts is the Lambda adapter); the metric names are a contract with the
+ * dashboard and alarms (infra/lib/observability.ts).
  */
-import { BatchClient, paginateListJobs } from '@aws-sdk/client-batch';
-import type { EventBridgeEvent } from 'aws-lambda';
-import { LAMBDA_ENV, METRIC_NAMES, METRICS_NAMESPACE } from '../lib/names.ts';
+
+/** CloudWatch namespace of the metrics this stack publishes itself. */
+export const METRICS_NAMESPACE = 'CIL/Pipeline';
+
+export const METRIC_NAMES = Object.freeze({
+  gpuMinutes: 'GpuMinutes',
+  batchJobsSucceeded: 'BatchJobsSucceeded',
+  batchJobsFailed: 'BatchJobsFailed',
+  runnableJobs: 'RunnableJobs',
+  oldestRunnableSeconds: 'OldestRunnableSeconds',
+});
 
 interface ResourceRequirement {
   readonly type?: string;
@@ -92,37 +102,4 @@ export function emfRecord(namespace: string, metrics: readonly Metric[], nowMs: 
   };
   for (const m of metrics) record[m.name] = m.value;
   return JSON.stringify(record);
-}
-
-export class MetricsConfigError extends Error {
-  override readonly name = 'MetricsConfigError';
-}
-
-let batch: BatchClient | undefined;
-
-async function runnableCreatedAt(client: BatchClient, jobQueue: string): Promise<number[]> {
-  const out: number[] = [];
-  for await (const page of paginateListJobs({ client }, { jobQueue, jobStatus: 'RUNNABLE' })) {
-    for (const j of page.jobSummaryList ?? []) if (typeof j.createdAt === 'number') out.push(j.createdAt);
-  }
-  return out;
-}
-
-type Event = EventBridgeEvent<'Batch Job State Change', BatchJobStateDetail> | EventBridgeEvent<'Scheduled Event', unknown>;
-
-export async function handler(event: Event): Promise<void> {
-  const namespace = process.env[LAMBDA_ENV.metricsNamespace] ?? METRICS_NAMESPACE;
-  const now = Date.now();
-  if (event['detail-type'] === 'Batch Job State Change') {
-    const detail = event.detail;
-    const metrics = jobMetrics(detail);
-    if (metrics.length > 0) process.stdout.write(`${emfRecord(namespace, metrics, now, { jobId: detail.jobId ?? '', jobName: detail.jobName ?? '' })}\n`);
-    return;
-  }
-  const queue = process.env[LAMBDA_ENV.jobQueueArn];
-  if (!queue) throw new MetricsConfigError(`environment variable ${LAMBDA_ENV.jobQueueArn} is not set (the stack sets it on the function)`);
-  batch ??= new BatchClient({});
-  const created = await runnableCreatedAt(batch, queue);
-  // Written with process.stdout, not console: EMF must be the whole log line.
-  process.stdout.write(`${emfRecord(namespace, runnableMetrics(created, now), now)}\n`);
 }

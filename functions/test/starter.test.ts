@@ -1,18 +1,14 @@
 /**
- * The glue Lambdas of infra/runtime: starter (idempotent execution names), prepareItem (manifest
- * lines), batchSummary, batchMetrics. AWS calls go to aws-sdk-client-mock.
+ * The starter (idempotent execution names) and PrepareItem (manifest lines) of
+ * functions/src/starter. AWS calls go to aws-sdk-client-mock.
  */
 import { createHash } from 'node:crypto';
-import { S3Client, PutObjectCommand } from '@aws-sdk/client-s3';
-import { DescribeMapRunCommand, ExecutionAlreadyExists, ListMapRunsCommand, SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
-import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
+import { ExecutionAlreadyExists, SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
-import { emfRecord, gpuCount, jobMetrics, runMinutes, runnableMetrics } from '../runtime/batchMetrics.ts';
-import type { SummaryEvent } from '../runtime/batchSummary.ts';
-import { buildSummary, subjectFor, summarize } from '../runtime/batchSummary.ts';
-import type { ObjectCreatedDetail } from '../runtime/starter.ts';
-import { InvalidManifestLine, planStart, prepareItem, startNamedExecution } from '../runtime/starter.ts';
+import { InvalidManifestLine } from '../src/errors.ts';
+import type { ObjectCreatedDetail } from '../src/starter/core.ts';
+import { planStart, prepareItem, startNamedExecution } from '../src/starter/core.ts';
 
 /** The job id formula of shared/src/schemas/layout.ts, written out independently. */
 function expectedJobId(bucket: string, key: string, version: string): string {
@@ -70,14 +66,9 @@ describe('planStart', () => {
   });
 });
 
-// One mock per client class (a second mockClient of the same class would replace the first).
 const sfn = mockClient(SFNClient);
-const s3 = mockClient(S3Client);
-const sns = mockClient(SNSClient);
 afterEach(() => {
   sfn.reset();
-  s3.reset();
-  sns.reset();
 });
 
 describe('startNamedExecution', () => {
@@ -129,82 +120,3 @@ describe('prepareItem', () => {
   });
 });
 
-describe('batchSummary', () => {
-  const event: SummaryEvent = {
-    batch: { batchId: 'j-aaa', batchName: 'spring', bucket: 'cil-data', key: 'batches/spring.jsonl', versionId: 'v9', etag: 'e', reportPrefix: 'reports/spring/' },
-    executionArn: 'arn:aws:states:us-east-1:1:execution:Batch:j-aaa',
-    startedAt: '2025-01-01T00:00:00Z',
-  };
-  it('writes reports/<name>/summary.json with the map run counts and publishes it', async () => {
-    sfn.on(ListMapRunsCommand).resolves({ mapRuns: [{ mapRunArn: 'arn:maprun', executionArn: event.executionArn, stateMachineArn: 'arn:sm', startDate: new Date() }] });
-    sfn.on(DescribeMapRunCommand).resolves({ itemCounts: { total: 10, succeeded: 9, failed: 1, timedOut: 0, aborted: 0, pending: 0, running: 0, resultsWritten: 10 } });
-    const clients = { sfn: new SFNClient({ region: 'us-east-1' }), s3: new S3Client({ region: 'us-east-1' }), sns: new SNSClient({ region: 'us-east-1' }) };
-    const r = await summarize(event, clients, 'arn:topic', new Date('2025-01-01T01:00:00Z'));
-    expect(r).toEqual({ summaryKey: 'reports/spring/summary.json', status: 'SUCCEEDED', items: { total: 10, succeeded: 9, failed: 1, timedOut: 0, aborted: 0, pending: 0, running: 0 } });
-    const put = s3.commandCalls(PutObjectCommand)[0]?.args[0].input;
-    expect(put?.Bucket).toBe('cil-data');
-    expect(put?.Key).toBe('reports/spring/summary.json');
-    const body = JSON.parse(put?.Body as string) as Record<string, unknown>;
-    expect(body).toMatchObject({ format: 'cil-batch-summary/1', status: 'SUCCEEDED', mapRunArn: 'arn:maprun', finishedAt: '2025-01-01T01:00:00.000Z' });
-    const pub = sns.commandCalls(PublishCommand)[0]?.args[0].input;
-    expect(pub?.TopicArn).toBe('arn:topic');
-    expect(pub?.Subject).toBe('CIL batch spring: SUCCEEDED (9/10 succeeded, 1 failed)');
-  });
-
-  it('reports a failed map (tolerance exceeded) as FAILED with its error, even with no map run', () => {
-    const failed = { ...event, batch: { ...event.batch, mapError: { Error: 'States.ExceedToleratedFailureThreshold', Cause: 'too many' } } };
-    const s = buildSummary(failed, null, null, '2025-01-01T01:00:00Z');
-    expect(s.status).toBe('FAILED');
-    expect(s.error).toEqual({ error: 'States.ExceedToleratedFailureThreshold', cause: 'too many' });
-    expect(subjectFor(s)).toBe('CIL batch spring: FAILED');
-  });
-});
-
-describe('batchMetrics', () => {
-  const job = {
-    jobId: 'id',
-    status: 'SUCCEEDED',
-    container: { resourceRequirements: [{ type: 'VCPU', value: '4' }, { type: 'GPU', value: '1' }] },
-    // Two attempts: 10 min cut short by a Spot reclaim, then 25 min.
-    attempts: [
-      { startedAt: 0, stoppedAt: 600_000 },
-      { startedAt: 900_000, stoppedAt: 900_000 + 1_500_000 },
-    ],
-  };
-
-  it('counts GPU-minutes over every attempt', () => {
-    expect(gpuCount(job)).toBe(1);
-    expect(runMinutes(job)).toBe(35);
-    expect(jobMetrics(job)).toEqual([
-      { name: 'BatchJobsSucceeded', value: 1, unit: 'Count' },
-      { name: 'GpuMinutes', value: 35, unit: 'None' },
-    ]);
-    const twoGpus = { ...job, status: 'FAILED', container: { resourceRequirements: [{ type: 'GPU', value: '2' }] } };
-    expect(jobMetrics(twoGpus)).toEqual([
-      { name: 'BatchJobsFailed', value: 1, unit: 'Count' },
-      { name: 'GpuMinutes', value: 70, unit: 'None' },
-    ]);
-  });
-
-  it('counts CPU-only jobs and array parents without GPU-minutes, and ignores other states', () => {
-    expect(jobMetrics({ status: 'SUCCEEDED', arrayProperties: { size: 4 } })).toEqual([{ name: 'BatchJobsSucceeded', value: 1, unit: 'Count' }]);
-    expect(jobMetrics({ ...job, status: 'RUNNING' })).toEqual([]);
-  });
-
-  it('measures the oldest RUNNABLE wait (0 when none waits)', () => {
-    expect(runnableMetrics([], 1_000_000)).toEqual([
-      { name: 'RunnableJobs', value: 0, unit: 'Count' },
-      { name: 'OldestRunnableSeconds', value: 0, unit: 'Seconds' },
-    ]);
-    expect(runnableMetrics([400_000, 100_000, 700_000], 1_000_000)[1]?.value).toBe(900);
-  });
-
-  it('writes Embedded Metric Format records', () => {
-    const rec = JSON.parse(emfRecord('CIL/Pipeline', [{ name: 'GpuMinutes', value: 3, unit: 'None' }], 42, { jobId: 'x' })) as Record<string, unknown>;
-    expect(rec).toEqual({
-      _aws: { Timestamp: 42, CloudWatchMetrics: [{ Namespace: 'CIL/Pipeline', Dimensions: [[]], Metrics: [{ Name: 'GpuMinutes', Unit: 'None' }] }] },
-      jobId: 'x',
-      GpuMinutes: 3,
-    });
-  });
-});

@@ -1,14 +1,16 @@
 /**
  * Last step of the batch-production workflow, whether the Distributed Map succeeded or failed:
  * looks up the map run's item counts, writes `reports/<batchName>/summary.json` beside the map
- * run's own result files, and publishes the summary to the notification topic.
+ * run's own result files, and publishes the summary to the notification topic. The logic, with
+ * its clients handed in; handler.ts is the Lambda adapter.
  */
-import { Logger } from '@aws-lambda-powertools/logger';
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { SFNClient, DescribeMapRunCommand, ListMapRunsCommand } from '@aws-sdk/client-sfn';
-import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
-import { LAMBDA_ENV } from '../lib/names.ts';
-import type { BatchInput } from './starter.ts';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { DescribeMapRunCommand, ListMapRunsCommand } from '@aws-sdk/client-sfn';
+import type { SFNClient } from '@aws-sdk/client-sfn';
+import { PublishCommand } from '@aws-sdk/client-sns';
+import type { SNSClient } from '@aws-sdk/client-sns';
+import type { BatchInput } from '../starter/core.ts';
 
 export const SUMMARY_FORMAT = 'cil-batch-summary/1';
 
@@ -107,10 +109,6 @@ async function mapRunOf(sfn: Clients['sfn'], executionArn: string): Promise<{ ar
   };
 }
 
-export class SummaryConfigError extends Error {
-  override readonly name = 'SummaryConfigError';
-}
-
 /** Looks up, writes and publishes the summary; returns a small result for the workflow. */
 export async function summarize(event: SummaryEvent, clients: Clients, topicArn: string, now: Date): Promise<{ summaryKey: string; status: BatchSummary['status']; items: ItemCounts | null }> {
   const run = await mapRunOf(clients.sfn, event.executionArn);
@@ -120,16 +118,4 @@ export async function summarize(event: SummaryEvent, clients: Clients, topicArn:
   await clients.s3.send(new PutObjectCommand({ Bucket: event.batch.bucket, Key: key, Body: body, ContentType: 'application/json' }));
   await clients.sns.send(new PublishCommand({ TopicArn: topicArn, Subject: subjectFor(summary), Message: body }));
   return { summaryKey: key, status: summary.status, items: summary.items };
-}
-
-const logger = new Logger({ serviceName: 'cil-batch-summary' });
-let clients: Clients | undefined;
-
-export async function handler(event: SummaryEvent): Promise<{ summaryKey: string; status: BatchSummary['status']; items: ItemCounts | null }> {
-  const topicArn = process.env[LAMBDA_ENV.topicArn];
-  if (!topicArn) throw new SummaryConfigError(`environment variable ${LAMBDA_ENV.topicArn} is not set (the stack sets it on the function)`);
-  clients ??= { sfn: new SFNClient({}), s3: new S3Client({}), sns: new SNSClient({}) };
-  const r = await summarize(event, clients, topicArn, new Date());
-  logger.info('batch summary written', { batchName: event.batch.batchName, ...r });
-  return r;
 }

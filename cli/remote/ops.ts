@@ -9,15 +9,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DescribeJobsCommand } from '@aws-sdk/client-batch';
 import type { BatchClient } from '@aws-sdk/client-batch';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DescribeExecutionCommand, GetExecutionHistoryCommand } from '@aws-sdk/client-sfn';
 import type { HistoryEvent, SFNClient } from '@aws-sdk/client-sfn';
-import { DEFAULT_STACK_NAME, OUTPUTS } from '../infra/lib/names.ts';
-import { isJobId, jobIdFor, jobKeys, sidecarKey } from '#shared/schemas';
-import { downloadPrefix } from '../local/src/follow.ts';
-import type { ExecutionObserver } from '../local/src/follow.ts';
-import { contentTypeOf, executionArnOf, uploadKeyFor } from '../local/src/keys.ts';
+import { isJobId, jobKeys } from '#shared/schemas';
+import { getObjectBytes } from '../../functions/src/location.ts';
+import { DEFAULT_STACK_NAME, executionArnOf, OUTPUTS } from '../../infra/lib/names.ts';
+import type { ExecutionObserver } from './client.ts';
+import { contentTypeOf, downloadPrefix, uploadImage, uploadKeyFor } from './client.ts';
 
 /** The stack name `cdk deploy` uses unless `-c cil:stackName=…`. */
 export const DEFAULT_STACK = DEFAULT_STACK_NAME;
@@ -130,15 +130,8 @@ export interface Submitted {
 /** Uploads the sidecar request (if any), then the image, whose object-created event starts the job. */
 export async function submitImage(c: Pick<RemoteClients, 's3'>, stack: StackInfo, image: Uint8Array, fileName: string, request: Readonly<Record<string, unknown>>, key?: string): Promise<Submitted> {
   const k = key ?? uploadKeyFor(fileName, image, request);
-  // The sidecar goes first: the image upload is what starts the job (docs/functions.md).
-  if (Object.keys(request).length > 0) {
-    await c.s3.send(new PutObjectCommand({ Bucket: stack.bucket, Key: sidecarKey(k), Body: JSON.stringify(request), ContentType: 'application/json' }));
-  }
-  const r = await c.s3.send(new PutObjectCommand({ Bucket: stack.bucket, Key: k, Body: image, ContentType: contentTypeOf(k) }));
-  const etag = (r.ETag ?? '').replace(/^"|"$/g, '');
-  const versionId = r.VersionId ?? null;
-  const jobId = jobIdFor(stack.bucket, k, versionId ?? etag);
-  return { jobId, key: k, executionArn: executionArnOf(stack.generationStateMachineArn, jobId), versionId, etag };
+  const u = await uploadImage(c.s3, stack.bucket, k, image, { request: Object.keys(request).length > 0 ? request : null, contentType: contentTypeOf(k) });
+  return { jobId: u.jobId, key: k, executionArn: executionArnOf(stack.generationStateMachineArn, u.jobId), versionId: u.versionId, etag: u.etag };
 }
 
 export interface BatchJobState {
@@ -194,8 +187,9 @@ export function enteredStates(events: readonly HistoryEvent[]): { name: string; 
   return events.filter((e) => e.type?.endsWith('StateEntered') && e.stateEnteredEventDetails?.name).map((e) => ({ name: e.stateEnteredEventDetails!.name!, at: e.timestamp ?? null }));
 }
 
+/** DescribeExecution's answer for a name not (yet) started. */
 function isNotFound(e: unknown): boolean {
-  return e instanceof Error && (e.name === 'ExecutionDoesNotExist' || e.name === 'NoSuchKey' || e.name === 'NotFound');
+  return e instanceof Error && e.name === 'ExecutionDoesNotExist';
 }
 
 async function describeBatchJob(batch: BatchClient, id: string): Promise<BatchJobState | null> {
@@ -214,13 +208,8 @@ async function describeBatchJob(batch: BatchClient, id: string): Promise<BatchJo
 }
 
 async function readJson(s3: S3Client, bucket: string, key: string): Promise<Record<string, unknown> | null> {
-  try {
-    const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    return JSON.parse(await r.Body!.transformToString('utf8')) as Record<string, unknown>;
-  } catch (e) {
-    if (isNotFound(e) || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return null;
-    throw e;
-  }
+  const bytes = await getObjectBytes(s3, bucket, key);
+  return bytes === null ? null : (JSON.parse(Buffer.from(bytes).toString('utf8')) as Record<string, unknown>);
 }
 
 function checkJobId(jobId: string): void {
