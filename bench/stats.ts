@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeDemoBundle } from '../gpu-worker/src/demo/bundle.ts';
+import { writeDemoBundle } from '../demo/src/bundle.ts';
 import { computeStatistics } from '../gpu-worker/src/stats/compute.ts';
 
 const VIDEOS = 12;

@@ -1,9 +1,9 @@
 /** `cil demo-model`: writes the tiny demo model bundle (docs/demo-model.md) into a folder. */
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
-import { DEMO_DEFAULTS, writeDemoBundle } from '../gpu-worker/src/demo/bundle.ts';
-import { DOWNSAMPLE } from '../gpu-worker/src/demo/graphs.ts';
-import { DIRECTIONS } from '../gpu-worker/src/demo/paths.ts';
+import { DEMO_DEFAULTS, writeDemoBundle } from '../demo/src/bundle.ts';
+import { DOWNSAMPLE } from '../demo/src/graphs.ts';
+import { DIRECTIONS } from '../demo/src/paths.ts';
 import { intArg, numberArg } from './args.ts';
 import { UsageError } from './errors.ts';
 

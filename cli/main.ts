@@ -9,7 +9,7 @@ import { registerStats } from './stats.ts';
 import { registerVerifyBundle } from './verifyBundle.ts';
 import { registerLocal } from './local.ts';
 import { registerDemo } from './demo.ts';
-import { registerRemote } from './remote.ts';
+import { registerRemote } from './remote/commands.ts';
 import { errorName, UsageError } from './errors.ts';
 import { printable } from './printable.ts';
 

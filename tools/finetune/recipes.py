@@ -130,9 +130,17 @@ class LvdmRecipe:
             from utils.utils import instantiate_from_config  # the checkout's own helper
         except ImportError as e:
             raise RecipeError(f"--repo {args.repo}: cannot import utils.utils.instantiate_from_config ({e})") from e
+        register_open_clip_configs(getattr(args, "open_clip_config", None) or [])
         self._instantiate = instantiate_from_config
         self._train_cfg = train_cfg
         self.model = instantiate_from_config(model_cfg)
+        from tools.export.loaders import open_clip_compat
+
+        open_clip_compat(self.model)  # lvdm's embedders on open_clip >= 2.23, as the exporter runs them
+        self.notes = []
+        if disable_builtin_timenoise(self.model):
+            self.notes.append("the model's class adds the CIL authors' TimeNoise itself (their fork's DiffusionWrapper); "
+                              "switched off (beta_m = 0, clip_type 1: it adds exactly 0) so that ours is applied once")
         ckpt = args.ckpt or _get(model_cfg, "pretrained_checkpoint")
         if not ckpt:
             raise RecipeError("--ckpt: the base checkpoint to fine-tune is required (or model.pretrained_checkpoint in the config)")
@@ -178,6 +186,35 @@ class LvdmRecipe:
         if ema:
             sd = {k: (ema[k].to(v.dtype) if k in ema else v) for k, v in sd.items()}
         return {"state_dict": {k: v.detach().cpu() for k, v in sd.items()}, "global_step": step}
+
+
+def register_open_clip_configs(paths):
+    """open_clip model architectures (JSON files named like the architecture) the config's
+    embedders name with `arch` but open_clip does not ship (as the exporter's --open-clip-config)."""
+    if not paths:
+        return
+    try:
+        import open_clip
+    except ImportError as e:
+        raise RecipeError(f"--open-clip-config: open_clip is not importable ({e})") from e
+    for path in paths:
+        if not os.path.isfile(path):
+            raise RecipeError(f"--open-clip-config {path}: no such file")
+        open_clip.add_model_config(path)
+
+
+def disable_builtin_timenoise(model):
+    """The CIL authors' DynamiCrafter fork corrupts the condition inside the model's own code
+    (DiffusionWrapper.forward: c_concat + β_s·z; get_batch_input: the image embedding, + β_s·z
+    with clip_type 1, 95 % replacement otherwise). Our TimeNoise replaces it: with beta_m = 0 and
+    clip_type 1 their code adds exactly 0·z. True when the model had it (base classes do not)."""
+    wrapper = getattr(model, "model", None)
+    if wrapper is None or not (hasattr(wrapper, "beta_m") and hasattr(wrapper, "a")):
+        return False
+    wrapper.beta_m = 0.0
+    if hasattr(wrapper, "clip_type"):
+        wrapper.clip_type = 1
+    return True
 
 
 def _family_from_config(model_cfg):
@@ -247,6 +284,7 @@ class SvdRecipe:
         self.p_mean, self.p_std, self.sigma_data = args.p_mean, args.p_std, args.sigma_data
         self.fps, self.motion_bucket_id = args.fps, args.motion_bucket_id
         self.cfg_drop = args.cfg_drop
+        self.condition_noise = getattr(args, "svd_condition_noise", "element")
         self.mean = torch.tensor(parts.image_mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(parts.image_std, device=device).view(1, 3, 1, 1)
         self.ema_decay = args.ema_decay
@@ -259,12 +297,15 @@ class SvdRecipe:
         return cls(**kw)
 
     def _clip(self, frame):
-        # diffusers' SVD pipeline: the image in [0, 1], resized to 224×224 (antialiased), CLIP-normalised.
-        x = (frame.float() + 1) / 2
+        # As the CIL authors' training (svd/models/utils.py encode_image) and diffusers' pipeline:
+        # the [-1, 1] frame resized to 224×224 by diffusers' anti-aliased bicubic resize, then to
+        # [0, 1], then CLIP-normalised (what the worker does at inference too).
         try:
-            x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
-        except TypeError:  # torch < 1.11 has no antialias
-            x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+            from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+        except ImportError as e:
+            raise RecipeError(f"--recipe svd: diffusers' _resize_with_antialiasing is not importable ({e}); run in an SVD environment") from e
+        x = _resize_with_antialiasing(frame.float(), (224, 224))
+        x = (x + 1.0) / 2.0
         return (x - self.mean) / self.std
 
     def loss(self, batch, timenoise):
@@ -275,8 +316,9 @@ class SvdRecipe:
         with torch.no_grad():
             lat = self.vae.encode(px.flatten(0, 1)).latent_dist.sample() * self.scaling
             latents = lat.reshape(b, f, *lat.shape[1:])
-            # The condition: the first frame's latent, unscaled (as the SVD pipeline conditions).
-            cond = self.vae.encode(px[:, 0]).latent_dist.mode()
+            # The condition: the first frame's latent, unscaled (as the SVD pipeline conditions), a
+            # posterior sample as the CIL authors' training draws it (the pipeline takes the mode).
+            cond = self.vae.encode(px[:, 0]).latent_dist.sample()
             ehs = self.image_encoder(pixel_values=self._clip(px[:, 0])).image_embeds.unsqueeze(1)
         sigma = torch.exp(torch.randn(b, device=px.device) * self.p_std + self.p_mean)
         s = sigma.view(b, 1, 1, 1, 1)
@@ -285,7 +327,8 @@ class SvdRecipe:
         c_noise = 0.25 * torch.log(sigma)
         sample = torch.cat([noisy * c_in, cond.unsqueeze(1).expand(-1, f, -1, -1, -1)], dim=2)
         ids = torch.tensor([[self.fps - 1, self.motion_bucket_id, 0.0]], device=px.device).expand(b, 3).clone()
-        sample, ehs, ids = timenoise.svd(sample, ehs, sigma, latent_channels=self.latent_channels, sigma_max=self.sigma_max, added_time_ids=ids)
+        sample, ehs, ids = timenoise.svd(sample, ehs, sigma, latent_channels=self.latent_channels, sigma_max=self.sigma_max,
+                                         added_time_ids=ids, condition_noise=self.condition_noise)
         if self.cfg_drop > 0:
             # Classifier-free guidance: the unconditional branch sees zeros for both conditions.
             keep = (torch.rand(b, device=px.device) >= self.cfg_drop).to(sample.dtype)

@@ -80,10 +80,38 @@ class CheckpointStore:
             raise StorageError(f"--out {out}: not an s3://bucket/prefix URI")
         self.out = out
         self.keep = max(1, int(keep))
-        self.work_dir = work_dir or tempfile.mkdtemp(prefix="cil-finetune-")
-        os.makedirs(self.work_dir, exist_ok=True)
+        # Staging files: in `work_dir` when given (shared by the processes of a node), else in a
+        # folder of our own (inside a local --out; a fresh temporary one for S3), created on first
+        # use and removed by close(), so runs and tests leave nothing behind in the temp folder.
+        self._given_work_dir = work_dir
+        self._own_work_dir = None
         if not is_s3(out):
             os.makedirs(os.path.join(out, CHECKPOINTS), exist_ok=True)
+
+    @property
+    def work_dir(self):
+        if self._given_work_dir:
+            os.makedirs(self._given_work_dir, exist_ok=True)
+            return self._given_work_dir
+        if self._own_work_dir is None:
+            if is_s3(self.out):
+                self._own_work_dir = tempfile.mkdtemp(prefix="cil-finetune-")
+            else:
+                self._own_work_dir = os.path.join(self.out, ".staging")
+                os.makedirs(self._own_work_dir, exist_ok=True)
+        return self._own_work_dir
+
+    def close(self):
+        """Removes the staging folder this store created, and a given `work_dir` if it is empty
+        (other processes of the node may still be using a non-empty one)."""
+        if self._own_work_dir is not None:
+            shutil.rmtree(self._own_work_dir, ignore_errors=True)
+            self._own_work_dir = None
+        if self._given_work_dir:
+            try:
+                os.rmdir(self._given_work_dir)
+            except OSError:
+                pass
 
     # ------------------------------------------------------------------ low level
 

@@ -1,4 +1,4 @@
-"""TimeNoise (Zhao et al. 2024, §4.2; DESIGN.md §3.4): during fine-tuning, corrupt the conditional
+"""TimeNoise (Zhao et al. 2024, §4.2; docs/design.md §3.7): during fine-tuning, corrupt the conditional
 image with noise whose scale grows with the diffusion time, so the model cannot lean on it at large t.
 
     β_s = β_m · sigmoid(y),  y ~ N(μ(u), 1),  μ(u) = μ_max · (2·u^a − 1),  u = t / T
@@ -32,6 +32,8 @@ import torch
 
 TIME_NOISE_DEFAULTS = {"a": 5.0, "beta_m": 100.0, "timesteps": 1000, "mu_max": 1.0}
 IMAGE_EMBEDDING_MODES = ("scaled", "replace", "none")
+# SVD's concat condition: noise per element (the paper) or one scalar per video (the authors' SVD code).
+SVD_CONDITION_NOISE = ("element", "sample")
 # DynamiCrafter and VideoCrafter1 put the 77 open_clip text tokens first in c_crossattn, then the
 # image tokens of the image projection (torch.cat([prompt_emb, img_emb], dim=1)).
 TEXT_TOKENS = 77
@@ -175,13 +177,16 @@ class TimeNoise:
             raise TimeNoiseError("TimeNoise.lvdm: cond has neither a c_concat latent nor (with an image-embedding treatment) c_crossattn image tokens: nothing to corrupt")
         return out
 
-    def svd(self, sample, encoder_hidden_states, sigma, latent_channels=4, sigma_max=700.0, added_time_ids=None, set_noise_aug=True):
+    def svd(self, sample, encoder_hidden_states, sigma, latent_channels=4, sigma_max=700.0, added_time_ids=None, set_noise_aug=True, condition_noise="element"):
         """SVD UNet inputs → new (sample, encoder_hidden_states, added_time_ids).
 
         sample [B, F, 2C, h, w]: the scaled noisy latents ⧺ the conditional image latents on the
         channel axis (channels C… 2C−1), as diffusers' UNetSpatioTemporalConditionModel takes them.
-        The image latents get β_s·z with one z per video repeated over frames (the reference adds
-        the noise before repeating the latent per frame), u = σ/σ_max as the reference's EDM time.
+        The image latents get β_s·z, u = σ/σ_max as the reference's EDM time, with
+        condition_noise "element": z per latent element, one per video repeated over frames (the
+        paper's c + β_s·z; the reference adds its noise before repeating the latent per frame), or
+        "sample": one scalar z per video (what the CIL authors' SVD training code draws:
+        randn([B, 1, 1, 1, 1]), a uniform shift of the latent rather than a corruption of it).
         encoder_hidden_states [B, 1, D]: the CLIP image embedding, by the chosen treatment.
         added_time_ids [B, 3] (fps, motion bucket, noise_aug_strength): with set_noise_aug, the
         third column becomes β_s, as the reference conditions the UNet on the noise it added."""
@@ -190,9 +195,11 @@ class TimeNoise:
         u = torch.as_tensor(sigma).detach().to("cpu", torch.float64).reshape(-1) / float(sigma_max)
         if u.numel() == 1 and sample.shape[0] > 1:
             u = u.expand(sample.shape[0]).clone()
+        if condition_noise not in SVD_CONDITION_NOISE:
+            raise TimeNoiseError(f"TimeNoise.svd: condition_noise={condition_noise!r}; allowed {', '.join(SVD_CONDITION_NOISE)}")
         beta = self.sample_beta(u=u)
         noisy, image = sample[:, :, :latent_channels], sample[:, :, latent_channels:]
-        image = self.corrupt(image, beta, shared_dims=(1,))
+        image = self.corrupt(image, beta, shared_dims=(1,) if condition_noise == "element" else (1, 2, 3, 4))
         new_sample = torch.cat([noisy, image], dim=2)
         ehs = self.treat_image_embedding(encoder_hidden_states, u=u)
         ids = added_time_ids

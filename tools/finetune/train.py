@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -30,7 +31,7 @@ import torch.distributed as dist
 
 from .recipes import RecipeError, build_recipe, seed_everything, to_device
 from .storage import CheckpointStore, MissingCliError, StorageError, read_checkpoint
-from .timenoise import TIME_NOISE_DEFAULTS, IMAGE_EMBEDDING_MODES, TimeNoise, TimeNoiseError
+from .timenoise import IMAGE_EMBEDDING_MODES, SVD_CONDITION_NOISE, TIME_NOISE_DEFAULTS, TimeNoise, TimeNoiseError
 
 SUMMARY_FORMAT = "cil-finetune/1"
 EXIT_REFUSED = 3  # bad arguments or inputs: a retry cannot help (as the worker's exit code)
@@ -47,6 +48,7 @@ def parser():
     g.add_argument("--ckpt", help="lvdm: the base checkpoint to fine-tune")
     g.add_argument("--allow-partial-load", action="store_true", help="lvdm: start weights missing from --ckpt from the config's initialisation")
     g.add_argument("--text-tokens", type=int, default=77, help="lvdm: text tokens before the image tokens in c_crossattn (77)")
+    g.add_argument("--open-clip-config", action="append", help="lvdm: an open_clip architecture JSON the config's embedders name (repeatable; as the exporter's)")
     g.add_argument("--pretrained", help="svd: diffusers StableVideoDiffusionPipeline folder")
     g.add_argument("--parts", help="svd: package.module:function returning tools.export.build.SvdParts (instead of --pretrained)")
     g.add_argument("--dataset", help="svd: package.module:Class of the dataset (items {'pixel_values': [F,3,H,W] in [-1,1]})")
@@ -54,7 +56,8 @@ def parser():
     g.add_argument("--sigma-max", type=float, help="svd: σ_max of TimeNoise's u = σ/σ_max (default the scheduler's, 700)")
     g.add_argument("--p-mean", type=float, default=-1.2, help="svd: mean of log σ in training (the CIL reference loss: -1.2)")
     g.add_argument("--p-std", type=float, default=1.2, help="svd: std of log σ in training (1.2)")
-    g.add_argument("--sigma-data", type=float, default=0.5, help="svd: EDM σ_data (0.5)")
+    g.add_argument("--sigma-data", type=float, default=1.0, help="svd: EDM σ_data of the loss weight (1: the CIL authors' config, and the σ_data of the c_skip/c_out/c_in the loss uses)")
+    g.add_argument("--svd-condition-noise", choices=SVD_CONDITION_NOISE, default="element", help="svd: TimeNoise z per latent element (the paper's c + β_s·z) or one scalar per video (sample: the CIL authors' SVD code)")
     g.add_argument("--fps", type=float, default=7, help="svd: fps conditioning (added_time_ids gets fps − 1, as the pipeline)")
     g.add_argument("--motion-bucket-id", type=float, default=127, help="svd: motion bucket conditioning (the CIL fine-tune used 20)")
     g.add_argument("--cfg-drop", type=float, default=0.1, help="svd: probability of dropping both conditions (classifier-free guidance)")
@@ -139,7 +142,17 @@ def init_distributed(args):
 
 
 def rng_state(tn_gen, device):
-    state = {"torch": torch.get_rng_state(), "timenoise": tn_gen.get_state()}
+    # Python's and numpy's generators too: model code draws from them (DynamiCrafter's training
+    # class picks its conditioning frame with random.randint when rand_cond_frame is set).
+    state = {"torch": torch.get_rng_state(), "timenoise": tn_gen.get_state(), "python": random.getstate()}
+    try:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        # As a tensor: checkpoints are read with torch.load's weights-only unpickler (no ndarrays).
+        state["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    except ImportError:
+        pass
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -148,6 +161,13 @@ def rng_state(tn_gen, device):
 def set_rng_state(state, tn_gen, device):
     torch.set_rng_state(state["torch"])
     tn_gen.set_state(state["timenoise"])
+    if "python" in state:
+        random.setstate(state["python"])
+    if "numpy" in state:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
 
@@ -208,9 +228,19 @@ def train(args):
     scaler = torch.cuda.amp.GradScaler(enabled=cuda and args.precision == "fp16")
     ema = {n: p.detach().clone().float() for n, p in named} if args.ema_decay > 0 else None
 
-    # One staging folder per node and run (the processes of a node share the resume download).
-    work_dir = args.work_dir or os.path.join(tempfile.gettempdir(), "cil-finetune-" + hashlib.sha256(args.out.encode()).hexdigest()[:12])
+    # S3: one staging folder per node and run (the processes of a node share the resume download);
+    # a local --out stages inside itself. Either is removed at the end (store.close()).
+    work_dir = args.work_dir
+    if work_dir is None and args.out.startswith("s3://"):
+        work_dir = os.path.join(tempfile.gettempdir(), "cil-finetune-" + hashlib.sha256(args.out.encode()).hexdigest()[:12])
     store = CheckpointStore(args.out, work_dir, args.keep_checkpoints)
+    try:
+        return _train(args, rank, world, device, recipe, named, params, root, tn_gen, timenoise, opt, cuda, amp_dtype, scaler, ema, store)
+    finally:
+        store.close()
+
+
+def _train(args, rank, world, device, recipe, named, params, root, tn_gen, timenoise, opt, cuda, amp_dtype, scaler, ema, store):
     step = 0
     resumed = None if args.restart else load_for_all_ranks(store, world)
     if resumed is not None:
@@ -282,7 +312,8 @@ def train(args):
 
     it = batches(step * args.grad_accum)
     t0 = time.time()
-    log(rank, event="start", step=step, steps=args.steps, world=world, device=str(device), items=n_items, timenoise=timenoise.config())
+    log(rank, event="start", step=step, steps=args.steps, world=world, device=str(device), items=n_items, timenoise=timenoise.config(),
+        notes=getattr(recipe, "notes", []))
     while step < args.steps:
         opt.zero_grad(set_to_none=True)
         total = 0.0

@@ -60,12 +60,13 @@ def family_repo(repo, family):
     return os.path.abspath(sub if os.path.isdir(sub) else repo)
 
 
-def shrunk_config(repo, family):
-    """The authors' inference YAML with widths shrunk; returns (OmegaConf config, open_clip cfg)."""
+def shrunk_config(repo, family, yaml=None):
+    """The authors' inference YAML (or `yaml`, a path inside the family's folder: their training
+    YAML) with widths shrunk; returns (OmegaConf config, open_clip cfg)."""
     from omegaconf import OmegaConf
 
     f = FAMILIES[family]
-    cfg = OmegaConf.load(os.path.join(family_repo(repo, family), f["yaml"]))
+    cfg = OmegaConf.load(os.path.join(family_repo(repo, family), yaml or f["yaml"]))
     p = cfg.model.params
     p.image_size = [HEIGHT // 8, WIDTH // 8]
     u = p.unet_config.params

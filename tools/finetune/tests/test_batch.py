@@ -82,7 +82,11 @@ class Spec(unittest.TestCase):
             batch.parse_spec(base_spec(family="svd", checkpoint="finetune/inputs/svd/", code=None))
         with self.assertRaisesRegex(batch.SpecError, "not JSON"):
             batch.parse_spec("{")
-        code, _, err = quiet_main("train", {"bucket": BUCKET}, tempfile.mkdtemp())
+        scratch = tempfile.mkdtemp(prefix="cil-finetune-spec-")
+        try:
+            code, _, err = quiet_main("train", {"bucket": BUCKET}, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         self.assertEqual(code, batch.EXIT_REFUSED)
         self.assertIn("train refused: runId", err)
 

@@ -114,11 +114,31 @@ class Loop(unittest.TestCase):
             with open(s3.path("cil-test-bucket", "finetune/runs/r1/latest.json"), encoding="utf-8") as f:
                 self.assertEqual(json.load(f)["step"], 3)
             self.assertEqual(os.listdir(s3.path("cil-test-bucket", "finetune/runs/r1/checkpoints")), ["step-000000003.pt"], "the resumed-from checkpoint is pruned too")
-            self.assertEqual([f for f in os.listdir(os.path.join(self.tmp, "w2")) if f.endswith(".pt")], [], "the resume download is removed")
+            self.assertFalse(os.path.exists(os.path.join(self.tmp, "w2")), "the resume download is removed, then the emptied staging folder")
             # latest.json is written after the checkpoint it names.
             cps = [c for c in s3.calls() if c[:2] == ["s3", "cp"] and c[-1].endswith(("step-000000003.pt", "latest.json"))]
             self.assertEqual([c[-1].rsplit("/", 1)[1] for c in cps][-2:], ["step-000000003.pt", "latest.json"])
             s3.cleanup()
+
+    def test_runs_leave_nothing_in_the_temp_folder(self):
+        # Regression: the launcher's staging folders (cil-finetune-*) were left behind, one per run.
+        tmpdir = tempfile.mkdtemp(prefix="cil-finetune-tmpdir-", dir=self.tmp)
+        saved = tempfile.tempdir
+        tempfile.tempdir = tmpdir
+        try:
+            with FakeS3() as s3:
+                out = "s3://cil-test-bucket/finetune/runs/clean/"
+                self.assertEqual(run(lvdm_argv(self.files, out, 1))[0], 0)
+                s3.cleanup()
+            local = os.path.join(self.tmp, "clean-local")
+            self.assertEqual(run(lvdm_argv(self.files, local, 1))[0], 0)
+            store = CheckpointStore("s3://cil-test-bucket/x/")
+            self.assertTrue(os.path.isdir(store.work_dir))
+            store.close()
+        finally:
+            tempfile.tempdir = saved
+        self.assertEqual(os.listdir(tmpdir), [], "nothing left in the temp folder")
+        self.assertEqual(sorted(os.listdir(local)), ["checkpoints", "cil-finetune.json", "export", "latest.json"], "no staging folder left in --out")
 
     def test_store_without_checkpoint_and_without_the_cli(self):
         store = CheckpointStore(os.path.join(self.tmp, "empty"))
