@@ -3,6 +3,7 @@
  * own them; each prints its own fields. See the README's "Benchmarks" section for how to read them.
  */
 import { benchSampler } from './sampler.ts';
+import { benchHost } from './host.ts';
 import { benchTorch } from './torch.ts';
 import { benchStats } from './stats.ts';
 import { benchDemo } from './demo.ts';
@@ -25,6 +26,15 @@ Object.assign(out, {
   ddimStepGBps: round(s.ddimStepGBps, 2),
   eulerStepGBps: round(s.eulerStepGBps, 2),
   ddimStepVsMemcpy: round(s.ddimStepVsMemcpy, 2),
+});
+log('host work per step around a stub UNet of real tensor sizes (DynamiCrafter 320×512, SVD 576×1024)…');
+const hd = await benchHost('dynamicrafter');
+const hs = await benchHost('svd');
+Object.assign(out, {
+  hostAllocMBPerStep: round(hd.hostAllocMBPerStep, 2),
+  hostAllocMBPerStepSvd: round(hs.hostAllocMBPerStep, 2),
+  hostMsPerStep: round(hd.hostMsPerStep),
+  hostMsPerStepSvd: round(hs.hostMsPerStep),
 });
 log('PyTorch op-by-op step on CPU, one thread (where the Python environment has torch)…');
 const t = await benchTorch();

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { float16ArrayToFloat32, float32ArrayToFloat16 } from '#shared/formats';
-import type { IoMeta, OpenRequest, Request, Response, RunRequest, WireTensor } from './protocol.ts';
+import type { BindRequest, IoMeta, OpenRequest, Request, Response, RunBoundRequest, RunRequest, WireTensor } from './protocol.ts';
 
 interface Entry {
   readonly session: ort.InferenceSession;
@@ -84,68 +84,148 @@ async function open(r: OpenRequest): Promise<Response> {
   return { op: 'opened', id: r.id, provider, fallbackReason, inputs: entry.inputs, outputs: entry.outputs };
 }
 
-function toOrt(component: string, spec: IoMeta, t: WireTensor): ort.Tensor {
+function checkDims(component: string, spec: IoMeta, dims: readonly number[]): void {
   const where = `${component}: input '${spec.name}'`;
-  if (t.dims.length !== spec.shape.length) {
-    throw new FeedError(`${where} has rank ${spec.shape.length} (${JSON.stringify(spec.shape)}), got dims [${t.dims.join(', ')}]`);
+  if (dims.length !== spec.shape.length) {
+    throw new FeedError(`${where} has rank ${spec.shape.length} (${JSON.stringify(spec.shape)}), got dims [${dims.join(', ')}]`);
   }
   spec.shape.forEach((d, i) => {
-    if (typeof d === 'number' && d !== t.dims[i]) {
-      throw new FeedError(`${where}: axis ${i} must be ${d} (shape ${JSON.stringify(spec.shape)}), got dims [${t.dims.join(', ')}]`);
+    if (typeof d === 'number' && d !== dims[i]) {
+      throw new FeedError(`${where}: axis ${i} must be ${d} (shape ${JSON.stringify(spec.shape)}), got dims [${dims.join(', ')}]`);
     }
   });
-  if (t.dtype === 'float32') {
-    const f = new Float32Array(t.data);
-    if (spec.type === 'float32') return new ort.Tensor('float32', f, t.dims);
-    if (spec.type === 'float16') return new ort.Tensor('float16', float32ArrayToFloat16(f), t.dims);
+}
+
+/**
+ * A float16 tensor over raw bits. onnxruntime-common wraps a Uint16Array as a Float16Array where
+ * the engine has one (Node 24), and onnxruntime-node 1.30's binding cannot read a Float16Array
+ * ("not enough space: expected N, got 0"), so the tensor's data is pinned to the bits themselves.
+ */
+function float16Tensor(bits: Uint16Array, dims: readonly number[]): ort.Tensor {
+  const t = new ort.Tensor('float16', bits, dims);
+  Object.defineProperty(t, 'data', { value: bits });
+  return t;
+}
+
+/**
+ * The onnxruntime tensor for a float32 or int64 buffer, converted to the graph's element type
+ * where it differs (float16, int32). The conversion goes into a buffer made here, once: `refresh`
+ * (when given) receives the function that redoes it after the source buffer changed.
+ */
+function toOrt(component: string, spec: IoMeta, dtype: WireTensor['dtype'], data: ArrayBufferLike, dims: readonly number[], refresh?: (f: () => void) => void): ort.Tensor {
+  checkDims(component, spec, dims);
+  const where = `${component}: input '${spec.name}'`;
+  if (dtype === 'float32') {
+    const f = new Float32Array(data);
+    if (spec.type === 'float32') return new ort.Tensor('float32', f, dims);
+    if (spec.type === 'float16') {
+      const h = float32ArrayToFloat16(f);
+      refresh?.(() => float32ArrayToFloat16(f, h));
+      return float16Tensor(h, dims);
+    }
     throw new FeedError(`${where} expects ${spec.type}, got float32`);
   }
-  const b = new BigInt64Array(t.data);
-  if (spec.type === 'int64') return new ort.Tensor('int64', b, t.dims);
-  if (spec.type === 'int32') return new ort.Tensor('int32', Int32Array.from(b, (v) => Number(v)), t.dims);
+  const b = new BigInt64Array(data);
+  if (spec.type === 'int64') return new ort.Tensor('int64', b, dims);
+  if (spec.type === 'int32') {
+    const i32 = Int32Array.from(b, (v) => Number(v));
+    refresh?.(() => {
+      for (let k = 0; k < b.length; k++) i32[k] = Number(b[k]);
+    });
+    return new ort.Tensor('int32', i32, dims);
+  }
   throw new FeedError(`${where} expects ${spec.type}, got int64`);
 }
 
+/**
+ * An output for the wire. onnxruntime-node hands every output over in a fresh ArrayBuffer of its
+ * own, so a float32 or int64 output is transferred as it is (no copy) when it fills its buffer.
+ */
 function fromOrt(component: string, name: string, t: ort.Tensor): WireTensor {
   const dims = [...t.dims];
-  if (t.type === 'float32') return { dtype: 'float32', data: (t.data as Float32Array).slice().buffer, dims };
+  const own = (a: Float32Array | BigInt64Array): ArrayBuffer =>
+    a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer ? a.buffer : a.slice().buffer;
+  if (t.type === 'float32') return { dtype: 'float32', data: own(t.data as Float32Array), dims };
   if (t.type === 'float16') {
     const raw = t.data as unknown;
     // onnxruntime-node returns float16 as Uint16Array bits (or Float16Array where the engine has it).
     const f = raw instanceof Uint16Array ? float16ArrayToFloat32(raw) : Float32Array.from(raw as ArrayLike<number>);
     return { dtype: 'float32', data: f.buffer as ArrayBuffer, dims };
   }
-  if (t.type === 'int64') return { dtype: 'int64', data: (t.data as BigInt64Array).slice().buffer, dims };
+  if (t.type === 'int64') return { dtype: 'int64', data: own(t.data as BigInt64Array), dims };
   throw new FeedError(`${component}: output '${name}' has unsupported type ${t.type}`);
 }
 
-async function run(r: RunRequest): Promise<Response> {
-  const entry = sessions.get(r.component);
-  if (!entry) throw new FeedError(`no session open for component '${r.component}'`);
+function entryFor(component: string, given: readonly string[]): Entry {
+  const entry = sessions.get(component);
+  if (!entry) throw new FeedError(`no session open for component '${component}'`);
   const expected = entry.inputs.map((i) => i.name);
-  const given = Object.keys(r.feeds);
   const missing = expected.filter((n) => !given.includes(n));
   const extra = given.filter((n) => !expected.includes(n));
   if (missing.length || extra.length) {
     throw new FeedError(
-      `${r.component} (${entry.file}): feeds [${given.join(', ')}] do not match the graph inputs [${expected.join(', ')}]` +
+      `${component} (${entry.file}): feeds [${given.join(', ')}] do not match the graph inputs [${expected.join(', ')}]` +
         (missing.length ? `; missing ${missing.join(', ')}` : '') +
         (extra.length ? `; unknown ${extra.join(', ')}` : ''),
     );
   }
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const spec of entry.inputs) feeds[spec.name] = toOrt(r.component, spec, r.feeds[spec.name]);
+  return entry;
+}
+
+async function runSession(id: number, component: string, entry: Entry, feeds: Record<string, ort.Tensor>): Promise<Response> {
   const t0 = performance.now();
   const out = await entry.session.run(feeds);
   const ms = performance.now() - t0;
   const outputs: Record<string, WireTensor> = {};
-  for (const [name, t] of Object.entries(out)) outputs[name] = fromOrt(r.component, name, t);
-  return { op: 'result', id: r.id, outputs, ms };
+  for (const [name, t] of Object.entries(out)) outputs[name] = fromOrt(component, name, t);
+  return { op: 'result', id, outputs, ms };
+}
+
+async function run(r: RunRequest): Promise<Response> {
+  const entry = entryFor(r.component, Object.keys(r.feeds));
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const spec of entry.inputs) {
+    const t = r.feeds[spec.name];
+    feeds[spec.name] = toOrt(r.component, spec, t.dtype, t.data, t.dims);
+  }
+  return runSession(r.id, r.component, entry, feeds);
+}
+
+interface Binding {
+  readonly component: string;
+  readonly entry: Entry;
+  readonly feeds: Record<string, ort.Tensor>;
+  /** Type conversions to redo before each call (float16 or int32 graph inputs). */
+  readonly refresh: (() => void)[];
+}
+
+const bindings = new Map<number, Binding>();
+
+function bind(r: BindRequest): Response {
+  const entry = entryFor(r.component, Object.keys(r.feeds));
+  const refresh: (() => void)[] = [];
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const spec of entry.inputs) {
+    const t = r.feeds[spec.name];
+    feeds[spec.name] = toOrt(r.component, spec, t.dtype, t.data, t.dims, (f) => refresh.push(f));
+  }
+  bindings.set(r.binding, { component: r.component, entry, feeds, refresh });
+  return { op: 'bound', id: r.id };
+}
+
+function runBound(r: RunBoundRequest): Promise<Response> {
+  const b = bindings.get(r.binding);
+  if (!b) throw new FeedError(`no binding ${r.binding}`);
+  for (const f of b.refresh) f();
+  return runSession(r.id, b.component, b.entry, b.feeds);
 }
 
 async function handle(r: Request): Promise<Response> {
   if (r.op === 'open') return open(r);
   if (r.op === 'run') return run(r);
+  if (r.op === 'bind') return bind(r);
+  if (r.op === 'runBound') return runBound(r);
+  bindings.clear();
   for (const e of sessions.values()) await e.session.release();
   sessions.clear();
   return { op: 'closed', id: r.id };
@@ -164,6 +244,13 @@ port.on('message', (r: Request) => {
       res = { op: 'error', id: r.id, name: e instanceof Error ? e.name : 'Error', message: e instanceof Error ? e.message : String(e) };
     }
     const transfer: ArrayBuffer[] = res.op === 'result' ? Object.values(res.outputs).map((t) => t.data) : [];
-    port.postMessage(res, transfer);
+    try {
+      port.postMessage(res, transfer);
+    } catch (e) {
+      // A buffer onnxruntime cannot give away (not detachable): send copies instead.
+      if (res.op !== 'result' || (e as Error).name !== 'DataCloneError') throw e;
+      const outputs = Object.fromEntries(Object.entries(res.outputs).map(([k, t]) => [k, { ...t, data: t.data.slice(0) }]));
+      port.postMessage({ ...res, outputs }, Object.values(outputs).map((t) => t.data));
+    }
   });
 });

@@ -38,12 +38,40 @@ export interface RunRequest {
   readonly feeds: Readonly<Record<string, WireTensor>>;
 }
 
+/**
+ * Binds a component's feeds to shared memory for the rest of the job (the UNet's per-step call):
+ * the thread wraps each buffer as an onnxruntime tensor once, and every later `runBound` reads
+ * whatever the main thread has written there since. Nothing is copied or allocated per call on
+ * the way in.
+ */
+export interface BindRequest {
+  readonly op: 'bind';
+  readonly id: number;
+  readonly component: string;
+  /** Names this binding in `runBound` (unique per OnnxSessions). */
+  readonly binding: number;
+  readonly feeds: Readonly<Record<string, SharedTensor>>;
+}
+
+/** A feed in shared memory: float32 or int64 values, written by the main thread between calls. */
+export interface SharedTensor {
+  readonly dtype: 'float32' | 'int64';
+  readonly data: SharedArrayBuffer;
+  readonly dims: readonly number[];
+}
+
+export interface RunBoundRequest {
+  readonly op: 'runBound';
+  readonly id: number;
+  readonly binding: number;
+}
+
 export interface CloseRequest {
   readonly op: 'close';
   readonly id: number;
 }
 
-export type Request = OpenRequest | RunRequest | CloseRequest;
+export type Request = OpenRequest | RunRequest | BindRequest | RunBoundRequest | CloseRequest;
 
 export interface Opened {
   readonly op: 'opened';
@@ -63,6 +91,11 @@ export interface Result {
   readonly ms: number;
 }
 
+export interface Bound {
+  readonly op: 'bound';
+  readonly id: number;
+}
+
 export interface Closed {
   readonly op: 'closed';
   readonly id: number;
@@ -75,4 +108,4 @@ export interface Failure {
   readonly message: string;
 }
 
-export type Response = Opened | Result | Closed | Failure;
+export type Response = Opened | Result | Bound | Closed | Failure;

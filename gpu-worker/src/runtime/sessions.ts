@@ -41,6 +41,25 @@ function toWire(f: Feed): { wire: WireTensor; transfer: ArrayBuffer } {
   return { wire: { dtype: 'int64', data: b.buffer, dims: [...f.dims] }, transfer: b.buffer };
 }
 
+/** A bound feed's element type and dims (see `OnnxSessions.bind`). */
+export interface BoundSpec {
+  readonly dtype: 'float32' | 'int64';
+  readonly dims: readonly number[];
+}
+
+/** A bound feed's buffer: write it between calls, never during one. */
+export type BoundBuffer = Float32Array | BigInt64Array;
+
+/**
+ * A component's feeds in memory shared with the inference thread, for the whole job: write the
+ * inputs (constants once, the rest before each call), then `OnnxSessions.runBound`.
+ */
+export interface Binding {
+  readonly component: string;
+  readonly id: number;
+  readonly inputs: Readonly<Record<string, BoundBuffer>>;
+}
+
 export class OnnxSessions {
   readonly #worker: Worker;
   readonly #pending = new Map<number, { resolve: (r: Response) => void; reject: (e: Error) => void }>();
@@ -107,17 +126,48 @@ export class OnnxSessions {
       wire[k] = w.wire;
       transfer.push(w.transfer);
     }
+    return this.#result(component, this.#call({ op: 'run', id: this.#next++, component, feeds: wire }, transfer), signal);
+  }
+
+  /**
+   * Binds a component's feeds to shared memory for the rest of the job (the UNet's per-step call):
+   * the returned buffers are checked against the graph once, here, and each `runBound` runs on
+   * what they hold then. No feed is copied or allocated per call.
+   */
+  async bind(component: string, specs: Readonly<Record<string, BoundSpec>>): Promise<Binding> {
+    const feeds: Record<string, { dtype: BoundSpec['dtype']; data: SharedArrayBuffer; dims: readonly number[] }> = {};
+    const inputs: Record<string, BoundBuffer> = {};
+    for (const [name, sp] of Object.entries(specs)) {
+      const n = sp.dims.reduce((a, b) => a * b, 1);
+      const data = new SharedArrayBuffer(n * (sp.dtype === 'float32' ? 4 : 8));
+      feeds[name] = { dtype: sp.dtype, data, dims: [...sp.dims] };
+      inputs[name] = sp.dtype === 'float32' ? new Float32Array(data) : new BigInt64Array(data);
+    }
+    const id = this.#next++;
+    const r = await this.#call({ op: 'bind', id, component, binding: id, feeds });
+    if (r.op === 'error') throw new InferenceError(r.message);
+    return { component, id, inputs };
+  }
+
+  /** Runs a bound component on what its buffers hold now; outputs as `run`'s. */
+  runBound(b: Binding, signal?: AbortSignal): Promise<Record<string, Tensor>> {
+    signal?.throwIfAborted();
+    return this.#result(b.component, this.#call({ op: 'runBound', id: this.#next++, binding: b.id }), signal);
+  }
+
+  async #result(component: string, call: Promise<Response>, signal?: AbortSignal): Promise<Record<string, Tensor>> {
     // An abort does not wait for the graph to finish: the caller checkpoints and exits at once,
     // and the late result is dropped.
-    const call = this.#call({ op: 'run', id: this.#next++, component, feeds: wire }, transfer);
+    let onAbort: (() => void) | undefined;
     const r = signal
       ? await Promise.race([
           call,
           new Promise<never>((_, reject) => {
-            if (signal.aborted) reject(signal.reason as Error);
-            signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
+            onAbort = () => reject(signal.reason as Error);
+            if (signal.aborted) onAbort();
+            signal.addEventListener('abort', onAbort, { once: true });
           }),
-        ])
+        ]).finally(() => signal.removeEventListener('abort', onAbort!))
       : await call;
     if (r.op === 'error') throw new InferenceError(r.message);
     if (r.op !== 'result') throw new InferenceError(`unexpected reply '${r.op}' to run`);

@@ -1,0 +1,116 @@
+/**
+ * The inference thread's bound feeds (issue 17, zero-copy steps): shared buffers checked once at
+ * bind, read afresh at every call, with float16 and int32 graph inputs converted in place; and the
+ * denoising loop's checkpoints taken as copies at their step but written off the step's path.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NormalGenerator, tensor } from '#shared/sampler';
+import type { GuidedDenoiser, StepCoefs } from '#shared/sampler';
+import { encodeModel, GraphBuilder } from '../../demo/src/onnx/graph.ts';
+import { Checkpoints } from '../src/generate/checkpoint.ts';
+import type { Position } from '../src/generate/checkpoint.ts';
+import { denoise } from '../src/generate/denoise.ts';
+import { OnnxSessions } from '../src/runtime/sessions.ts';
+import type { OutputSink } from '../src/sink.ts';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'cil-runtime-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** out = x·2 + t (t broadcast over the row): x float16 or float32, t int32 or int64. */
+async function graph(name: string, xType: 'float32' | 'float16', tType: 'int64' | 'int32'): Promise<string> {
+  const g = new GraphBuilder(name);
+  const x = g.input('x', xType, ['batch', 3]);
+  const t = g.input('t', tType, ['batch']);
+  const xf = xType === 'float16' ? g.op('Cast', [x], { to: 1 }) : x;
+  const tf = g.op('Unsqueeze', [g.op('Cast', [t], { to: 1 }), g.constInt64([1])]);
+  g.output(g.op('Add', [g.op('Mul', [xf, g.constFloat32([2], [], 'two')]), tf]), 'float32', ['batch', 3], 'out');
+  const file = join(dir, `${name}.onnx`);
+  await writeFile(file, encodeModel(g));
+  return file;
+}
+
+describe('bound feeds', () => {
+  for (const [xType, tType] of [['float32', 'int64'], ['float16', 'int32']] as const) {
+    it(`reads what the buffers hold at each call (x ${xType}, t ${tType})`, async () => {
+      const sessions = new OnnxSessions({ provider: 'cpu', threads: 1 });
+      try {
+        await sessions.open('unet', await graph(`g_${xType}_${tType}`, xType, tType));
+        const b = await sessions.bind('unet', { x: { dtype: 'float32', dims: [2, 3] }, t: { dtype: 'int64', dims: [2] } });
+        const x = b.inputs.x as Float32Array;
+        const t = b.inputs.t as BigInt64Array;
+        x.set([1, 2, 3, 4, 5, 6]);
+        t.set([10n, 20n]);
+        expect(Array.from((await sessions.runBound(b)).out.data)).toEqual([12, 14, 16, 28, 30, 32]);
+        // Rewritten in place: the next call sees the new values (converted again where needed).
+        x.set([0.5, 0.25, 0, 1, 1, 1]);
+        t.fill(3n);
+        expect(Array.from((await sessions.runBound(b)).out.data)).toEqual([4, 3.5, 3, 5, 5, 5]);
+        expect(sessions.runCalls.get('unet')).toBe(2);
+      } finally {
+        await sessions.close();
+      }
+    });
+  }
+
+  it('refuses feeds that do not fit the graph at bind time, naming them', async () => {
+    const sessions = new OnnxSessions({ provider: 'cpu', threads: 1 });
+    try {
+      await sessions.open('unet', await graph('g_check', 'float32', 'int64'));
+      await expect(sessions.bind('unet', { x: { dtype: 'float32', dims: [2, 4] }, t: { dtype: 'int64', dims: [2] } })).rejects.toThrow(
+        /unet: input 'x': axis 1 must be 3/,
+      );
+      await expect(sessions.bind('unet', { x: { dtype: 'float32', dims: [2, 3] } })).rejects.toThrow(/missing t/);
+      await expect(sessions.bind('unet', { x: { dtype: 'int64', dims: [2, 3] }, t: { dtype: 'int64', dims: [2] } })).rejects.toThrow(
+        /input 'x' expects float32, got int64/,
+      );
+    } finally {
+      await sessions.close();
+    }
+  });
+});
+
+describe('checkpoints off the step path', () => {
+  const steps: StepCoefs[] = Array.from({ length: 6 }, (_, j) => ({ index: j, modelTime: 100 - j, inputScale: 1, xCoef: 0.5, outCoef: 1, noiseStd: 0.1 }));
+  const denoiser: GuidedDenoiser = (input) => Promise.resolve({ branches: [Float32Array.from(input.x.data, () => 1)], weights: [Float64Array.of(1)], segmentLength: input.x.data.length });
+
+  it('copies the position at its step, keeps stepping while the write is pending, and waits for it before returning', async () => {
+    const puts: Position[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const checkpoints = new Checkpoints({ location: 'memory', put: () => Promise.resolve(), get: () => Promise.resolve(null), delete: () => Promise.resolve() } satisfies OutputSink, 'fp', [1, 4]);
+    checkpoints.write = async (c: Position) => {
+      puts.push(c);
+      await gate;
+    };
+    const seen: number[] = [];
+    const run = denoise({
+      steps, x0: tensor(Float32Array.of(1, 2, 3, 4), [1, 4]), resume: null, denoiser, gen: NormalGenerator.fromSeed(5), checkpoints, checkpointEvery: 2,
+      onStep: (k) => seen.push(k),
+    });
+    let done = false;
+    void run.then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 50));
+    // Every step ran although the first write (after step 2) has not finished; the write at step
+    // 4 was skipped because one was still in flight.
+    expect(seen).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(done).toBe(false);
+    expect(puts.map((p) => p.completed)).toEqual([2]);
+    // The copy is the latent after step 2, not the buffer the later steps overwrote.
+    const ref = await denoise({
+      steps: steps.slice(0, 2), x0: tensor(Float32Array.of(1, 2, 3, 4), [1, 4]), resume: null, denoiser, gen: NormalGenerator.fromSeed(5),
+      checkpoints: new Checkpoints({ location: 'memory', put: () => Promise.resolve(), get: () => Promise.resolve(null), delete: () => Promise.resolve() }, 'fp', [1, 4]),
+    });
+    expect(Array.from(puts[0].x)).toEqual(Array.from(ref.data));
+    release();
+    await run;
+    expect(done).toBe(true);
+  });
+});
