@@ -4,6 +4,7 @@
  */
 import { benchSampler } from './sampler.ts';
 import { benchHost } from './host.ts';
+import { benchStartup } from './startup.ts';
 import { benchTorch } from './torch.ts';
 import { benchStats } from './stats.ts';
 import { benchDemo } from './demo.ts';
@@ -36,6 +37,9 @@ Object.assign(out, {
   hostMsPerStep: round(hd.hostMsPerStep),
   hostMsPerStepSvd: round(hs.hostMsPerStep),
 });
+log('CLI start-up: cil --help against node -e 0…');
+const st = benchStartup();
+Object.assign(out, { cliHelpS: round(st.cliHelpS), nodeStartS: round(st.nodeStartS), cliHelpVsNode: round(st.cliHelpS / st.nodeStartS, 2) });
 log('PyTorch op-by-op step on CPU, one thread (where the Python environment has torch)…');
 const t = await benchTorch();
 if (t) {

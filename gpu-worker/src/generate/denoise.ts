@@ -46,12 +46,12 @@ export async function denoise(o: DenoiseOptions): Promise<Tensor> {
   let completed = o.resume?.completed ?? 0;
   let latest: Tensor | null = null;
   const position = (): Position | null => (latest ? { completed, x: latest.data.slice(), state: noise.state() } : null);
-  // Periodic checkpoints are written off the step's critical path: the copy is taken at once, the
-  // upload runs while the next steps compute; one upload at a time (a slow store delays the next
-  // checkpoint, never a step).
+  // Periodic checkpoints leave the step's critical path: the copy is taken at its step, and the
+  // upload overlaps the next step's network call; that step's end waits for it (on a GPU a step
+  // outlasts the upload, so nobody waits), which keeps a checkpoint durable one step after it was
+  // taken, as a host lost a step later still finds it.
   const upload: { pending: Promise<void> | null } = { pending: null };
   const writePeriodic = (now: Position): void => {
-    if (upload.pending) return;
     upload.pending = o.checkpoints
       .write(now)
       // A storage hiccup (S3 restarting, throttling past the SDK's retries) must not fail a run
@@ -67,10 +67,11 @@ export async function denoise(o: DenoiseOptions): Promise<Tensor> {
       denoiser: o.denoiser,
       noise,
       signal: o.signal,
-      onStep: (e) => {
+      onStep: async (e) => {
         completed = e.completed;
         latest = e.x;
         o.onStep?.(e.completed, e.total);
+        if (upload.pending) await upload.pending;
         if (o.checkpointEvery && e.completed % o.checkpointEvery === 0 && e.completed < e.total) writePeriodic(position()!);
       },
     });

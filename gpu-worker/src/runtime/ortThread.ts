@@ -5,10 +5,11 @@
  * float16 graph boundaries to and from float32 (fp16 I/O is unreliable in some onnxruntime-node
  * versions, so exports should prefer float32 I/O with casts inside the graph).
  */
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { parentPort } from 'node:worker_threads';
+import { basename, dirname, join, resolve } from 'node:path';
+import { parentPort, threadId } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { float16ArrayToFloat32, float32ArrayToFloat16 } from '#shared/formats';
 import type { BindRequest, IoMeta, OpenRequest, Request, Response, RunBoundRequest, RunRequest, WireTensor } from './protocol.ts';
@@ -51,6 +52,51 @@ function meta(list: readonly ort.InferenceSession.ValueMetadata[]): IoMeta[] {
   }));
 }
 
+/**
+ * Where onnxruntime's optimised graph of `file` is cached for `provider`: the name carries the
+ * file's path, size and time and the onnxruntime version, so a changed model or runtime never
+ * loads a stale graph (an optimised graph holds provider-specific fused nodes).
+ */
+function optimizedPath(dir: string, file: string, provider: string): string {
+  const st = statSync(file);
+  const key = createHash('sha256').update(`${resolve(file)}\0${st.size}\0${st.mtimeMs}\0${provider}\0${ort.env.versions.common}`).digest('hex').slice(0, 16);
+  return join(dir, `${basename(file, '.onnx')}.${provider}.${key}.ort.onnx`);
+}
+
+async function create(file: string, base: ort.InferenceSession.SessionOptions, provider: 'tensorrt' | 'cuda' | 'cpu', cacheDir: string | undefined): Promise<{ session: ort.InferenceSession; optimizedModel?: 'written' | 'loaded'; note?: string }> {
+  const eps: ort.InferenceSession.ExecutionProviderConfig[] =
+    provider === 'cpu' ? ['cpu'] : provider === 'cuda' ? [{ name: 'cuda', deviceId: 0 }] : [{ name: 'tensorrt', deviceId: 0 }, { name: 'cuda', deviceId: 0 }];
+  if (!cacheDir) return { session: await ort.InferenceSession.create(file, { ...base, executionProviders: eps }) };
+  let cached: string;
+  try {
+    mkdirSync(cacheDir, { recursive: true });
+    cached = optimizedPath(cacheDir, file, provider);
+  } catch (e) {
+    const session = await ort.InferenceSession.create(file, { ...base, executionProviders: eps });
+    return { session, note: `optimised-graph cache off (${(e as Error).message})` };
+  }
+  if (existsSync(cached)) {
+    try {
+      // Already optimised: loading it with optimisation on would redo the work it saves.
+      return { session: await ort.InferenceSession.create(cached, { ...base, graphOptimizationLevel: 'disabled', executionProviders: eps }), optimizedModel: 'loaded' };
+    } catch (e) {
+      rmSync(cached, { force: true });
+      const session = await ort.InferenceSession.create(file, { ...base, executionProviders: eps });
+      return { session, note: `cached optimised graph ${cached} unreadable, removed (${(e as Error).message.split('\n')[0]})` };
+    }
+  }
+  // Written beside, then renamed: two jobs opening the same model never read half a file.
+  const tmp = `${cached}.${process.pid}.${threadId}.tmp`;
+  const session = await ort.InferenceSession.create(file, { ...base, optimizedModelFilePath: tmp, executionProviders: eps });
+  try {
+    renameSync(tmp, cached);
+    return { session, optimizedModel: 'written' };
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    return { session, note: `optimised graph not cached (${(e as Error).message})` };
+  }
+}
+
 async function open(r: OpenRequest): Promise<Response> {
   const base: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: r.intraOpThreads,
@@ -58,30 +104,48 @@ async function open(r: OpenRequest): Promise<Response> {
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
   };
-  let session: ort.InferenceSession;
-  let provider: 'cuda' | 'cpu' = 'cpu';
-  let fallbackReason: string | undefined;
+  const t = r.tuning ?? {};
+  const notes: string[] = [];
+  // onnxruntime-node 1.30 passes the CUDA execution provider its device id and nothing else, so
+  // CUDA graph capture (a provider option that also needs inputs bound in device memory) cannot be
+  // switched on from Node: asked for, it is reported, not silently dropped.
+  if (t.cudaGraph && r.provider !== 'cpu') notes.push('CUDA graph capture unavailable: onnxruntime-node 1.30 passes no CUDA provider options but the device id');
+  let made: Awaited<ReturnType<typeof create>>;
+  let provider: 'tensorrt' | 'cuda' | 'cpu' = 'cpu';
   if (r.provider === 'cpu') {
-    session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: ['cpu'] });
+    made = await create(r.file, base, 'cpu', t.optimizedCacheDir);
   } else {
     if (cudaUnavailable === undefined && r.provider === 'auto') cudaUnavailable = cudaProviderInstalled();
     if (r.provider === 'auto' && cudaUnavailable) {
-      fallbackReason = cudaUnavailable;
-      session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: ['cpu'] });
+      notes.push(cudaUnavailable);
+      made = await create(r.file, base, 'cpu', t.optimizedCacheDir);
     } else {
-      try {
-        session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: [{ name: 'cuda', deviceId: 0 }] });
-        provider = 'cuda';
-      } catch (e) {
-        if (r.provider === 'cuda') throw e;
-        fallbackReason = cudaUnavailable = e instanceof Error ? e.message.split('\n')[0] : String(e);
-        session = await ort.InferenceSession.create(r.file, { ...base, executionProviders: ['cpu'] });
+      const tries: ('tensorrt' | 'cuda')[] = t.tensorrtCacheDir ? ['tensorrt', 'cuda'] : ['cuda'];
+      let got: Awaited<ReturnType<typeof create>> | null = null;
+      for (const p of tries) {
+        try {
+          got = await create(r.file, base, p, t.optimizedCacheDir);
+          provider = p;
+          break;
+        } catch (e) {
+          const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
+          if (p === 'tensorrt') {
+            notes.push(`TensorRT unavailable (${why})`);
+            continue;
+          }
+          if (r.provider === 'cuda') throw e;
+          cudaUnavailable = why;
+          notes.push(why);
+        }
       }
+      made = got ?? (await create(r.file, base, 'cpu', t.optimizedCacheDir));
     }
   }
+  if (made.note) notes.push(made.note);
+  const session = made.session;
   const entry: Entry = { session, inputs: meta(session.inputMetadata), outputs: meta(session.outputMetadata), file: r.file };
   sessions.set(r.component, entry);
-  return { op: 'opened', id: r.id, provider, fallbackReason, inputs: entry.inputs, outputs: entry.outputs };
+  return { op: 'opened', id: r.id, provider, fallbackReason: notes.length ? notes.join('; ') : undefined, optimizedModel: made.optimizedModel, inputs: entry.inputs, outputs: entry.outputs };
 }
 
 function checkDims(component: string, spec: IoMeta, dims: readonly number[]): void {
@@ -201,7 +265,7 @@ interface Binding {
 
 const bindings = new Map<number, Binding>();
 
-function bind(r: BindRequest): Response {
+async function bind(r: BindRequest): Promise<Response> {
   const entry = entryFor(r.component, Object.keys(r.feeds));
   const refresh: (() => void)[] = [];
   const feeds: Record<string, ort.Tensor> = {};
@@ -210,7 +274,11 @@ function bind(r: BindRequest): Response {
     feeds[spec.name] = toOrt(r.component, spec, t.dtype, t.data, t.dims, (f) => refresh.push(f));
   }
   bindings.set(r.binding, { component: r.component, entry, feeds, refresh });
-  return { op: 'bound', id: r.id };
+  if (!r.warmup) return { op: 'bound', id: r.id };
+  for (const f of refresh) f();
+  const t0 = performance.now();
+  await entry.session.run(feeds);
+  return { op: 'bound', id: r.id, warmupMs: performance.now() - t0 };
 }
 
 function runBound(r: RunBoundRequest): Promise<Response> {
