@@ -4,7 +4,7 @@
  * the pipeline's overhead on it: end-to-end time minus the worker's own generation time
  * (metadata.json timings.totalS). One warm-up job first (it fills the worker's model cache), then
  * the median of three jobs. And the load (issue 8, "Load"): CIL_LOAD_JOBS uploads (default 20)
- * at once on a pipeline with the default worker concurrency (`benchLoad()`, local/src/load.ts).
+ * at once on a pipeline with the default worker concurrency (`benchLoad()`, bench/load/run.ts).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,8 +13,8 @@ import { performance } from 'node:perf_hooks';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { jobKeys } from '#shared/schemas';
 import { DEFAULT_DATA_DIR } from '../local/src/paths.ts';
-import { DEFAULT_LOAD_JOBS, runLoad } from '../local/src/load.ts';
-import type { LoadReport } from '../local/src/load.ts';
+import { DEFAULT_LOAD_JOBS, runLoad } from './load/run.ts';
+import type { LoadReport } from './load/run.ts';
 import { startLocalPipeline } from '../local/src/pipeline.ts';
 import { testCardPng } from '../local/src/testCard.ts';
 import { median } from './util.ts';

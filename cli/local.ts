@@ -260,7 +260,7 @@ interface LoadOpts {
 
 /** `local load`: N uploads at once on a pipeline in this process; exit 0 when every job is accounted for as expected. */
 async function load(o: LoadOpts): Promise<number> {
-  const { runLoad, formatLoadReport } = await import('../local/src/load.ts');
+  const { runLoad, formatLoadReport } = await import('../bench/load/run.ts');
   const total = o.jobs;
   let done = 0;
   let report;

@@ -3,15 +3,15 @@
  * cli/printable.ts. A key carrying "\x1b[2J" (clear the screen) and "\r…SUCCEEDED" (overwrite the
  * line with a fake result) must come out as visible escapes from every printer that shows keys,
  * reasons or errors: `local up`'s event lines, notifications, `local run`'s result, remote
- * `status`, and the top-level error line. (The same through real processes: test/local-s3-keys.test.ts.)
+ * `status`, and the top-level error line. (The same through real processes: local/test/s3Keys.test.ts.)
  */
 import { describe, expect, it, vi } from 'vitest';
 import { PassThrough } from 'node:stream';
 import { describeEvent, formatNotification, printRunResult } from '../cli/local.ts';
 import { run as cilMain } from '../cli/main.ts';
 import { printable, printableJson } from '../cli/printable.ts';
-import { printStatus } from '../cli/remote.ts';
-import type { JobStatus } from '../cli/remoteOps.ts';
+import { printStatus } from '../cli/remote/commands.ts';
+import type { JobStatus } from '../cli/remote/ops.ts';
 import type { ExecutionRecord } from '../local/src/executions.ts';
 import type { LocalNotification } from '../local/src/notifications.ts';
 import type { RunImageResult } from '../local/src/run.ts';

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobIdFor, jobKeys } from '#shared/schemas';
-import { DEMO_DEFAULTS } from '../gpu-worker/src/demo/bundle.ts';
+import { DEMO_DEFAULTS } from '../demo/src/bundle.ts';
 import { runImage } from '../local/src/run.ts';
 import type { RunImageResult } from '../local/src/run.ts';
 import { testCardPng } from '../local/src/testCard.ts';

@@ -10,8 +10,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobKeys } from '#shared/schemas';
 import type { PipelineEvent } from '../local/src/pipeline.ts';
-import type { LoadReport } from '../local/src/load.ts';
-import { invalidIndices, killIndices, percentile, pipelineEventHub, runLoad, WorkerPeak } from '../local/src/load.ts';
+import type { LoadReport } from '../bench/load/run.ts';
+import { invalidIndices, killIndices, percentile, pipelineEventHub, runLoad, WorkerPeak } from '../bench/load/run.ts';
 import type { TestPipeline } from './helpers/local.ts';
 import { DEFINITIONS_CACHE, startTestPipeline } from './helpers/local.ts';
 

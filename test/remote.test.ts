@@ -21,9 +21,9 @@ import { DEFAULT_STACK_NAME } from '../infra/lib/app.ts';
 import { OUTPUTS } from '../infra/lib/names.ts';
 import { jobIdFor, jobKeys, sidecarKey } from '#shared/schemas';
 import { testCardPng } from '../local/src/testCard.ts';
-import type { StackInfo } from '../cli/remoteOps.ts';
-import { batchJobIdOf, cloudFormationSource, DEFAULT_STACK, discoverStack, fetchOutputs, followRemote, jobStatus, outputsFileSource, RemoteError, submitImage } from '../cli/remoteOps.ts';
-import { printStatus } from '../cli/remote.ts';
+import type { StackInfo } from '../cli/remote/ops.ts';
+import { batchJobIdOf, cloudFormationSource, DEFAULT_STACK, discoverStack, fetchOutputs, followRemote, jobStatus, outputsFileSource, RemoteError, submitImage } from '../cli/remote/ops.ts';
+import { printStatus } from '../cli/remote/commands.ts';
 import type { TestPipeline } from './helpers/local.ts';
 import { startTestPipeline } from './helpers/local.ts';
 

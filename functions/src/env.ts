@@ -7,6 +7,18 @@ import { ConfigurationError } from './errors.ts';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
+/** Environment the Lambda functions receive from the stack (infra/lib/names.ts re-exports it). */
+export const LAMBDA_ENV = Object.freeze({
+  bucket: 'CIL_BUCKET',
+  eventBus: 'CIL_EVENT_BUS_NAME',
+  topicArn: 'CIL_TOPIC_ARN',
+  presignExpirySeconds: 'CIL_PRESIGN_EXPIRY_SECONDS',
+  generationStateMachineArn: 'CIL_GENERATION_STATE_MACHINE_ARN',
+  batchStateMachineArn: 'CIL_BATCH_STATE_MACHINE_ARN',
+  jobQueueArn: 'CIL_JOB_QUEUE_ARN',
+  metricsNamespace: 'CIL_METRICS_NAMESPACE',
+});
+
 function nonEmpty(env: Env, name: string): string | null {
   const v = env[name];
   return v === undefined || v.trim() === '' ? null : v.trim();
@@ -30,6 +42,13 @@ export function boolVar(env: Env, name: string, dflt: boolean): boolean {
 
 export function stringVar(env: Env, name: string): string | null {
   return nonEmpty(env, name);
+}
+
+/** A variable the stack always sets on the function; its absence is the `error` class the function names. */
+export function requiredVar(env: Env, name: string, error: new (message: string) => Error): string {
+  const v = env[name];
+  if (!v) throw new error(`environment variable ${name} is not set (the stack sets it on the function)`);
+  return v;
 }
 
 export interface S3Config {
@@ -57,7 +76,7 @@ export function s3Config(env: Env): S3Config {
 
 /**
  * The first of `names` that is set, with its name. Variables have a `CIL_`-prefixed name (what the
- * CDK stack sets, infra/lib/names.ts LAMBDA_ENV) and a plain one; the prefixed one wins.
+ * CDK stack sets, LAMBDA_ENV) and a plain one; the prefixed one wins.
  */
 export function firstVar(env: Env, ...names: string[]): { name: string; value: string } | null {
   for (const name of names) {
@@ -69,17 +88,17 @@ export function firstVar(env: Env, ...names: string[]): { name: string; value: s
 
 /** CIL_BUCKET / DATA_BUCKET: when set, events and specs naming another bucket are refused. */
 export function dataBucket(env: Env): string | null {
-  return firstVar(env, 'CIL_BUCKET', 'DATA_BUCKET')?.value ?? null;
+  return firstVar(env, LAMBDA_ENV.bucket, 'DATA_BUCKET')?.value ?? null;
 }
 
 /** CIL_TOPIC_ARN / TOPIC_ARN: the SNS topic of notifications (unset: none sent). */
 export function topicArn(env: Env): string | null {
-  return firstVar(env, 'CIL_TOPIC_ARN', 'TOPIC_ARN')?.value ?? null;
+  return firstVar(env, LAMBDA_ENV.topicArn, 'TOPIC_ARN')?.value ?? null;
 }
 
 /** CIL_EVENT_BUS_NAME / EVENT_BUS_NAME: the EventBridge bus of notifications (unset: none sent). */
 export function eventBusName(env: Env): string | null {
-  return firstVar(env, 'CIL_EVENT_BUS_NAME', 'EVENT_BUS_NAME')?.value ?? null;
+  return firstVar(env, LAMBDA_ENV.eventBus, 'EVENT_BUS_NAME')?.value ?? null;
 }
 
 export const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
@@ -95,7 +114,7 @@ export interface PresignConfig {
  * expiry, URLs last 3600 s.
  */
 export function presignConfig(env: Env): PresignConfig {
-  const expiry = firstVar(env, 'CIL_PRESIGN_EXPIRY_SECONDS', 'PRESIGN_EXPIRY_SECONDS');
+  const expiry = firstVar(env, LAMBDA_ENV.presignExpirySeconds, 'PRESIGN_EXPIRY_SECONDS');
   const seconds = expiry === null ? null : intVar(env, expiry.name, 0, 0, MAX_PRESIGN_SECONDS);
   const enabled = boolVar(env, 'PRESIGN_URLS', seconds !== null && seconds > 0);
   if (enabled && seconds === 0) throw new ConfigurationError(`PRESIGN_URLS is on but ${expiry?.name} is 0`);

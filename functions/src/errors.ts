@@ -107,6 +107,25 @@ export class S3Unreachable extends Error {
   override readonly name = 'S3Unreachable';
 }
 
+/** A batch-manifest line is not `{"image": <key under inputs/ or batches/>, "request"?: {…}}` (PrepareItem). */
+export class InvalidManifestLine extends Error {
+  override readonly name = 'InvalidManifestLine';
+}
+
+/**
+ * A variable the stack sets on the glue functions is missing (requiredVar in env.ts): one class
+ * per function, so that the error type in the logs names the function.
+ */
+export class StarterConfigError extends Error {
+  override readonly name = 'StarterConfigError';
+}
+export class SummaryConfigError extends Error {
+  override readonly name = 'SummaryConfigError';
+}
+export class MetricsConfigError extends Error {
+  override readonly name = 'MetricsConfigError';
+}
+
 /**
  * Errors that a retry cannot fix: the state machine should Catch them straight into the failure
  * branch instead of retrying. Everything else (SDK throttling, network, PublishFailed,

@@ -7,7 +7,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Console } from 'node:console';
 import { Logger } from '@aws-lambda-powertools/logger';
+import type { Context } from 'aws-lambda';
 import type { JobSpec } from '#shared/schemas';
+import { PipelineError } from './errors.ts';
 
 const root = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cil-pipeline' });
 /** The logger of the invocation whose code is running (see `perInvocation`). */
@@ -47,6 +49,47 @@ export function perInvocation<A extends unknown[], R>(handler: (...args: A) => P
     // points the root at logs/lambda.jsonl).
     (child as unknown as { console: Console }).console = (root as unknown as { console: Console }).console;
     return invocation.run(child, () => handler(...args));
+  };
+}
+
+/** How a step logs its end when it does not return. */
+export interface StepLogging {
+  /** The `step` key of every line of the invocation (the state name). */
+  readonly step: string;
+  /** Message of a typed refusal (a PipelineError: a warning, with its name and reason); omitted: refusals log as failures. */
+  readonly refused?: string;
+  /** Message of any other error (logged as an error, with the stack). */
+  readonly failed: string;
+  /** Rewrites a refusal's reason before it is logged (Validate cuts the prompt out). */
+  readonly reason?: (reason: string) => string;
+}
+
+/**
+ * A step's handler: `perInvocation`, the Lambda context and the `step` key added first, the end
+ * logged as StepLogging says when `work` throws (the error still propagates), the keys reset after.
+ */
+export function stepHandler<R>(o: StepLogging, work: (input: unknown) => Promise<R>): (input: unknown, context?: Context) => Promise<R> {
+  return perInvocation(async (input: unknown, context?: Context) => {
+    if (context) logger.addContext(context);
+    logger.appendKeys({ step: o.step });
+    try {
+      return await work(input);
+    } catch (e) {
+      if (o.refused !== undefined && e instanceof PipelineError) logger.warn(o.refused, { error: e.name, reason: o.reason ? o.reason(e.reason) : e.reason });
+      else logger.error(o.failed, e as Error);
+      throw e;
+    } finally {
+      logger.resetKeys();
+    }
+  });
+}
+
+/** A Lambda entry point whose handler (and its clients) is built from the environment on first use. */
+export function lazyHandler<R>(make: () => (input: unknown, context?: Context) => Promise<R>): (input: unknown, context?: Context) => Promise<R> {
+  let cached: ((input: unknown, context?: Context) => Promise<R>) | null = null;
+  return (input, context) => {
+    cached ??= make();
+    return cached(input, context);
   };
 }
 

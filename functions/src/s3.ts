@@ -1,13 +1,14 @@
 /**
  * Small helpers over @aws-sdk/client-s3 for the handlers: a client factory that can point at a
- * local S3-protocol server, and reads that distinguish "missing" and "too large" from real errors
- * (which propagate, so Step Functions retries them).
+ * local S3-protocol server, and reads that distinguish "missing" (storage/src/location.ts `isMissing`), "too
+ * large" and "changed" from real errors (which propagate, so Step Functions retries them).
  */
 import type { S3ClientConfig } from '@aws-sdk/client-s3';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import type { Env } from './env.ts';
 import { s3Config } from './env.ts';
 import { S3AccessDenied, S3Unreachable } from './errors.ts';
+import { isMissing } from '../../storage/src/location.ts';
 
 /** Socket-level error codes of Node's HTTP stack that mean "S3 was not reachable", not "S3 said no". */
 const NETWORK_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ECONNABORTED']);
@@ -94,10 +95,6 @@ export type ReadResult =
 
 function status(e: unknown): number | undefined {
   return e instanceof S3ServiceException ? e.$metadata.httpStatusCode : undefined;
-}
-
-function isMissing(e: unknown): boolean {
-  return status(e) === 404 || (e instanceof Error && ['NoSuchKey', 'NotFound', 'NoSuchVersion'].includes(e.name));
 }
 
 /**

@@ -1,9 +1,9 @@
 /** Where a job writes: a local folder or an s3://bucket/prefix/ (same relative keys in both). */
 import { mkdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { isSafeRelativeKey } from '#shared/schemas';
-import { parseS3Uri } from './bundle.ts';
+import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { isS3Uri, isSafeRelativeKey } from '#shared/schemas';
+import { getObjectBytes, parseLocation, readLocation } from '../../storage/src/location.ts';
 
 export interface OutputSink {
   /** Human-readable location, for logs and metadata. */
@@ -54,7 +54,7 @@ class S3Sink implements OutputSink {
   readonly #prefix: string;
   readonly #s3: S3Client;
   constructor(uri: string, s3: S3Client) {
-    const { bucket, prefix } = parseS3Uri(uri);
+    const { bucket, key: prefix } = parseLocation(uri, 'prefix');
     this.#bucket = bucket;
     this.#prefix = prefix;
     this.#s3 = s3;
@@ -66,13 +66,7 @@ class S3Sink implements OutputSink {
   }
   async get(key: string): Promise<Uint8Array | null> {
     checkKey(key);
-    try {
-      const r = await this.#s3.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
-      return await r.Body!.transformToByteArray();
-    } catch (e) {
-      if ((e as Error).name === 'NoSuchKey' || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return null;
-      throw e;
-    }
+    return getObjectBytes(this.#s3, this.#bucket, this.#prefix + key);
   }
   async delete(key: string): Promise<void> {
     checkKey(key);
@@ -81,14 +75,8 @@ class S3Sink implements OutputSink {
 }
 
 export function openSink(location: string, s3?: S3Client): OutputSink {
-  return location.startsWith('s3://') ? new S3Sink(location, s3 ?? new S3Client({})) : new LocalSink(location);
+  return isS3Uri(location) ? new S3Sink(location, s3 ?? new S3Client({})) : new LocalSink(location);
 }
 
-/** Reads a whole input from a path or an s3:// URI. */
-export async function readInput(location: string, s3?: S3Client): Promise<Uint8Array> {
-  if (!location.startsWith('s3://')) return readFile(location);
-  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(location);
-  if (!m) throw new Error(`'${location}' is not an s3://bucket/key URI`);
-  const r = await (s3 ?? new S3Client({})).send(new GetObjectCommand({ Bucket: m[1], Key: m[2] }));
-  return r.Body!.transformToByteArray();
-}
+/** Reads a whole input from a path or an s3:// URI (storage/src/location.ts). */
+export const readInput: (location: string, s3?: S3Client) => Promise<Uint8Array> = readLocation;

@@ -26,6 +26,20 @@ import {
 import { REPO_ROOT, WORKER_DOCKERFILE, dockerignorePatterns } from './paths.ts';
 import type { DataStorage } from './storage.ts';
 
+/**
+ * A job that fits no instance type would wait forever: every job queue cancels it after 10
+ * minutes RUNNABLE (the workflow then records the failure). Capacity shortages are waited out and
+ * alarmed on instead.
+ */
+export const CANCEL_UNFITTABLE_JOBS: batch.JobStateTimeLimitAction[] = [
+  {
+    action: batch.JobStateTimeLimitActionsAction.CANCEL,
+    maxTime: Duration.minutes(10),
+    reason: batch.JobStateTimeLimitActionsReason.JOB_RESOURCE_REQUIREMENT,
+    state: batch.JobStateTimeLimitActionsState.RUNNABLE,
+  },
+];
+
 export interface GpuBatchProps {
   readonly config: CilConfig;
   readonly storage: DataStorage;
@@ -158,16 +172,7 @@ export class GpuBatch extends Construct {
     this.jobQueue = new batch.JobQueue(this, 'JobQueue', {
       computeEnvironments: order,
       priority: 1,
-      // A job that fits no instance type would wait forever: cancel it (the workflow then
-      // records the failure). Capacity shortages are waited out and alarmed on instead.
-      jobStateTimeLimitActions: [
-        {
-          action: batch.JobStateTimeLimitActionsAction.CANCEL,
-          maxTime: Duration.minutes(10),
-          reason: batch.JobStateTimeLimitActionsReason.JOB_RESOURCE_REQUIREMENT,
-          state: batch.JobStateTimeLimitActionsState.RUNNABLE,
-        },
-      ],
+      jobStateTimeLimitActions: CANCEL_UNFITTABLE_JOBS,
     });
 
     this.workerImage = new ecrAssets.DockerImageAsset(this, 'WorkerImage', {

@@ -44,6 +44,14 @@ export const BATCH_STATES = Object.freeze({
   summaryFailed: 'SummaryFailed',
 });
 
+/**
+ * An execution's ARN from its state machine's: `arn:…:stateMachine:<sm>` + name →
+ * `arn:…:execution:<sm>:<name>` (the execution name of a job is its job id).
+ */
+export function executionArnOf(stateMachineArn: string, name: string): string {
+  return `${stateMachineArn.replace(':stateMachine:', ':execution:')}:${name}`;
+}
+
 /** Label of the Distributed Map (its map runs and child executions are named after it). */
 export const BATCH_MAP_LABEL = 'manifest';
 
@@ -83,17 +91,8 @@ export const WORKER_ENV = Object.freeze({
   modelCache: 'CIL_MODEL_CACHE',
 });
 
-/** Environment the Lambda functions receive. */
-export const LAMBDA_ENV = Object.freeze({
-  bucket: 'CIL_BUCKET',
-  eventBus: 'CIL_EVENT_BUS_NAME',
-  topicArn: 'CIL_TOPIC_ARN',
-  presignExpirySeconds: 'CIL_PRESIGN_EXPIRY_SECONDS',
-  generationStateMachineArn: 'CIL_GENERATION_STATE_MACHINE_ARN',
-  batchStateMachineArn: 'CIL_BATCH_STATE_MACHINE_ARN',
-  jobQueueArn: 'CIL_JOB_QUEUE_ARN',
-  metricsNamespace: 'CIL_METRICS_NAMESPACE',
-});
+/** Environment the Lambda functions receive (owned by the functions, which read it). */
+export { LAMBDA_ENV } from '../../functions/src/env.ts';
 
 /** Container paths inside the worker (the Dockerfile creates them for the worker user). */
 export const WORKER_PATHS = Object.freeze({
@@ -124,16 +123,8 @@ export const EVENT_DETAIL_TYPES = Object.freeze({
   failed: 'Job Failed',
 });
 
-/** CloudWatch namespace of the metrics this stack publishes itself. */
-export const METRICS_NAMESPACE = 'CIL/Pipeline';
-
-export const METRIC_NAMES = Object.freeze({
-  gpuMinutes: 'GpuMinutes',
-  batchJobsSucceeded: 'BatchJobsSucceeded',
-  batchJobsFailed: 'BatchJobsFailed',
-  runnableJobs: 'RunnableJobs',
-  oldestRunnableSeconds: 'OldestRunnableSeconds',
-});
+/** The metrics the BatchMetrics function writes (its namespace and names feed the dashboard and alarms). */
+export { METRIC_NAMES, METRICS_NAMESPACE } from '../../functions/src/batchMetrics/core.ts';
 
 /** CloudFormation outputs (the remote CLI reads them with DescribeStacks). */
 export const OUTPUTS = Object.freeze({

@@ -1,7 +1,7 @@
 /**
  * Alarms, a dashboard, and the metrics Batch does not publish itself: failed executions of each
  * workflow; Batch jobs waiting RUNNABLE too long (a scheduled check of the queue, see
- * infra/runtime/batchMetrics.ts); undelivered upload events; and GPU-minutes per job.
+ * functions/src/batchMetrics/core.ts); undelivered upload events; and GPU-minutes per job.
  */
 import { Duration } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';

@@ -11,7 +11,7 @@ export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
 export const WORKER_DOCKERFILE = 'gpu-worker/Dockerfile';
 export const FUNCTIONS_DOCKERFILE = 'infra/docker/functions.Dockerfile';
 
-/** Default handler files of the NodejsFunction Lambdas written in functions/ (relative to REPO_ROOT). */
+/** Default handler files of the Notify and RecordFailure Lambdas (relative to REPO_ROOT; a stack prop can replace them). */
 export const DEFAULT_HANDLER_ENTRIES = Object.freeze({
   notify: 'functions/src/notify/handler.ts',
   recordFailure: 'functions/src/notify/recordFailure.ts',
@@ -23,11 +23,11 @@ export const IMAGE_HANDLERS = Object.freeze({
   postProcess: 'postprocess/handler.handler',
 });
 
-/** The glue handlers this folder owns. */
+/** The glue handlers between the AWS services and the workflows (functions/src, bundled by esbuild). */
 export const RUNTIME_ENTRIES = Object.freeze({
-  starter: 'infra/runtime/starter.ts',
-  batchSummary: 'infra/runtime/batchSummary.ts',
-  batchMetrics: 'infra/runtime/batchMetrics.ts',
+  starter: 'functions/src/starter/handler.ts',
+  batchSummary: 'functions/src/batchSummary/handler.ts',
+  batchMetrics: 'functions/src/batchMetrics/handler.ts',
 });
 
 export function repoPath(relative: string): string {

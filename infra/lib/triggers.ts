@@ -1,7 +1,7 @@
 /**
  * Upload triggers: S3 "Object Created" events for images under inputs/ and manifests under
  * batches/ go to the starter Lambda, which starts the generation or batch-production workflow
- * under an execution name derived from the object (see infra/runtime/starter.ts). Events that
+ * under an execution name derived from the object (see functions/src/starter/core.ts). Events that
  * cannot be delivered, and invocations that keep failing, land in a dead-letter queue that
  * raises an alarm.
  */

@@ -12,8 +12,8 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFile
 import { join } from 'node:path';
 import { StateMachine } from 'aws-local-stepfunctions';
 import type { Asl } from './definitions.ts';
+import { executionArnOf } from '../../infra/lib/names.ts';
 import { LOCAL_ACCOUNT } from './definitions.ts';
-import { executionArnOf } from './keys.ts';
 
 export type LocalWorkflow = 'generation' | 'batch';
 export type ExecutionStatus = 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'TIMED_OUT' | 'ABORTED';

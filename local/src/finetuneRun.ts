@@ -13,7 +13,7 @@
  * cache path in the shard command becomes a folder of the run; the AWS CLI copies and uploads in one
  * part (its config file: s3rver has no UploadPartCopy); SNS messages are collected, not sent.
  * Used by `npm run test:finetune-real` (scripts/finetune-real.ts); its own test is
- * test/local-finetune.test.ts.
+ * local/test/finetuneRun.test.ts.
  */
 import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

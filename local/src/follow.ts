@@ -1,22 +1,12 @@
 /**
  * Following a local execution until it ends, from its record (in this process, or the JSON file
- * another process writes), and copying a job's outputs out of the local bucket.
+ * another process writes), told to an ExecutionObserver as the remote CLI tells it.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
-import type { S3Client } from '@aws-sdk/client-s3';
-import { listKeys } from '../../functions/src/s3.ts';
+import type { ExecutionObserver } from '../../cli/remote/client.ts';
 import { GENERATION_STATES } from '../../infra/lib/names.ts';
-import type { ExecutionRecord, WorkerProgress } from './executions.ts';
+import type { ExecutionRecord } from './executions.ts';
 
-/** What is told about a running job (cli/progress.ts JobReporter is one). */
-export interface ExecutionObserver {
-  state(name: string, at: number): void;
-  batch(status: string, detail?: string): void;
-  progress(p: WorkerProgress): void;
-  end(at: number): void;
-}
+export type { ExecutionObserver };
 
 export class FollowTimeout extends Error {
   override readonly name = 'FollowTimeout';
@@ -79,21 +69,4 @@ export async function followExecution(what: string, get: () => ExecutionRecord |
     if (Date.now() > deadline) throw new FollowTimeout(`${what} did not end within ${Math.round((o.timeoutMs ?? 0) / 1000)} s (status: ${r?.status ?? 'not started'}); it goes on running`);
     await new Promise((res) => setTimeout(res, interval));
   }
-}
-
-/** Downloads every object under `prefix` into `dir` (keys relative to the prefix); returns the files written. */
-export async function downloadPrefix(s3: S3Client, bucket: string, prefix: string, dir: string): Promise<string[]> {
-  const keys = await listKeys(s3, bucket, prefix);
-  const files: string[] = [];
-  for (const key of keys) {
-    const rel = key.slice(prefix.length);
-    // Keys under a job prefix are the pipeline's own safe keys; refuse anything that would leave `dir`.
-    if (rel === '' || rel.split('/').some((seg) => seg === '' || seg === '.' || seg === '..')) continue;
-    const file = join(dir, rel);
-    const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    mkdirSync(dirname(file), { recursive: true });
-    writeFileSync(file, await r.Body!.transformToByteArray());
-    files.push(file);
-  }
-  return files;
 }

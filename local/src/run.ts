@@ -8,14 +8,15 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { jobIdFor, jobKeys, sidecarKey } from '#shared/schemas';
+import { jobIdFor, jobKeys } from '#shared/schemas';
+import { getObjectBytes } from '../../storage/src/location.ts';
+import type { ExecutionObserver } from '../../cli/remote/client.ts';
+import { contentTypeOf, downloadPrefix, uploadImage, uploadKeyFor } from '../../cli/remote/client.ts';
+import { processAlive } from './dataDir.ts';
 import type { ExecutionRecord } from './executions.ts';
 import { readExecutionFile } from './executions.ts';
-import type { ExecutionObserver } from './follow.ts';
-import { downloadPrefix, followExecution } from './follow.ts';
-import { contentTypeOf, uploadKeyFor } from './keys.ts';
+import { followExecution } from './follow.ts';
 import { notificationJobId, readNotifications } from './notifications.ts';
 import type { LocalNotification } from './notifications.ts';
 import type { LocalPipeline } from './pipeline.ts';
@@ -36,15 +37,6 @@ export class LocalRunError extends Error {
   override readonly name = 'LocalRunError';
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** The running `cil local up` of this data folder, or null (a stale file is removed). */
 export function runningUp(dataDir: string): UpInfo | null {
   const f = join(dataDir, UP_FILE);
@@ -55,19 +47,9 @@ export function runningUp(dataDir: string): UpInfo | null {
   } catch {
     return null;
   }
-  if (Number.isInteger(info.pid) && alive(info.pid)) return info;
+  if (Number.isInteger(info.pid) && processAlive(info.pid)) return info;
   rmSync(f, { force: true });
   return null;
-}
-
-async function getObject(s3: S3Client, bucket: string, key: string): Promise<Buffer | null> {
-  try {
-    const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    return Buffer.from(await r.Body!.transformToByteArray());
-  } catch (e) {
-    if ((e as Error).name === 'NoSuchKey' || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return null;
-    throw e;
-  }
 }
 
 export interface RunImageOptions {
@@ -121,16 +103,11 @@ export async function runImage(o: RunImageOptions): Promise<RunImageResult> {
   }
   try {
     const key = o.key ?? uploadKeyFor(o.fileName, o.image, o.request);
-    if (Object.keys(o.request).length > 0) {
-      await s3.send(new PutObjectCommand({ Bucket: bucket, Key: sidecarKey(key), Body: JSON.stringify(o.request), ContentType: 'application/json' }));
-    }
     // s3rver's ETag of a single PUT is the MD5 of the bytes (as S3's is without SSE-KMS): an
     // execution of that name before the upload means the starter will see a duplicate.
     const expected = jobIdFor(bucket, key, createHash('md5').update(o.image).digest('hex'));
     const prior = get(expected);
-    const put = await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: o.image, ContentType: contentTypeOf(key) }));
-    const etag = (put.ETag ?? '').replace(/^"|"$/g, '');
-    const jobId = jobIdFor(bucket, key, put.VersionId ?? etag);
+    const { jobId } = await uploadImage(s3, bucket, key, o.image, { request: Object.keys(o.request).length > 0 ? o.request : null, contentType: contentTypeOf(key) });
     const reused = jobId === expected && prior !== null && prior !== undefined;
     o.onUploaded?.({ jobId, key, bucket, reused });
     if (o.wait === false) return { jobId, key, reused, record: null, outDir: null, files: [], failure: null, notifications: [] };
@@ -141,9 +118,9 @@ export async function runImage(o: RunImageOptions): Promise<RunImageResult> {
     if (record.status === 'SUCCEEDED') {
       files = await downloadPrefix(s3, bucket, jobKeys(jobId).output, outDir);
     } else {
-      const f = await getObject(s3, bucket, jobKeys(jobId).failure);
+      const f = await getObjectBytes(s3, bucket, jobKeys(jobId).failure);
       if (f !== null) {
-        failure = JSON.parse(f.toString('utf8')) as Record<string, unknown>;
+        failure = JSON.parse(Buffer.from(f).toString('utf8')) as Record<string, unknown>;
         mkdirSync(outDir, { recursive: true });
         const file = join(outDir, 'failure.json');
         writeFileSync(file, f);

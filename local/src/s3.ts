@@ -7,7 +7,7 @@
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { ObjectCreatedDetail } from '../../infra/runtime/starter.ts';
+import type { ObjectCreatedDetail } from '../../functions/src/starter/core.ts';
 import { makeS3Client } from '../../functions/src/s3.ts';
 import { LOCAL_REGION } from './definitions.ts';
 import { guardS3rver } from './s3Keys.ts';

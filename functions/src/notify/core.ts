@@ -106,7 +106,7 @@ export function failureIdentity(f: FailureInput): Identity {
     const s = spec.data;
     return { jobId: s.jobId, bucket: s.bucket, input: { key: s.input.key, versionId: s.input.versionId }, model: s.request.model };
   }
-  // The workflow's state: GenerationInput fields at the top level (infra/runtime/starter.ts).
+  // The workflow's state: GenerationInput fields at the top level (functions/src/starter/core.ts).
   const top = z
     .looseObject({ jobId: z.string().regex(JOB_ID_PATTERN), bucket: z.string().min(1).max(255).optional(), key: z.string().min(1).max(4096).optional(), versionId: z.string().nullable().optional() })
     .safeParse(f);

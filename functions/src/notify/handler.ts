@@ -15,8 +15,8 @@ import type { Context } from 'aws-lambda';
 import type { Env } from '../env.ts';
 import { dataBucket, eventBusName, MAX_PRESIGN_SECONDS, presignConfig, s3Config, topicArn } from '../env.ts';
 import type { PresignConfig } from '../env.ts';
-import { ConfigurationError, InvalidEvent, PipelineError, PublishFailed } from '../errors.ts';
-import { logger, perInvocation } from '../logger.ts';
+import { ConfigurationError, InvalidEvent, PublishFailed } from '../errors.ts';
+import { logger, lazyHandler, stepHandler } from '../logger.ts';
 import { makeS3Client, putObject } from '../s3.ts';
 import type { FailureRecord } from './core.ts';
 import { buildFailureRecord, buildNotification, EVENT_SOURCE, parseFailureInput, parseNotifyInput, PRESIGNED_KINDS } from './core.ts';
@@ -70,55 +70,45 @@ export function createNotifyHandler(deps: NotifyDeps): (input: unknown, context?
   if (deps.presign.enabled && bucket === null) {
     throw new ConfigurationError('presigned URLs need the data bucket (DATA_BUCKET): Notify signs only the job\'s own outputs in it');
   }
-  return perInvocation(async (input, context) => {
-    if (context) logger.addContext(context);
-    logger.appendKeys({ step: 'Notify' });
-    try {
-      const n = parseNotifyInput(input, now(), bucket);
-      const jobId = n.status === 'succeeded' ? n.result.jobId : n.failure.jobId;
-      logger.appendKeys({ jobId });
-      let urls: { byKey: Map<string, string>; expiresAt: string } | null = null;
-      if (n.status === 'succeeded' && deps.presign.enabled && bucket !== null) {
-        const byKey = new Map<string, string>();
-        const expiresIn = deps.presign.expirySeconds;
-        for (const o of n.result.outputs) {
-          if (!PRESIGNED_KINDS.includes(o.kind)) continue;
-          // The configured bucket, not the input's (parseNotifyInput has checked they agree).
-          byKey.set(o.key, await getSignedUrl(deps.s3, new GetObjectCommand({ Bucket: bucket, Key: o.key }), { expiresIn }));
-        }
-        urls = { byKey, expiresAt: new Date(now().getTime() + expiresIn * 1000).toISOString() };
+  return stepHandler({ step: 'Notify', refused: 'notify refused', failed: 'notify failed' }, async (input) => {
+    const n = parseNotifyInput(input, now(), bucket);
+    const jobId = n.status === 'succeeded' ? n.result.jobId : n.failure.jobId;
+    logger.appendKeys({ jobId });
+    let urls: { byKey: Map<string, string>; expiresAt: string } | null = null;
+    if (n.status === 'succeeded' && deps.presign.enabled && bucket !== null) {
+      const byKey = new Map<string, string>();
+      const expiresIn = deps.presign.expirySeconds;
+      for (const o of n.result.outputs) {
+        if (!PRESIGNED_KINDS.includes(o.kind)) continue;
+        // The configured bucket, not the input's (parseNotifyInput has checked they agree).
+        byKey.set(o.key, await getSignedUrl(deps.s3, new GetObjectCommand({ Bucket: bucket, Key: o.key }), { expiresIn }));
       }
-      const note = buildNotification(n, urls);
-      const body = JSON.stringify(note.detail);
-
-      let snsMessageId: string | null = null;
-      if (deps.topicArn !== null) {
-        const attrs = Object.fromEntries(Object.entries(note.attributes).map(([k, v]) => [k, { DataType: 'String', StringValue: v }]));
-        const r = await deps.sns.send(new PublishCommand({ TopicArn: deps.topicArn, Subject: note.subject, Message: body, MessageAttributes: attrs }));
-        snsMessageId = r.MessageId ?? null;
-      }
-      let eventId: string | null = null;
-      if (deps.eventBusName !== null) {
-        const r = await deps.events.send(
-          new PutEventsCommand({ Entries: [{ Source: EVENT_SOURCE, DetailType: note.detailType, Detail: body, EventBusName: deps.eventBusName }] }),
-        );
-        const entry = r.Entries?.[0];
-        if ((r.FailedEntryCount ?? 0) > 0 || entry?.EventId === undefined) {
-          throw new PublishFailed(`EventBridge refused the event: ${entry?.ErrorCode ?? 'no event id'} ${entry?.ErrorMessage ?? ''}`.trim());
-        }
-        eventId = entry.EventId;
-      }
-      if (snsMessageId === null && eventId === null) logger.warn('neither TOPIC_ARN nor EVENT_BUS_NAME is set: nothing published');
-      logger.info('notified', { status: n.status, subject: note.subject, snsMessageId, eventId, presigned: urls?.byKey.size ?? 0 });
-      if (urls !== null) logger.debug('presigned urls', { urls: Object.fromEntries(urls.byKey) });
-      return { jobId, status: n.status, snsMessageId, eventId };
-    } catch (e) {
-      if (e instanceof PipelineError) logger.warn('notify refused', { error: e.name, reason: e.reason });
-      else logger.error('notify failed', e as Error);
-      throw e;
-    } finally {
-      logger.resetKeys();
+      urls = { byKey, expiresAt: new Date(now().getTime() + expiresIn * 1000).toISOString() };
     }
+    const note = buildNotification(n, urls);
+    const body = JSON.stringify(note.detail);
+
+    let snsMessageId: string | null = null;
+    if (deps.topicArn !== null) {
+      const attrs = Object.fromEntries(Object.entries(note.attributes).map(([k, v]) => [k, { DataType: 'String', StringValue: v }]));
+      const r = await deps.sns.send(new PublishCommand({ TopicArn: deps.topicArn, Subject: note.subject, Message: body, MessageAttributes: attrs }));
+      snsMessageId = r.MessageId ?? null;
+    }
+    let eventId: string | null = null;
+    if (deps.eventBusName !== null) {
+      const r = await deps.events.send(
+        new PutEventsCommand({ Entries: [{ Source: EVENT_SOURCE, DetailType: note.detailType, Detail: body, EventBusName: deps.eventBusName }] }),
+      );
+      const entry = r.Entries?.[0];
+      if ((r.FailedEntryCount ?? 0) > 0 || entry?.EventId === undefined) {
+        throw new PublishFailed(`EventBridge refused the event: ${entry?.ErrorCode ?? 'no event id'} ${entry?.ErrorMessage ?? ''}`.trim());
+      }
+      eventId = entry.EventId;
+    }
+    if (snsMessageId === null && eventId === null) logger.warn('neither TOPIC_ARN nor EVENT_BUS_NAME is set: nothing published');
+    logger.info('notified', { status: n.status, subject: note.subject, snsMessageId, eventId, presigned: urls?.byKey.size ?? 0 });
+    if (urls !== null) logger.debug('presigned urls', { urls: Object.fromEntries(urls.byKey) });
+    return { jobId, status: n.status, snsMessageId, eventId };
   });
 }
 
@@ -135,37 +125,19 @@ export function recordFailureDepsFromEnv(env: Env = process.env): RecordFailureD
 
 export function createRecordFailureHandler(deps: RecordFailureDeps): (input: unknown, context?: Context) => Promise<FailureRecord> {
   const now = deps.now ?? ((): Date => new Date());
-  return perInvocation(async (input, context) => {
-    if (context) logger.addContext(context);
-    logger.appendKeys({ step: 'RecordFailure' });
-    try {
-      const record = buildFailureRecord(parseFailureInput(input), now());
-      logger.appendKeys({ jobId: record.jobId });
-      const bucket = deps.dataBucket ?? record.bucket;
-      if (bucket === null) throw new InvalidEvent(`job ${record.jobId}: no bucket known for the failure record (set DATA_BUCKET)`);
-      await putObject(deps.s3, bucket, record.failureKey, `${JSON.stringify(record, null, 2)}\n`, 'application/json');
-      logger.info('failure recorded', { failedStep: record.failedStep, error: record.error, failureKey: record.failureKey });
-      return record;
-    } catch (e) {
-      logger.error('recording the failure failed', e as Error);
-      throw e;
-    } finally {
-      logger.resetKeys();
-    }
+  return stepHandler({ step: 'RecordFailure', failed: 'recording the failure failed' }, async (input) => {
+    const record = buildFailureRecord(parseFailureInput(input), now());
+    logger.appendKeys({ jobId: record.jobId });
+    const bucket = deps.dataBucket ?? record.bucket;
+    if (bucket === null) throw new InvalidEvent(`job ${record.jobId}: no bucket known for the failure record (set DATA_BUCKET)`);
+    await putObject(deps.s3, bucket, record.failureKey, `${JSON.stringify(record, null, 2)}\n`, 'application/json');
+    logger.info('failure recorded', { failedStep: record.failedStep, error: record.error, failureKey: record.failureKey });
+    return record;
   });
 }
 
-let cachedNotify: ((input: unknown, context?: Context) => Promise<NotifyOutcome>) | null = null;
-let cachedRecord: ((input: unknown, context?: Context) => Promise<FailureRecord>) | null = null;
-
 /** Notify's Lambda entry point. */
-export async function handler(input: unknown, context?: Context): Promise<NotifyOutcome> {
-  cachedNotify ??= createNotifyHandler(notifyDepsFromEnv());
-  return cachedNotify(input, context);
-}
+export const handler: (input: unknown, context?: Context) => Promise<NotifyOutcome> = lazyHandler(() => createNotifyHandler(notifyDepsFromEnv()));
 
 /** The failure recorder's Lambda entry point (handler setting `notify/handler.recordFailure`). */
-export async function recordFailure(input: unknown, context?: Context): Promise<FailureRecord> {
-  cachedRecord ??= createRecordFailureHandler(recordFailureDepsFromEnv());
-  return cachedRecord(input, context);
-}
+export const recordFailure: (input: unknown, context?: Context) => Promise<FailureRecord> = lazyHandler(() => createRecordFailureHandler(recordFailureDepsFromEnv()));

@@ -11,8 +11,8 @@ import type { Context } from 'aws-lambda';
 import { jobKeys } from '#shared/schemas';
 import type { Env } from '../env.ts';
 import { dataBucket, ffmpegPath } from '../env.ts';
-import { InvalidWorkerOutput, OutputConflict, PipelineError, WorkerOutputNotFound } from '../errors.ts';
-import { logger, perInvocation } from '../logger.ts';
+import { InvalidWorkerOutput, OutputConflict, WorkerOutputNotFound } from '../errors.ts';
+import { logger, lazyHandler, stepHandler } from '../logger.ts';
 import { headObject, listKeys, makeS3Client, mapLimit, putObject, readObject } from '../s3.ts';
 import type { JobSpec } from '#shared/schemas';
 import type { JobResult } from './core.ts';
@@ -58,51 +58,36 @@ async function mustRead(s3: S3Client, bucket: string, key: string, max: number, 
 }
 
 export function createPostprocessHandler(deps: PostprocessDeps): (input: unknown, context?: Context) => Promise<JobResult> {
-  return perInvocation(async (input, context) => {
-    if (context) logger.addContext(context);
-    logger.appendKeys({ step: 'PostProcess' });
-    try {
-      const spec = parsePostprocessInput(input, deps.dataBucket);
-      logger.appendKeys({ jobId: spec.jobId });
-      const { s3 } = deps;
-      const bucket = spec.bucket;
-      const keys = jobKeys(spec.jobId);
-      const finished = await finishedResult(s3, spec);
-      if (finished !== null) {
-        logger.info('outputs already complete from an earlier run; nothing written', { resultKey: finished.resultKey, outputs: finished.outputs.length });
-        return finished;
-      }
-
-      const frameKeys = orderFrameKeys(await listKeys(s3, bucket, keys.frames), keys.frames, spec.request.frames);
-      const frames = await mapLimit(frameKeys, S3_CONCURRENCY, (k) =>
-        mustRead(s3, bucket, k, MAX_FRAME_BYTES, () => new WorkerOutputNotFound(`${k}: listed but gone`)),
-      );
-      const metadata = await mustRead(s3, bucket, keys.workerMetadata, MAX_METADATA_BYTES, () => new WorkerOutputNotFound(`${keys.workerMetadata}: the worker wrote no metadata`));
-      const latent = spec.request.outputs.includes('latent-npy')
-        ? await mustRead(s3, bucket, keys.latent, MAX_LATENT_BYTES, () => new WorkerOutputNotFound(`${keys.latent}: the job asked for latent-npy, but the worker wrote none`))
-        : null;
-
-      const t0 = Date.now();
-      const { files, result } = await postprocess({ spec, frames, frameNames: frameKeys, metadata, latent }, { ffmpegPath: deps.ffmpegPath, tmpRoot: deps.tmpRoot });
-      const encodeMs = Date.now() - t0;
-      await mapLimit(files, S3_CONCURRENCY, (f) => putObject(s3, bucket, f.key, f.body, f.contentType));
-      await putObject(s3, bucket, result.resultKey, resultBytes(result), 'application/json');
-      logger.info('outputs written', { encodeMs, frames: result.video.frames, outputs: result.outputs.map((o) => ({ key: o.key, bytes: o.bytes })) });
-      return result;
-    } catch (e) {
-      if (e instanceof PipelineError) logger.warn('post-process refused', { error: e.name, reason: e.reason });
-      else logger.error('post-process failed', e as Error);
-      throw e;
-    } finally {
-      logger.resetKeys();
+  return stepHandler({ step: 'PostProcess', refused: 'post-process refused', failed: 'post-process failed' }, async (input) => {
+    const spec = parsePostprocessInput(input, deps.dataBucket);
+    logger.appendKeys({ jobId: spec.jobId });
+    const { s3 } = deps;
+    const bucket = spec.bucket;
+    const keys = jobKeys(spec.jobId);
+    const finished = await finishedResult(s3, spec);
+    if (finished !== null) {
+      logger.info('outputs already complete from an earlier run; nothing written', { resultKey: finished.resultKey, outputs: finished.outputs.length });
+      return finished;
     }
+
+    const frameKeys = orderFrameKeys(await listKeys(s3, bucket, keys.frames), keys.frames, spec.request.frames);
+    const frames = await mapLimit(frameKeys, S3_CONCURRENCY, (k) =>
+      mustRead(s3, bucket, k, MAX_FRAME_BYTES, () => new WorkerOutputNotFound(`${k}: listed but gone`)),
+    );
+    const metadata = await mustRead(s3, bucket, keys.workerMetadata, MAX_METADATA_BYTES, () => new WorkerOutputNotFound(`${keys.workerMetadata}: the worker wrote no metadata`));
+    const latent = spec.request.outputs.includes('latent-npy')
+      ? await mustRead(s3, bucket, keys.latent, MAX_LATENT_BYTES, () => new WorkerOutputNotFound(`${keys.latent}: the job asked for latent-npy, but the worker wrote none`))
+      : null;
+
+    const t0 = Date.now();
+    const { files, result } = await postprocess({ spec, frames, frameNames: frameKeys, metadata, latent }, { ffmpegPath: deps.ffmpegPath, tmpRoot: deps.tmpRoot });
+    const encodeMs = Date.now() - t0;
+    await mapLimit(files, S3_CONCURRENCY, (f) => putObject(s3, bucket, f.key, f.body, f.contentType));
+    await putObject(s3, bucket, result.resultKey, resultBytes(result), 'application/json');
+    logger.info('outputs written', { encodeMs, frames: result.video.frames, outputs: result.outputs.map((o) => ({ key: o.key, bytes: o.bytes })) });
+    return result;
   });
 }
 
-let cached: ((input: unknown, context?: Context) => Promise<JobResult>) | null = null;
-
-/** The Lambda entry point. */
-export async function handler(input: unknown, context?: Context): Promise<JobResult> {
-  cached ??= createPostprocessHandler(postprocessDepsFromEnv());
-  return cached(input, context);
-}
+/** The Lambda entry point (clients built from the environment on first use). */
+export const handler: (input: unknown, context?: Context) => Promise<JobResult> = lazyHandler(() => createPostprocessHandler(postprocessDepsFromEnv()));

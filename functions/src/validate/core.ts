@@ -67,7 +67,7 @@ const EventDetail = z.looseObject({
 const EventBridgeEvent = z.looseObject({ detail: EventDetail, time: z.string().optional() });
 /**
  * The generation workflow's input as the starter Lambda and the batch-manifest map build it
- * (infra/runtime/starter.ts `GenerationInput`): the job id is the execution name, `key` as the
+ * (functions/src/starter/core.ts `GenerationInput`): the job id is the execution name, `key` as the
  * event carried it, `request` an inline request (manifest lines) or null.
  */
 const GenerationInput = z.looseObject({

@@ -1,53 +1,25 @@
 /**
- * Locations for the statistics commands: a local path or an s3://bucket/key URI, read whole,
- * written atomically (local: write then rename; S3: PutObject is atomic), listed by folder/prefix;
- * and the video source (a folder or an S3 prefix) whose ids are paths relative to it.
+ * Locations for the statistics commands: a local path or an s3://bucket/key URI (parsed and
+ * read by storage/src/location.ts), read whole, written atomically (local: write then rename;
+ * S3: PutObject is atomic), listed by folder/prefix; and the video source (a folder or an S3
+ * prefix) whose ids are paths relative to it.
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { isS3Uri } from '#shared/schemas';
 import { sortIds } from '#shared/stats';
+import { LocationError, parseLocation, readOptionalLocation } from '../../../storage/src/location.ts';
 
-/** A location that cannot be used (bad URI, missing folder, nothing to list). */
-export class LocationError extends Error {
-  override readonly name = 'LocationError';
-}
-
-export function isS3(location: string): boolean {
-  return location.startsWith('s3://');
-}
-
-/** s3://bucket/key → bucket and key (the key may be empty or end in '/' for a prefix). */
-export function parseS3(uri: string): { bucket: string; key: string } {
-  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(uri);
-  if (!m) throw new LocationError(`'${uri}' is not an s3://bucket/key URI`);
-  const key = m[2] ?? '';
-  if (key.split('/').some((s) => s === '..' || s === '.')) throw new LocationError(`'${uri}': '.' and '..' are not allowed in the key`);
-  return { bucket: m[1], key };
-}
-
-const isMissing = (e: unknown): boolean => {
-  const err = e as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
-  return err.code === 'ENOENT' || err.name === 'NoSuchKey' || err.$metadata?.httpStatusCode === 404;
-};
+export { LocationError };
 
 /** The bytes at `location`, or null when nothing is there. Other errors propagate. */
-export async function readOptional(location: string, s3?: S3Client): Promise<Uint8Array | null> {
-  try {
-    if (!isS3(location)) return await readFile(location);
-    const { bucket, key } = parseS3(location);
-    const r = await (s3 ?? new S3Client({})).send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    return await r.Body!.transformToByteArray();
-  } catch (e) {
-    if (isMissing(e)) return null;
-    throw e;
-  }
-}
+export const readOptional: (location: string, s3?: S3Client) => Promise<Uint8Array | null> = readOptionalLocation;
 
 /** The bytes at `location`; LocationError naming it when nothing is there. */
 export async function readRequired(location: string, s3?: S3Client): Promise<Uint8Array> {
@@ -58,8 +30,8 @@ export async function readRequired(location: string, s3?: S3Client): Promise<Uin
 
 /** Writes `bytes` so that a reader (or a crash) never sees half a file. */
 export async function writeLocation(location: string, bytes: Uint8Array, s3?: S3Client): Promise<void> {
-  if (isS3(location)) {
-    const { bucket, key } = parseS3(location);
+  if (isS3Uri(location)) {
+    const { bucket, key } = parseLocation(location);
     if (key === '' || key.endsWith('/')) throw new LocationError(`${location}: an output needs an object key, not a prefix`);
     await (s3 ?? new S3Client({})).send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes, ContentType: 'application/octet-stream' }));
     return;
@@ -73,7 +45,7 @@ export async function writeLocation(location: string, bytes: Uint8Array, s3?: S3
 
 /** `base` joined with a file name: a folder path or an s3:// prefix. */
 export function joinLocation(base: string, name: string): string {
-  if (isS3(base)) return base.endsWith('/') ? `${base}${name}` : `${base}/${name}`;
+  if (isS3Uri(base)) return base.endsWith('/') ? `${base}${name}` : `${base}/${name}`;
   return join(base, name);
 }
 
@@ -89,9 +61,8 @@ async function walk(root: string, dir: string, out: string[]): Promise<void> {
 
 /** Keys (relative to the prefix) or paths (relative to the folder) under `location` whose names pass `keep`, sorted. */
 export async function listLocation(location: string, keep: (name: string) => boolean, s3?: S3Client): Promise<string[]> {
-  if (isS3(location)) {
-    const { bucket, key } = parseS3(location);
-    const prefix = key === '' || key.endsWith('/') ? key : `${key}/`;
+  if (isS3Uri(location)) {
+    const { bucket, key: prefix } = parseLocation(location, 'prefix');
     const client = s3 ?? new S3Client({});
     const out: string[] = [];
     let token: string | undefined;
@@ -144,7 +115,7 @@ export interface VideoSource {
 /** Lists the videos under a folder or an s3:// prefix. */
 export async function openVideoSource(location: string, s3?: S3Client): Promise<VideoSource> {
   const ids = await listLocation(location, isVideoName, s3);
-  if (!isS3(location)) {
+  if (!isS3Uri(location)) {
     const root = resolve(location);
     return {
       location,
@@ -153,8 +124,7 @@ export async function openVideoSource(location: string, s3?: S3Client): Promise<
       close: () => Promise.resolve(),
     };
   }
-  const { bucket, key } = parseS3(location);
-  const prefix = key === '' || key.endsWith('/') ? key : `${key}/`;
+  const { bucket, key: prefix } = parseLocation(location, 'prefix');
   const client = s3 ?? new S3Client({});
   let tmp: string | null = null;
   let counter = 0;

@@ -1,12 +1,16 @@
 /**
- * Pieces shared by the three workflows: which errors are transient (retried with backoff and
- * jitter) and the Batch `submitJob.sync` task, written as Amazon States Language because its
+ * Pieces shared by the workflows: which errors are transient (retried with backoff and jitter),
+ * the state machine itself, the SNS notification step, the permissions of a `.sync` child
+ * execution, and the Batch `submitJob.sync` task, written as Amazon States Language because its
  * resource requirements and array size come from the execution's data (the L2 task only takes
  * constants for them).
  */
-import { Aws, Duration, Stack } from 'aws-cdk-lib';
+import { ArnFormat, Aws, Duration, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as logs from 'aws-cdk-lib/aws-logs';
+import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import type { Construct } from 'constructs';
 
 /** Lambda service errors (not the handler's own typed errors, which are final). */
@@ -155,6 +159,67 @@ export function batchSyncPolicy(scope: Construct, jobQueueArns: readonly string[
     new iam.PolicyStatement({
       actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
       resources: [stack.formatArn({ service: 'events', resource: 'rule', resourceName: 'StepFunctionsGetEventsForBatchJobsRule' })],
+    }),
+  ];
+}
+
+export interface WorkflowProps {
+  readonly comment: string;
+  readonly start: sfn.IChainable;
+  readonly timeout: Duration;
+  readonly logGroup: logs.ILogGroup;
+  readonly includeExecutionData: boolean;
+  /** The Batch queues and job definitions its `submitJob.sync` tasks use (batchSyncPolicy). */
+  readonly batchJobs?: { readonly queueArns: readonly string[]; readonly jobDefinitionArns: readonly string[] };
+}
+
+/** Every workflow is a STANDARD state machine with X-Ray tracing and every event logged. */
+export function workflowStateMachine(scope: Construct, p: WorkflowProps): sfn.StateMachine {
+  const sm = new sfn.StateMachine(scope, 'StateMachine', {
+    comment: p.comment,
+    stateMachineType: sfn.StateMachineType.STANDARD,
+    definitionBody: sfn.DefinitionBody.fromChainable(p.start),
+    timeout: p.timeout,
+    tracingEnabled: true,
+    logs: { destination: p.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: p.includeExecutionData },
+  });
+  if (p.batchJobs) for (const st of batchSyncPolicy(scope, p.batchJobs.queueArns, p.batchJobs.jobDefinitionArns)) sm.addToRolePolicy(st);
+  return sm;
+}
+
+/**
+ * An SNS notification step that then goes on to `next` whatever happens: a lost notification must
+ * not turn a finished run into a failed one, nor the reverse (its error lands in `$.notifyError`).
+ */
+export function notifyStep(scope: Construct, id: string, p: { readonly topic: sns.ITopic; readonly subject: string; readonly message: Record<string, unknown>; readonly next: sfn.IChainable }): sfn.IChainable {
+  const t = new tasks.SnsPublish(scope, id, {
+    topic: p.topic,
+    subject: p.subject,
+    message: sfn.TaskInput.fromObject(p.message),
+    resultPath: sfn.JsonPath.DISCARD,
+    taskTimeout: sfn.Timeout.duration(Duration.seconds(60)),
+  }).addRetry(SNS_RETRY);
+  t.addCatch(p.next, { resultPath: '$.notifyError' });
+  return t.next(p.next);
+}
+
+/**
+ * What a role needs for `states:startExecution.sync:2` of a child state machine: start it,
+ * describe and stop its executions, and the managed rule through which Step Functions hears of
+ * their end.
+ */
+export function childExecutionPolicy(scope: Construct, childStateMachineArn: string): iam.PolicyStatement[] {
+  const stack = Stack.of(scope);
+  const childName = stack.splitArn(childStateMachineArn, ArnFormat.COLON_RESOURCE_NAME).resourceName ?? '';
+  return [
+    new iam.PolicyStatement({ actions: ['states:StartExecution'], resources: [childStateMachineArn] }),
+    new iam.PolicyStatement({
+      actions: ['states:DescribeExecution', 'states:StopExecution'],
+      resources: [stack.formatArn({ service: 'states', resource: 'execution', arnFormat: ArnFormat.COLON_RESOURCE_NAME, resourceName: `${childName}:*` })],
+    }),
+    new iam.PolicyStatement({
+      actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
+      resources: [stack.formatArn({ service: 'events', resource: 'rule', resourceName: 'StepFunctionsGetEventsForStepFunctionsExecutionRule' })],
     }),
   ];
 }

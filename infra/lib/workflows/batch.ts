@@ -22,7 +22,7 @@ import { PREFIX } from '#shared/schemas';
 import type { CilConfig } from '../config.ts';
 import { BATCH_MAP_LABEL, BATCH_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
 import type { DataStorage } from '../storage.ts';
-import { HANDLER_RETRY, LAMBDA_RETRY, SFN_RETRY, retrierJson } from './asl.ts';
+import { HANDLER_RETRY, LAMBDA_RETRY, SFN_RETRY, childExecutionPolicy, retrierJson, workflowStateMachine } from './asl.ts';
 
 export interface BatchWorkflowProps {
   readonly config: CilConfig;
@@ -132,14 +132,13 @@ export class BatchWorkflow extends Construct {
     runManifest.next(summarize);
     summarize.next(outcome);
 
-    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+    this.stateMachine = workflowStateMachine(this, {
       comment: 'CIL batch production: one manifest to many generation runs',
-      stateMachineType: sfn.StateMachineType.STANDARD,
-      definitionBody: sfn.DefinitionBody.fromChainable(runManifest),
+      start: runManifest,
       // Long enough for thousands of lines at the configured concurrency.
       timeout: Duration.days(7),
-      tracingEnabled: true,
-      logs: { destination: props.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: c.includeExecutionData },
+      logGroup: props.logGroup,
+      includeExecutionData: c.includeExecutionData,
     });
     const sm = this.stateMachine;
     props.prepareItem.grantInvoke(sm);
@@ -152,20 +151,7 @@ export class BatchWorkflow extends Construct {
       }),
     );
     // RunJob: start the generation workflow and follow it.
-    const genName = stack.splitArn(props.generation.stateMachineArn, ArnFormat.COLON_RESOURCE_NAME).resourceName ?? '';
-    sm.addToRolePolicy(new iam.PolicyStatement({ actions: ['states:StartExecution'], resources: [props.generation.stateMachineArn] }));
-    sm.addToRolePolicy(
-      new iam.PolicyStatement({
-        actions: ['states:DescribeExecution', 'states:StopExecution'],
-        resources: [stack.formatArn({ service: 'states', resource: 'execution', arnFormat: ArnFormat.COLON_RESOURCE_NAME, resourceName: `${genName}:*` })],
-      }),
-    );
-    sm.addToRolePolicy(
-      new iam.PolicyStatement({
-        actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
-        resources: [stack.formatArn({ service: 'events', resource: 'rule', resourceName: 'StepFunctionsGetEventsForStepFunctionsExecutionRule' })],
-      }),
-    );
+    for (const st of childExecutionPolicy(this, props.generation.stateMachineArn)) sm.addToRolePolicy(st);
 
     // Permissions that name this state machine itself live in separate policies (they depend on
     // the state machine, which depends on its role's default policy).

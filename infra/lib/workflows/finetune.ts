@@ -27,7 +27,7 @@
  * own job queue; it scales to zero when idle. The Python image is recorded as a Docker image asset
  * (built at deploy time; synth needs no Docker).
  */
-import { Aws, ArnFormat, Duration, IgnoreMode, Size, Stack } from 'aws-cdk-lib';
+import { Aws, Duration, IgnoreMode, Size, Stack } from 'aws-cdk-lib';
 import type { CfnResource } from 'aws-cdk-lib';
 import * as batch from 'aws-cdk-lib/aws-batch';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
@@ -40,16 +40,15 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { PREFIX } from '#shared/schemas';
 import type { GpuBatch } from '../compute.ts';
-import { workerRetryStrategies } from '../compute.ts';
+import { CANCEL_UNFITTABLE_JOBS, workerRetryStrategies } from '../compute.ts';
 import type { CilConfig } from '../config.ts';
 import { FINETUNE_COMMANDS, FINETUNE_ENV, FINETUNE_PREFIXES as P, FINETUNE_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
 import { REPO_ROOT, dockerignorePatterns } from '../paths.ts';
 import type { DataStorage } from '../storage.ts';
-import { BATCH_RETRY, SFN_RETRY, SNS_RETRY, batchSyncPolicy } from './asl.ts';
+import { BATCH_RETRY, SFN_RETRY, childExecutionPolicy, notifyStep, workflowStateMachine } from './asl.ts';
 
 /** The fine-tuning image: Python, torch, the models' dependencies, the AWS CLI and tools/. */
 export const FINETUNE_DOCKERFILE = 'tools/finetune/Dockerfile';
@@ -154,14 +153,7 @@ export class FinetuneWorkflow extends Construct {
     this.jobQueue = new batch.JobQueue(this, 'JobQueue', {
       computeEnvironments: [{ computeEnvironment: this.computeEnvironment, order: 1 }],
       priority: 1,
-      jobStateTimeLimitActions: [
-        {
-          action: batch.JobStateTimeLimitActionsAction.CANCEL,
-          maxTime: Duration.minutes(10),
-          reason: batch.JobStateTimeLimitActionsReason.JOB_RESOURCE_REQUIREMENT,
-          state: batch.JobStateTimeLimitActionsState.RUNNABLE,
-        },
-      ],
+      jobStateTimeLimitActions: CANCEL_UNFITTABLE_JOBS,
     });
 
     this.image = new ecrAssets.DockerImageAsset(this, 'Image', {
@@ -267,17 +259,8 @@ export class FinetuneWorkflow extends Construct {
       error: 'CIL.InvalidFinetuneInput',
       cause: `expected {"modelId": string, "family": "dynamicrafter"|"videocrafter"|"svd", "train": {"steps": n, …}, "nodes": 1–${maxNodes}, …} (docs/finetuning.md)`,
     });
-    const notify = (sid: string, status: string, next: sfn.IChainable): sfn.IChainable => {
-      const t = new tasks.SnsPublish(this, sid, {
-        topic: props.topic,
-        subject: `CIL fine-tuning: ${status}`,
-        message: sfn.TaskInput.fromObject({ status, 'execution.$': '$$.Execution.Id', 'modelId.$': '$.input.modelId', 'run.$': '$.runId' }),
-        resultPath: sfn.JsonPath.DISCARD,
-        taskTimeout: sfn.Timeout.duration(Duration.seconds(60)),
-      }).addRetry(SNS_RETRY);
-      t.addCatch(next, { resultPath: '$.notifyError' });
-      return t.next(next);
-    };
+    const notify = (sid: string, status: string, next: sfn.IChainable): sfn.IChainable =>
+      notifyStep(this, sid, { topic: props.topic, subject: `CIL fine-tuning: ${status}`, message: { status, 'execution.$': '$$.Execution.Id', 'modelId.$': '$.input.modelId', 'run.$': '$.runId' }, next });
     const notifyFailed = notify(S.notifyFailed, 'FAILED', failed);
     const notifySucceeded = notify(S.notifySucceeded, 'SUCCEEDED', succeeded);
 
@@ -398,32 +381,16 @@ export class FinetuneWorkflow extends Construct {
     defaults.next(merge);
     merge.next(checkInput);
 
-    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+    this.stateMachine = workflowStateMachine(this, {
       comment: 'CIL TimeNoise fine-tuning: fine-tune → export → statistics → publish',
-      stateMachineType: sfn.StateMachineType.STANDARD,
-      definitionBody: sfn.DefinitionBody.fromChainable(defaults),
+      start: defaults,
       timeout: trainTimeout.plus(Duration.hours(6 + c.statisticsTimeoutHours + 4 + 4 + 1)),
-      tracingEnabled: true,
-      logs: { destination: props.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: c.includeExecutionData },
+      logGroup: props.logGroup,
+      includeExecutionData: c.includeExecutionData,
+      batchJobs: { queueArns: [this.jobQueue.jobQueueArn, gpu.jobQueue.jobQueueArn], jobDefinitionArns: [this.trainJob.jobDefinitionArn, this.exportJob.jobDefinitionArn, this.publishJob.jobDefinitionArn] },
     });
     const sm = this.stateMachine;
-    for (const s of batchSyncPolicy(this, [this.jobQueue.jobQueueArn, gpu.jobQueue.jobQueueArn], [this.trainJob.jobDefinitionArn, this.exportJob.jobDefinitionArn, this.publishJob.jobDefinitionArn])) {
-      sm.addToRolePolicy(s);
-    }
-    const statsName = stack.splitArn(props.statistics.stateMachineArn, ArnFormat.COLON_RESOURCE_NAME).resourceName ?? '';
-    sm.addToRolePolicy(new iam.PolicyStatement({ actions: ['states:StartExecution'], resources: [props.statistics.stateMachineArn] }));
-    sm.addToRolePolicy(
-      new iam.PolicyStatement({
-        actions: ['states:DescribeExecution', 'states:StopExecution'],
-        resources: [stack.formatArn({ service: 'states', resource: 'execution', arnFormat: ArnFormat.COLON_RESOURCE_NAME, resourceName: `${statsName}:*` })],
-      }),
-    );
-    sm.addToRolePolicy(
-      new iam.PolicyStatement({
-        actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
-        resources: [stack.formatArn({ service: 'events', resource: 'rule', resourceName: 'StepFunctionsGetEventsForStepFunctionsExecutionRule' })],
-      }),
-    );
+    for (const st of childExecutionPolicy(this, props.statistics.stateMachineArn)) sm.addToRolePolicy(st);
     props.topicKey?.grant(sm, 'kms:GenerateDataKey*', 'kms:Decrypt');
     (sm.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'finetune');
 

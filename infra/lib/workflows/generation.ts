@@ -1,5 +1,5 @@
 /**
- * The generation workflow (DESIGN.md §5): Validate → Generate (Batch GPU job, .sync) →
+ * The generation workflow (docs/design.md §2.2): Validate → Generate (Batch GPU job, .sync) →
  * PostProcess → NotifySuccess. Every step retries only transient service errors, has its own
  * timeout, and on failure goes to `<Step>Failed` (which records the step's name) → RecordFailure
  * (failures/<jobId>.json) → NotifyFailure → JobFailed.
@@ -18,7 +18,7 @@ import type { Family } from '#shared/schemas';
 import type { GpuBatch } from '../compute.ts';
 import type { CilConfig } from '../config.ts';
 import { GENERATION_STATES as S, WORKER_ENV, WORKFLOW_METADATA_KEY, failedStateName, sizeStateName } from '../names.ts';
-import { HANDLER_RETRY, LAMBDA_RETRY, batchSubmitJobSync, batchSyncPolicy } from './asl.ts';
+import { HANDLER_RETRY, LAMBDA_RETRY, batchSubmitJobSync, workflowStateMachine } from './asl.ts';
 
 export interface GenerationFunctions {
   readonly validate: lambda.IFunction;
@@ -143,18 +143,15 @@ export class GenerationWorkflow extends Construct {
     postProcess.next(notifySuccess);
     notifySuccess.next(succeeded);
 
-    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+    this.stateMachine = workflowStateMachine(this, {
       comment: 'CIL generation: one upload to one video',
-      stateMachineType: sfn.StateMachineType.STANDARD,
-      definitionBody: sfn.DefinitionBody.fromChainable(validate),
+      start: validate,
       // Longer than every step together: Validate, queueing and all Batch attempts, post-process.
       timeout: Duration.hours(c.generateTimeoutHours + 1),
-      tracingEnabled: true,
-      logs: { destination: props.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: c.includeExecutionData },
+      logGroup: props.logGroup,
+      includeExecutionData: c.includeExecutionData,
+      batchJobs: { queueArns: [props.batch.jobQueue.jobQueueArn], jobDefinitionArns: [props.batch.generateJob.jobDefinitionArn] },
     });
-    for (const s of batchSyncPolicy(this, [props.batch.jobQueue.jobQueueArn], [props.batch.generateJob.jobDefinitionArn])) {
-      this.stateMachine.addToRolePolicy(s);
-    }
     (this.stateMachine.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'generation');
   }
 }

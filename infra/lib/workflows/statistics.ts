@@ -1,5 +1,5 @@
 /**
- * The statistics workflow (DESIGN.md §5, docs/infra.md): a Batch array job computes partial
+ * The statistics workflow (docs/design.md §2.3, docs/infra.md): a Batch array job computes partial
  * statistics in `shards` pieces (`cil stats compute --shards n`, each child reading its share of
  * the videos under statistics/datasets/ and writing statistics/partials/<run>/), then one merge
  * job (`cil stats merge`) combines them into statistics/<output>.safetensors. Started by hand
@@ -13,13 +13,12 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { GpuBatch } from '../compute.ts';
 import type { CilConfig } from '../config.ts';
 import { STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, STATISTICS_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
 import { PREFIX } from '#shared/schemas';
-import { SNS_RETRY, batchSubmitJobSync, batchSyncPolicy } from './asl.ts';
+import { batchSubmitJobSync, notifyStep, workflowStateMachine } from './asl.ts';
 
 /** Batch array jobs have 2 to 10 000 children. */
 export const MIN_SHARDS = 2;
@@ -49,18 +48,8 @@ export class StatisticsWorkflow extends Construct {
     const failed = new sfn.Fail(this, S.failed, { errorPath: '$.error.Error', causePath: '$.error.Cause' });
     const succeeded = new sfn.Succeed(this, S.succeeded);
 
-    const publish = (stateId: string, status: string, next: sfn.IChainable): sfn.IChainable => {
-      const t = new tasks.SnsPublish(this, stateId, {
-        topic: props.topic,
-        subject: `CIL statistics: ${status}`,
-        message: sfn.TaskInput.fromObject({ status, 'execution.$': '$$.Execution.Id', 'outputKey.$': '$.job.outputKey', 'partials.$': '$.job.partials' }),
-        resultPath: sfn.JsonPath.DISCARD,
-        taskTimeout: sfn.Timeout.duration(Duration.seconds(60)),
-      }).addRetry(SNS_RETRY);
-      // A lost notification must not turn a finished run into a failed one, nor the reverse.
-      t.addCatch(next, { resultPath: '$.notifyError' });
-      return t.next(next);
-    };
+    const publish = (stateId: string, status: string, next: sfn.IChainable): sfn.IChainable =>
+      notifyStep(this, stateId, { topic: props.topic, subject: `CIL statistics: ${status}`, message: { status, 'execution.$': '$$.Execution.Id', 'outputKey.$': '$.job.outputKey', 'partials.$': '$.job.partials' }, next });
     const publishFailed = publish(S.publishFailed, 'FAILED', failed);
     const publishSucceeded = publish(S.publishSucceeded, 'SUCCEEDED', succeeded);
 
@@ -121,17 +110,14 @@ export class StatisticsWorkflow extends Construct {
     shards.next(merge);
     merge.next(publishSucceeded);
 
-    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+    this.stateMachine = workflowStateMachine(this, {
       comment: 'CIL dataset statistics: sharded Batch array job, then merge',
-      stateMachineType: sfn.StateMachineType.STANDARD,
-      definitionBody: sfn.DefinitionBody.fromChainable(checkInput),
+      start: checkInput,
       timeout: Duration.hours(c.statisticsTimeoutHours + 3),
-      tracingEnabled: true,
-      logs: { destination: props.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: c.includeExecutionData },
+      logGroup: props.logGroup,
+      includeExecutionData: c.includeExecutionData,
+      batchJobs: { queueArns: [batch.jobQueue.jobQueueArn], jobDefinitionArns: [batch.statisticsShardJob.jobDefinitionArn, batch.statisticsMergeJob.jobDefinitionArn] },
     });
-    for (const s of batchSyncPolicy(this, [batch.jobQueue.jobQueueArn], [batch.statisticsShardJob.jobDefinitionArn, batch.statisticsMergeJob.jobDefinitionArn])) {
-      this.stateMachine.addToRolePolicy(s);
-    }
     props.topicKey?.grant(this.stateMachine, 'kms:GenerateDataKey*', 'kms:Decrypt');
     (this.stateMachine.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'statistics');
   }

@@ -7,3 +7,4 @@ export * from './layout.ts';
 export * from './jobSpec.ts';
 export * from './bundleContract.ts';
 export * from './resolve.ts';
+export * from './s3Uri.ts';

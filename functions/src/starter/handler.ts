@@ -1,0 +1,40 @@
+/**
+ * The glue Lambdas between S3 events and the workflows (one bundle, two functions); the logic is
+ * in core.ts.
+ *
+ * - `handler` (the starter): target of the EventBridge rules on object-created events; starts the
+ *   workflow under the execution name `planStart` derives (a duplicate event starts nothing).
+ * - `prepareItemHandler` (PrepareItem): first state of each batch-production item.
+ */
+import { Logger } from '@aws-lambda-powertools/logger';
+import { SFNClient } from '@aws-sdk/client-sfn';
+import type { EventBridgeEvent } from 'aws-lambda';
+import { LAMBDA_ENV, requiredVar } from '../env.ts';
+import { StarterConfigError } from '../errors.ts';
+import type { GenerationInput, ManifestItem, ObjectCreatedDetail, StartOutcome } from './core.ts';
+import { planStart, prepareItem, startNamedExecution } from './core.ts';
+
+const logger = new Logger({ serviceName: 'cil-starter' });
+let sfnClient: SFNClient | undefined;
+
+export async function handler(event: EventBridgeEvent<'Object Created', ObjectCreatedDetail>): Promise<{ outcome: StartOutcome | 'ignored'; name?: string }> {
+  const plan = planStart(event.detail);
+  if (plan.kind === 'ignored') {
+    logger.warn('event ignored', { reason: plan.reason, eventId: event.id });
+    return { outcome: 'ignored' };
+  }
+  const arn = requiredVar(process.env, plan.kind === 'generation' ? LAMBDA_ENV.generationStateMachineArn : LAMBDA_ENV.batchStateMachineArn, StarterConfigError);
+  sfnClient ??= new SFNClient({});
+  const outcome = await startNamedExecution(sfnClient, arn, plan.name, plan.input);
+  logger.info(outcome === 'started' ? 'execution started' : 'duplicate event: execution already exists', {
+    workflow: plan.kind,
+    name: plan.name,
+    key: plan.input.key,
+    eventId: event.id,
+  });
+  return { outcome, name: plan.name };
+}
+
+export function prepareItemHandler(item: ManifestItem): Promise<GenerationInput> {
+  return Promise.resolve(prepareItem(item));
+}

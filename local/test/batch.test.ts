@@ -1,0 +1,188 @@
+/**
+ * The local stand-in for AWS Batch, with a fake worker process: the synthesized Generate job
+ * definition's retry strategy (exit 143 retried, exit 3 final, other failures retried until the
+ * attempts run out — docs/infra.md, docs/worker.md), the attempt timeout, the environment a job
+ * gets, progress lines, and the bound on jobs running at once.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GENERATION_STATES, WORKER_ENV, WORKER_EXIT } from '../../infra/lib/names.ts';
+import type { BatchJobDescription, SubmitJobParameters, WorkerLine } from '../src/batch.ts';
+import { globMatch, LocalBatch, retryDecision } from '../src/batch.ts';
+import type { LocalDefinitions, LocalJobDefinition } from '../src/definitions.ts';
+import { loadLocalDefinitions } from '../src/definitions.ts';
+import { DEFINITIONS_CACHE } from '../../test/helpers/local.ts';
+
+const FAKE = join(import.meta.dirname, '..', '..', 'test', 'helpers', 'fakeWorker.ts');
+let defs: LocalDefinitions;
+let generateDef: string;
+let dir: string;
+
+beforeAll(async () => {
+  defs = await loadLocalDefinitions({ cacheDir: DEFINITIONS_CACHE });
+  generateDef = (defs.generation.States[GENERATION_STATES.generate].Parameters as { JobDefinition: string }).JobDefinition;
+  dir = mkdtempSync(join(tmpdir(), 'cil-local-batch-'));
+}, 90_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Run {
+  readonly job: BatchJobDescription;
+  readonly lines: WorkerLine[];
+}
+
+function batchWith(jobDefinitions: Record<string, LocalJobDefinition>, concurrency = 2): { batch: LocalBatch; lines: Map<string, WorkerLine[]> } {
+  const lines = new Map<string, WorkerLine[]>();
+  const batch = new LocalBatch({
+    jobDefinitions,
+    concurrency,
+    logDir: join(dir, 'logs', 'batch'),
+    logRoot: dir,
+    scratchDir: join(dir, 'tmp'),
+    entrypoint: [process.execPath, FAKE],
+    baseEnv: { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1' },
+    envSubstitutes: { [WORKER_ENV.modelCache]: '/local/models', [WORKER_ENV.progressBus]: null },
+    killGraceMs: 2000,
+    onWorkerLine: (job, l) => {
+      const list = lines.get(job.JobId) ?? [];
+      list.push(l);
+      lines.set(job.JobId, list);
+    },
+  });
+  return { batch, lines };
+}
+
+function submit(name: string, exits: string, extra: Record<string, string> = {}, definition = generateDef): SubmitJobParameters {
+  const env = { FAKE_EXITS: exits, [WORKER_ENV.jobSpec]: JSON.stringify({ jobId: name }), ...extra };
+  return { JobName: name, JobQueue: 'arn:aws:batch:us-east-1:000000000000:job-queue/q', JobDefinition: definition, ContainerOverrides: { Environment: Object.entries(env).map(([Name, Value]) => ({ Name, Value })) } };
+}
+
+async function runOne(exits: string, extra: Record<string, string> = {}): Promise<Run> {
+  const { batch, lines } = batchWith(defs.jobDefinitions);
+  const job = await batch.submitAndWait(submit(`job-${exits.replace(/,/g, '-')}`, exits, extra));
+  return { job, lines: lines.get(job.JobId) ?? [] };
+}
+
+describe('Batch EvaluateOnExit matching', () => {
+  it('globs match exactly or by prefix, and a missing value never matches a pattern', () => {
+    expect(globMatch('143', '143')).toBe(true);
+    expect(globMatch('14*', '143')).toBe(true);
+    expect(globMatch('143', '1430')).toBe(false);
+    expect(globMatch('Host EC2*', 'Host EC2 (instance i-1) terminated.')).toBe(true);
+    expect(globMatch(undefined, undefined)).toBe(true);
+    expect(globMatch('3', undefined)).toBe(false);
+  });
+
+  it('the first matching rule decides; no match means RETRY', () => {
+    const rules = [
+      { action: 'EXIT' as const, onExitCode: '3' },
+      { action: 'RETRY' as const, onExitCode: '1*' },
+      { action: 'EXIT' as const, onExitCode: '*' },
+    ];
+    expect(retryDecision(rules, 3, undefined, 'x')).toBe('EXIT');
+    expect(retryDecision(rules, 143, undefined, 'x')).toBe('RETRY');
+    expect(retryDecision(rules, 2, undefined, 'x')).toBe('EXIT');
+    expect(retryDecision([], 2, undefined, 'x')).toBe('RETRY');
+  });
+});
+
+describe('the synthesized Generate job definition, run locally', () => {
+  it('is the worker command with attempts and the exit-code rules of docs/infra.md', () => {
+    const d = defs.jobDefinitions[generateDef];
+    expect(d.command).toEqual(['worker']);
+    expect(d.retryStrategy.attempts).toBe(3);
+    expect(d.retryStrategy.evaluateOnExit).toEqual(
+      expect.arrayContaining([
+        { action: 'RETRY', onExitCode: String(WORKER_EXIT.interrupted) },
+        { action: 'EXIT', onExitCode: String(WORKER_EXIT.refused) },
+      ]),
+    );
+  });
+
+  it('exit 0: SUCCEEDED after one attempt; the job gets its environment and its progress lines are read', async () => {
+    const r = await runOne('0');
+    expect(r.job.Status).toBe('SUCCEEDED');
+    expect(r.job.Attempts.map((a) => a.Container.ExitCode)).toEqual([0]);
+    const env = r.lines.find((l) => l.event === 'env')!;
+    expect(env.argv).toEqual(['worker']);
+    expect(JSON.parse(env.spec as string)).toEqual({ jobId: 'job-0' });
+    expect(env.endpoint).toBe('http://127.0.0.1:1');
+    expect(env.cache).toBe('/local/models');
+    expect(env.bus).toBeNull(); // no EventBridge locally
+    expect(env.jobId).toBe(r.job.JobId);
+    expect(String(env.tmp).startsWith(join(dir, 'tmp'))).toBe(true);
+    expect(r.lines.filter((l) => l.event === 'progress').map((l) => l.step)).toEqual([1, 2, 3]);
+    // Everything the worker printed is in the attempt's log, named by the log stream.
+    const log = readFileSync(join(dir, r.job.Attempts[0].Container.LogStreamName), 'utf8');
+    expect(log).toContain('not json: kept in the log only');
+  });
+
+  it('exit 143 (interrupted) is retried and the next attempt can succeed', async () => {
+    const r = await runOne('143,0');
+    expect(r.job.Status).toBe('SUCCEEDED');
+    expect(r.job.Attempts.map((a) => a.Container.ExitCode)).toEqual([143, 0]);
+  });
+
+  it('exit 3 (refused) is final: FAILED after one attempt', async () => {
+    const r = await runOne('3');
+    expect(r.job.Status).toBe('FAILED');
+    expect(r.job.Attempts.map((a) => a.Container.ExitCode)).toEqual([3]);
+    expect(r.job.StatusReason).toBe('Essential container in task exited');
+  });
+
+  it('exit 1 matches no rule: retried until the three attempts are used', async () => {
+    const r = await runOne('1');
+    expect(r.job.Status).toBe('FAILED');
+    expect(r.job.Attempts.map((a) => a.Container.ExitCode)).toEqual([1, 1, 1]);
+  });
+
+  it('an attempt past its timeout gets SIGTERM and is not retried', async () => {
+    const d = defs.jobDefinitions[generateDef];
+    const { batch } = batchWith({ [generateDef]: { ...d, attemptDurationSeconds: 1 } });
+    const job = await batch.submitAndWait(submit('slow', '0', { FAKE_SLEEP_MS: '30000' }));
+    expect(job.Status).toBe('FAILED');
+    expect(job.StatusReason).toBe('Job attempt duration exceeded timeout');
+    expect(job.Attempts.map((a) => a.Container.ExitCode)).toEqual([143]);
+  });
+
+  it('runs at most `concurrency` jobs at once; the rest wait', async () => {
+    const { batch, lines } = batchWith(defs.jobDefinitions, 1);
+    const jobs = await Promise.all(['a', 'b', 'c'].map((n) => batch.submitAndWait(submit(n, '0', { FAKE_SLEEP_MS: '200' }))));
+    expect(jobs.map((j) => j.Status)).toEqual(['SUCCEEDED', 'SUCCEEDED', 'SUCCEEDED']);
+    // With one slot, each worker process starts after the previous one ended (no overlap).
+    const spans = jobs.map((j) => {
+      const l = lines.get(j.JobId)!;
+      return [l.find((x) => x.event === 'env')!.start as number, l.find((x) => x.event === 'end')!.end as number];
+    });
+    spans.sort((x, y) => x[0] - y[0]);
+    for (let i = 1; i < spans.length; i++) expect(spans[i][0]).toBeGreaterThanOrEqual(spans[i - 1][1]);
+  });
+
+  it('a retried attempt queues again: with one slot, no two attempts ever overlap (the slot is handed over, not raced for)', async () => {
+    const { batch, lines } = batchWith(defs.jobDefinitions, 1);
+    const jobs = await Promise.all([
+      batch.submitAndWait(submit('r1', '1,0', { FAKE_SLEEP_MS: '100' })),
+      batch.submitAndWait(submit('r2', '1,1,0', { FAKE_SLEEP_MS: '100' })),
+      batch.submitAndWait(submit('r3', '0', { FAKE_SLEEP_MS: '100' })),
+    ]);
+    expect(jobs.map((j) => j.Attempts.length)).toEqual([2, 3, 1]);
+    const spans: [number, number][] = [];
+    for (const j of jobs) {
+      let start = 0;
+      for (const l of lines.get(j.JobId)!) {
+        if (l.event === 'env') start = l.start as number;
+        if (l.event === 'end') spans.push([start, l.end as number]);
+      }
+    }
+    expect(spans).toHaveLength(6);
+    spans.sort((x, y) => x[0] - y[0]);
+    for (let i = 1; i < spans.length; i++) expect(spans[i][0]).toBeGreaterThanOrEqual(spans[i - 1][1]);
+  });
+
+  it('refuses an unknown job definition and array jobs as Batch client errors', async () => {
+    const { batch } = batchWith(defs.jobDefinitions);
+    await expect(batch.submitAndWait(submit('x', '0', {}, 'arn:aws:batch:us-east-1:000000000000:job-definition/Nope:1'))).rejects.toMatchObject({ name: 'Batch.ClientException' });
+    await expect(batch.submitAndWait({ ...submit('y', '0'), ArrayProperties: { Size: 4 } })).rejects.toMatchObject({ name: 'Batch.ClientException' });
+  });
+});
