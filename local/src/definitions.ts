@@ -119,8 +119,23 @@ function refOf(v: unknown): string | null {
 }
 
 function jobDefinitionOf(id: string, r: TemplateResource): LocalJobDefinition {
+  const c = ((r.Properties ?? {}).ContainerProperties ?? {}) as JobContainer;
+  return jobDefinitionFrom(id, r, c, (m) => new LocalDefinitionsError(m));
+}
+
+/** The parts of a job definition's container the local Batch reads. */
+export interface JobContainer {
+  readonly Command?: unknown[];
+  readonly Environment?: { Name: string; Value: unknown }[];
+}
+
+/**
+ * What the local Batch keeps of a job definition: the command (each argument through `mapArg`),
+ * literal environment values (names CDK left as tokens listed apart), the retry strategy and the
+ * attempt timeout. `fail` makes the caller's error for a definition it cannot run.
+ */
+export function jobDefinitionFrom(id: string, r: TemplateResource, c: JobContainer, fail: (message: string) => Error, mapArg: (arg: string) => string = (a) => a): LocalJobDefinition {
   const p = r.Properties ?? {};
-  const c = (p.ContainerProperties ?? {}) as { Command?: unknown[]; Environment?: { Name: string; Value: unknown }[] };
   const environment: Record<string, string> = {};
   const tokenEnvironment: string[] = [];
   for (const e of c.Environment ?? []) {
@@ -130,15 +145,15 @@ function jobDefinitionOf(id: string, r: TemplateResource): LocalJobDefinition {
   const rs = (p.RetryStrategy ?? {}) as { Attempts?: number; EvaluateOnExit?: { Action: string; OnExitCode?: string; OnReason?: string; OnStatusReason?: string }[] };
   const evaluateOnExit: EvaluateOnExit[] = (rs.EvaluateOnExit ?? []).map((e) => {
     const action = e.Action.toUpperCase();
-    if (action !== 'RETRY' && action !== 'EXIT') throw new LocalDefinitionsError(`job definition ${id}: EvaluateOnExit action '${e.Action}' is neither RETRY nor EXIT`);
+    if (action !== 'RETRY' && action !== 'EXIT') throw fail(`job definition ${id}: EvaluateOnExit action '${e.Action}' is neither RETRY nor EXIT`);
     return { action, onExitCode: e.OnExitCode, onReason: e.OnReason, onStatusReason: e.OnStatusReason };
   });
   const timeout = (p.Timeout ?? {}) as { AttemptDurationSeconds?: number };
   return {
     logicalId: id,
     command: (c.Command ?? []).map((x) => {
-      if (typeof x !== 'string') throw new LocalDefinitionsError(`job definition ${id}: a command argument is not a plain string`);
-      return x;
+      if (typeof x !== 'string') throw fail(`job definition ${id}: a command argument is not a plain string`);
+      return mapArg(x);
     }),
     environment,
     tokenEnvironment,

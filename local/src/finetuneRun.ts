@@ -26,8 +26,8 @@ import type { Template, TemplateResource } from '../../infra/lib/definitions.ts'
 import { WORKER_PATHS, WORKFLOW_METADATA_KEY } from '../../infra/lib/names.ts';
 import type { BatchJobDescription, SubmitJobParameters } from './batch.ts';
 import { LocalBatch } from './batch.ts';
-import type { Asl, EvaluateOnExit, LocalJobDefinition } from './definitions.ts';
-import { LOCAL_ACCOUNT, LOCAL_PARTITION, LOCAL_REGION } from './definitions.ts';
+import type { Asl, JobContainer, LocalJobDefinition } from './definitions.ts';
+import { jobDefinitionFrom, LOCAL_ACCOUNT, LOCAL_PARTITION, LOCAL_REGION } from './definitions.ts';
 import { REPO_ROOT } from './paths.ts';
 import { localS3Env, startS3Server } from './s3.ts';
 
@@ -51,14 +51,10 @@ export interface FinetuneDefinitions {
 }
 
 /** The container of a job definition: ContainerProperties, or the first node range of a multi-node job. */
-interface Container {
-  readonly Command?: unknown[];
-  readonly Environment?: { Name: string; Value: unknown }[];
-}
-function containerOf(id: string, r: TemplateResource): Container {
+function containerOf(id: string, r: TemplateResource): JobContainer {
   const p = r.Properties ?? {};
   if (p.ContainerProperties) return p.ContainerProperties;
-  const ranges = (p.NodeProperties as { NodeRangeProperties?: { Container?: Container }[] } | undefined)?.NodeRangeProperties ?? [];
+  const ranges = (p.NodeProperties as { NodeRangeProperties?: { Container?: JobContainer }[] } | undefined)?.NodeRangeProperties ?? [];
   const c = ranges.length === 1 ? ranges[0].Container : undefined;
   if (!c) throw new LocalFinetuneError(`job definition ${id}: expected ContainerProperties or exactly one node range with a container, got ${ranges.length} ranges`);
   return c;
@@ -66,33 +62,8 @@ function containerOf(id: string, r: TemplateResource): Container {
 
 /** What the local Batch keeps of a job definition (single-container or multi-node). Exported for the tests. */
 export function localJobDefinition(id: string, r: TemplateResource, modelCache: string): LocalJobDefinition {
-  const p = r.Properties ?? {};
-  const c = containerOf(id, r);
-  const environment: Record<string, string> = {};
-  const tokenEnvironment: string[] = [];
-  for (const e of c.Environment ?? []) {
-    if (typeof e.Value === 'string') environment[e.Name] = e.Value;
-    else tokenEnvironment.push(e.Name);
-  }
-  const rs = (p.RetryStrategy ?? {}) as { Attempts?: number; EvaluateOnExit?: { Action: string; OnExitCode?: string; OnReason?: string; OnStatusReason?: string }[] };
-  const evaluateOnExit: EvaluateOnExit[] = (rs.EvaluateOnExit ?? []).map((e) => {
-    const action = e.Action.toUpperCase();
-    if (action !== 'RETRY' && action !== 'EXIT') throw new LocalFinetuneError(`job definition ${id}: EvaluateOnExit action '${e.Action}' is neither RETRY nor EXIT`);
-    return { action, onExitCode: e.OnExitCode, onReason: e.OnReason, onStatusReason: e.OnStatusReason };
-  });
-  const command = (c.Command ?? []).map((x) => {
-    if (typeof x !== 'string') throw new LocalFinetuneError(`job definition ${id}: a command argument is not a plain string`);
-    // The worker image's model cache is a path inside the container; here a folder of the run.
-    return x === WORKER_PATHS.modelCache ? modelCache : x;
-  });
-  return {
-    logicalId: id,
-    command,
-    environment,
-    tokenEnvironment,
-    retryStrategy: { attempts: rs.Attempts ?? 1, evaluateOnExit },
-    attemptDurationSeconds: ((p.Timeout ?? {}) as { AttemptDurationSeconds?: number }).AttemptDurationSeconds ?? null,
-  };
+  // The worker image's model cache is a path inside the container; here a folder of the run.
+  return jobDefinitionFrom(id, r, containerOf(id, r), (m) => new LocalFinetuneError(m), (x) => (x === WORKER_PATHS.modelCache ? modelCache : x));
 }
 
 function batchTasks(def: Asl): { state: string; jobDefinition: string }[] {
@@ -172,14 +143,9 @@ export interface FinetuneRunResult {
   readonly fetched: readonly { readonly key: string; readonly path: string; readonly objects: readonly string[] }[];
 }
 
+/** Every file under `dir`, at any depth. */
 function filesUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...filesUnder(p));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
+  return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
 }
 
 /** Runs the fine-tune workflow once, with its nested statistics execution, on the local stand-ins. */
