@@ -21,20 +21,11 @@ import { checkManifestContract, checkSessionAgainstManifest, openBundle } from '
 import { loadTokenizer } from '../../gpu-worker/src/tokenizer.ts';
 import { readStatistics, statisticsForModel } from '../../gpu-worker/src/statistics.ts';
 import { DEMO_DEFAULTS, buildDemoBundle } from '../src/bundle.ts';
-import { DOWNSAMPLE, LEAK_CENTER, LEAK_WIDTH, TEXT_PRIOR } from '../src/graphs.ts';
+import { LEAK_CENTER, LEAK_WIDTH, TEXT_PRIOR } from '../src/graphs.ts';
 import { DIRECTIONS, DemoModelError, PAN_TRAVEL, demoConditionalStatistics, pathMeans } from '../src/paths.ts';
 import { VOCAB, embeddingTable } from '../src/tokenizer.ts';
+import { H, W, F, h, w, C, HW, N, SPEEDS, GEOM } from './geometry.ts';
 
-const H = DEMO_DEFAULTS.height;
-const W = DEMO_DEFAULTS.width;
-const F = DEMO_DEFAULTS.frames;
-const h = H / DOWNSAMPLE;
-const w = W / DOWNSAMPLE;
-const C = 4;
-const HW = h * w;
-const N = C * F * HW;
-const SPEEDS = DEMO_DEFAULTS.speeds;
-const GEOM = { h, w, frames: F, paths: DEMO_DEFAULTS.paths, speeds: SPEEDS };
 const M = GEOM.paths * SPEEDS;
 const CTX = TEXT_LENGTH + 4;
 const ABAR = vpAlphasCumprod({ linearStart: 0.00085, linearEnd: 0.012, timesteps: 1000, rescaleZeroSnr: true });

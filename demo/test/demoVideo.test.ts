@@ -15,22 +15,14 @@ import { readNpy } from '#shared/formats';
 import { tensor, vpAlphasCumprod } from '#shared/sampler';
 import type { Manifest } from '#shared/schemas';
 import { testCardPng } from '../../local/src/testCard.ts';
-import { DEMO_DEFAULTS, DEMO_SCHEDULE, writeDemoBundle } from '../src/bundle.ts';
-import { DOWNSAMPLE } from '../src/graphs.ts';
+import { DEMO_SCHEDULE, writeDemoBundle } from '../src/bundle.ts';
 import { PAN_TRAVEL, component, componentCount, pathMeans } from '../src/paths.ts';
 import { openBundle } from '../../gpu-worker/src/bundle.ts';
 import type { GenerateParams } from '../../gpu-worker/src/generate.ts';
 import { imageToTensor } from '../../gpu-worker/src/image.ts';
 import { runJob } from '../../gpu-worker/src/job.ts';
+import { H, W, F, h, w, C, N, GEOM } from './geometry.ts';
 
-const H = DEMO_DEFAULTS.height;
-const W = DEMO_DEFAULTS.width;
-const F = DEMO_DEFAULTS.frames;
-const h = H / DOWNSAMPLE;
-const w = W / DOWNSAMPLE;
-const C = 4;
-const N = C * F * h * w;
-const GEOM = { h, w, frames: F, paths: DEMO_DEFAULTS.paths, speeds: DEMO_DEFAULTS.speeds };
 const M = componentCount(GEOM);
 /** √(1 − ᾱ[0]): the noise DDIM's last step (to t = 0, η = 1) leaves in the final latent. */
 const FINAL_NOISE = Math.sqrt(1 - vpAlphasCumprod(DEMO_SCHEDULE)[0]);

@@ -190,17 +190,13 @@ class LvdmRecipe:
 
 def register_open_clip_configs(paths):
     """open_clip model architectures (JSON files named like the architecture) the config's
-    embedders name with `arch` but open_clip does not ship (as the exporter's --open-clip-config)."""
-    if not paths:
-        return
+    embedders name with `arch` but open_clip does not ship: the exporter's --open-clip-config,
+    its errors as RecipeError."""
+    from tools.export.loaders import LoadError, register_open_clip_configs as register
     try:
-        import open_clip
-    except ImportError as e:
-        raise RecipeError(f"--open-clip-config: open_clip is not importable ({e})") from e
-    for path in paths:
-        if not os.path.isfile(path):
-            raise RecipeError(f"--open-clip-config {path}: no such file")
-        open_clip.add_model_config(path)
+        register(paths)
+    except LoadError as e:
+        raise RecipeError(str(e)) from e
 
 
 def disable_builtin_timenoise(model):
