@@ -4,8 +4,9 @@
  * about two minutes before it reclaims the instance. On a notice the job is aborted as on SIGTERM:
  * it checkpoints and exits 143, which Batch retries, and the next attempt resumes.
  *
- * Off outside EC2: when AWS_EC2_METADATA_DISABLED=true or CIL_SPOT_WATCH=off, or when the token
- * call fails within a short timeout (no metadata service answers). The endpoint is the SDK's
+ * Off outside EC2: when AWS_EC2_METADATA_DISABLED=true or CIL_SPOT_WATCH=off, when nothing says
+ * this is a Batch/ECS container (spotWatchEnabled), or when the token call fails within a short
+ * timeout (no metadata service answers). The endpoint is the SDK's
  * AWS_EC2_METADATA_SERVICE_ENDPOINT when set (tests use a fake on 127.0.0.1).
  */
 import { request } from 'node:http';
@@ -65,9 +66,14 @@ export function parseNotice(body: string): SpotNotice | null {
   }
 }
 
-/** Whether the watch may run here at all (by the environment alone). */
+/**
+ * Whether the watch may run here at all, by the environment alone: not turned off, and either an
+ * endpoint is named or this is a container on EC2 (Batch or ECS set these). A laptop running
+ * `cil worker` by hand makes no metadata call.
+ */
 export function spotWatchEnabled(env: Readonly<Record<string, string | undefined>>): boolean {
-  return env.AWS_EC2_METADATA_DISABLED?.toLowerCase() !== 'true' && env.CIL_SPOT_WATCH !== 'off';
+  if (env.AWS_EC2_METADATA_DISABLED?.toLowerCase() === 'true' || env.CIL_SPOT_WATCH === 'off') return false;
+  return Boolean(env.AWS_EC2_METADATA_SERVICE_ENDPOINT || env.AWS_BATCH_JOB_ID || env.ECS_CONTAINER_METADATA_URI_V4 || env.ECS_CONTAINER_METADATA_URI);
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * AWS Batch, stood in by child processes: a SubmitJob runs the job definition's command after the
  * worker image's entrypoint (`node bin/cil.js worker`, the same file), with the job definition's
- * environment, the container overrides (CIL_JOB_SPEC) and the S3 endpoint of the local server.
+ * environment, the container overrides (CIL_JOB_SPEC_URI) and the S3 endpoint of the local server.
  * Batch's behaviour that the pipeline relies on is kept: the retry strategy of the job definition
  * (attempts, EvaluateOnExit rules in order, no match = retry while attempts remain), the attempt
  * timeout (SIGTERM, then SIGKILL; a timed-out attempt is not retried), a bounded number of jobs
