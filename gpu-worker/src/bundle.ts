@@ -269,7 +269,9 @@ async function openS3(uri: string, o: OpenBundleOptions): Promise<Bundle> {
   const unverified: string[] = [];
   try {
     await writeFile(join(tmp, 'manifest.json'), manifestBytes);
-    await Promise.all(
+    // Settled, not raced: a failed file cancels the parts not yet started, and the folder is
+    // removed only once nothing writes into it any more.
+    const settled = await Promise.allSettled(
       files.map(async (f) => {
         const dest = join(tmp, f);
         await mkdir(dirname(dest), { recursive: true });
@@ -289,11 +291,14 @@ async function openS3(uri: string, o: OpenBundleOptions): Promise<Bundle> {
           requests += blob.requests;
           await linkOrCopy(blob.path, dest);
         } catch (e) {
-          if (e instanceof DownloadError) throw new BundleError(`${uri}: ${f}: ${e.message}`);
-          throw e;
+          const err = e instanceof DownloadError ? new BundleError(`${uri}: ${f}: ${e.message}`) : (e as Error);
+          pool.cancel(err);
+          throw err;
         }
       }),
     );
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw pool.cancelledBy ?? (failed as PromiseRejectedResult).reason;
     await writeFile(join(tmp, '.complete'), `${uri}\n`);
     try {
       await rename(tmp, root);

@@ -58,14 +58,24 @@ export function downloadSettings(o: DownloadOptions = {}): Required<DownloadOpti
 export class Pool {
   #free: number;
   readonly #waiting: (() => void)[] = [];
+  #cancelled: Error | null = null;
   constructor(n: number) {
     if (!Number.isInteger(n) || n < 1) throw new DownloadError(`download concurrency must be an integer ≥ 1, got ${n}`);
     this.#free = n;
+  }
+  /** Tasks not yet started reject with `reason` (one file failed: the others need not finish). */
+  cancel(reason: Error): void {
+    this.#cancelled ??= reason;
+  }
+  /** The first reason given to cancel(), if any. */
+  get cancelledBy(): Error | null {
+    return this.#cancelled;
   }
   async run<T>(task: () => Promise<T>): Promise<T> {
     if (this.#free > 0) this.#free--;
     else await new Promise<void>((r) => this.#waiting.push(r));
     try {
+      if (this.#cancelled) throw this.#cancelled;
       return await task();
     } finally {
       const next = this.#waiting.shift();

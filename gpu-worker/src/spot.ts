@@ -16,7 +16,7 @@ const TOKEN_TTL_S = 21600;
 
 export interface SpotWatchOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
-  /** Poll interval (default 5 s: the notice comes two minutes ahead). */
+  /** Poll interval (default $CIL_SPOT_POLL_MS, else 5 s: the notice comes two minutes ahead). */
   readonly intervalMs?: number;
   /** Timeout of each metadata call (default 1 s). */
   readonly timeoutMs?: number;
@@ -125,7 +125,8 @@ export async function watchSpotInterruption(o: SpotWatchOptions): Promise<SpotWa
       busy = false;
     }
   };
-  const timer = setInterval(() => void poll(), o.intervalMs ?? 5000);
+  const every = o.intervalMs ?? (Number(env.CIL_SPOT_POLL_MS) >= 10 ? Number(env.CIL_SPOT_POLL_MS) : 5000);
+  const timer = setInterval(() => void poll(), every);
   timer.unref();
   log({ event: 'spot-watch', active: true, endpoint: base });
   return {

@@ -105,6 +105,9 @@ export function retryDecision(rules: readonly EvaluateOnExit[], exitCode: number
   return 'RETRY';
 }
 
+/** AWS Batch's limit on a SubmitJob's container overrides (their JSON). */
+export const MAX_CONTAINER_OVERRIDES_CHARS = 8192;
+
 const CONTAINER_EXITED = 'Essential container in task exited';
 const TIMED_OUT = 'Job attempt duration exceeded timeout';
 const STOPPED = 'Terminated: the local pipeline stopped';
@@ -137,6 +140,11 @@ export class LocalBatch {
     const def = this.#o.jobDefinitions[p.JobDefinition];
     if (!def) throw Object.assign(new BatchJobError(`SubmitJob: no job definition ${p.JobDefinition}`), { name: 'Batch.ClientException' });
     if (p.ArrayProperties?.Size !== undefined) throw Object.assign(new BatchJobError('SubmitJob: array jobs are not supported by the local pipeline'), { name: 'Batch.ClientException' });
+    // Batch refuses container overrides over 8,192 characters: why the job spec travels by reference.
+    const overridesLength = JSON.stringify(p.ContainerOverrides ?? {}).length;
+    if (overridesLength > MAX_CONTAINER_OVERRIDES_CHARS) {
+      throw Object.assign(new BatchJobError(`SubmitJob: Container Overrides length must be at most ${MAX_CONTAINER_OVERRIDES_CHARS} (got ${overridesLength})`), { name: 'Batch.ClientException' });
+    }
     const jobId = randomUUID();
     const params = { ...p.Parameters };
     const command = [...(p.ContainerOverrides?.Command ?? def.command)].map((a) => (a.startsWith('Ref::') && params[a.slice(5)] !== undefined ? params[a.slice(5)] : a));
