@@ -62,7 +62,7 @@ describe('the job spec by reference', () => {
     // The worker read it by reference and generated with it.
     const meta = JSON.parse((await t.get(jobKeys(up.id).workerMetadata))!.toString('utf8')) as { params: { prompt: string }; timings: Record<string, number> };
     expect(meta.params.prompt).toBe(prompt);
-    expect(meta.timings).toMatchObject({ downloadS: expect.any(Number), sessionOpenS: expect.any(Number), stepS: expect.any(Number) });
+    for (const k of ['downloadS', 'sessionOpenS', 'stepS']) expect(typeof meta.timings[k], k).toBe('number');
     expect(await t.exists(`${jobKeys(up.id).output}video.mp4`)).toBe(true);
   }, 180_000);
 });

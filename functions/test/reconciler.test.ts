@@ -18,7 +18,7 @@ function deps(uploads: ListedUpload[], existing: Set<string>, running = new Set<
     deps: {
       bucket: BUCKET,
       listUploads: async function* (since: Date) {
-        for (const u of uploads) if (u.lastModified >= since) yield u;
+        for (const u of uploads) if (u.lastModified >= since) yield await Promise.resolve(u);
       },
       exists: (key: string) => Promise.resolve(existing.has(key)),
       start: (name: string, input: unknown) => {

@@ -298,7 +298,7 @@ async function openS3(uri: string, o: OpenBundleOptions): Promise<Bundle> {
       }),
     );
     const failed = settled.find((r) => r.status === 'rejected');
-    if (failed) throw pool.cancelledBy ?? (failed as PromiseRejectedResult).reason;
+    if (failed) throw pool.cancelledBy ?? (failed.reason as Error);
     await writeFile(join(tmp, '.complete'), `${uri}\n`);
     try {
       await rename(tmp, root);

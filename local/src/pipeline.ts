@@ -244,13 +244,13 @@ async function assemble(o: LocalPipelineOptions, defs: LocalDefinitions, release
           // s3rver keeps no versions: the ETag names the job, as in the starter.
           listUploads: (since) => listUploadObjects(s3.s3, bucket, since),
           exists: (key) => keyExists(s3.s3, bucket, key),
-          start: async (name, input) => {
+          start: (name, input) => {
             try {
               machines.start('generation', name, input);
-              return 'started';
+              return Promise.resolve('started');
             } catch (e) {
-              if ((e as Error).name === 'ExecutionAlreadyExists') return 'duplicate';
-              throw e;
+              if ((e as Error).name === 'ExecutionAlreadyExists') return Promise.resolve('duplicate');
+              return Promise.reject(e instanceof Error ? e : new Error(String(e)));
             }
           },
         },

@@ -69,7 +69,9 @@ describe('SubmitJob limits', () => {
     const { batch } = batchWith(defs.jobDefinitions);
     const big = submit('job-big', '0', { [WORKER_ENV.jobSpec]: JSON.stringify({ request: { prompt: '"'.repeat(2000) } }).repeat(2) });
     expect(JSON.stringify(big.ContainerOverrides).length).toBeGreaterThan(MAX_CONTAINER_OVERRIDES_CHARS);
-    await expect(batch.submitAndWait(big)).rejects.toMatchObject({ name: 'Batch.ClientException', message: expect.stringMatching(/at most 8192/) });
+    const err = await batch.submitAndWait(big).catch((e: unknown) => e as Error);
+    expect((err as Error).name).toBe('Batch.ClientException');
+    expect((err as Error).message).toMatch(/at most 8192/);
   });
 });
 
