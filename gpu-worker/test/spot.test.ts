@@ -1,9 +1,12 @@
 /** The Spot notice watch against a fake instance metadata service (IMDSv2) on 127.0.0.1. */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseNotice, spotWatchEnabled, watchSpotInterruption } from '../src/spot.ts';
+import { parseNotice, spotNoticeFile, spotWatchEnabled, watchSpotInterruption } from '../src/spot.ts';
 import type { SpotNotice } from '../src/spot.ts';
 
 interface FakeImds {
@@ -96,6 +99,27 @@ describe('Spot interruption notice', () => {
     const lines: Record<string, unknown>[] = [];
     const w = await watchSpotInterruption({ env: { AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint }, timeoutMs: 200, onNotice: () => undefined, log: (l) => lines.push(l) });
     expect(w.active).toBe(false);
-    expect(lines[0]).toMatchObject({ event: 'spot-watch', active: false });
+    expect(lines[0]).toMatchObject({ event: 'spot-watch', imds: false });
+  });
+
+  it('watches the notice file the host writes in the cache volume (IMDS unreachable from containers at hop limit 1)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cil-spot-'));
+    try {
+      const notices: SpotNotice[] = [];
+      const env = { CIL_CACHE_DIR: dir, AWS_EC2_METADATA_DISABLED: 'true' };
+      expect(spotNoticeFile(env)).toBe(join(dir, '.spot-instance-action'));
+      const w = await watchSpotInterruption({ env, intervalMs: 10, onNotice: (n) => notices.push(n) });
+      expect(w.active).toBe(true);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(notices).toEqual([]);
+      await writeFile(join(dir, '.spot-instance-action'), '{"action":"terminate","time":"2030-01-01T00:02:00Z"}');
+      while (notices.length === 0) await new Promise((r) => setTimeout(r, 5));
+      expect(notices).toEqual([{ action: 'terminate', time: '2030-01-01T00:02:00Z' }]);
+      w.stop();
+      const off = await watchSpotInterruption({ env: { ...env, CIL_SPOT_WATCH: 'off' }, onNotice: () => undefined });
+      expect(off.active).toBe(false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -50,10 +50,14 @@ export class Reconciler extends Construct {
     });
     this.fn = f.fn;
     props.generation.grantStartExecution(f.role);
-    // Listing (and a HEAD's 404 rather than 403 for a missing record) needs ListBucket on the bucket.
-    f.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:ListBucket', 's3:ListBucketVersions'], resources: [bucket.bucketArn] }));
+    // The uploads' versions (every version is an upload of its own), under inputs/ only.
+    f.role.addToPolicy(
+      new iam.PolicyStatement({ actions: ['s3:ListBucketVersions'], resources: [bucket.bucketArn], conditions: { StringLike: { 's3:prefix': [PREFIX.inputs, `${PREFIX.inputs}*`] } } }),
+    );
+    // HEAD of the job records; ListBucket on their prefixes makes a missing record a 404, not a 403.
     const records = [PREFIX.jobs, PREFIX.failures, PREFIX.outputs];
-    f.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: records.map((p) => bucket.arnForObjects(`${p}*`)) }));
+    props.storage.grantObjects(f.role, 'read', ...records);
+    props.storage.grantList(f.role, ...records);
     const bucketId = Stack.of(this).getLogicalId(bucket.node.defaultChild as CfnElement);
     Validations.of(f.role).acknowledge(
       ...records.map((p) => ({

@@ -28,6 +28,8 @@ describe('reconciler', () => {
     const role = refOf((s.json.Resources[fnId].Properties as { Role: unknown }).Role)!;
     const actions = statementsOfRole(s, role).flatMap((st) => (Array.isArray(st.Action) ? st.Action : [st.Action]));
     expect(new Set(actions)).toEqual(new Set(['logs:CreateLogStream', 'logs:PutLogEvents', 'states:StartExecution', 's3:ListBucket', 's3:ListBucketVersions', 's3:GetObject']));
+    const versions = statementsOfRole(s, role).find((st) => st.Action === 's3:ListBucketVersions')!;
+    expect(versions.Condition).toEqual({ StringLike: { 's3:prefix': ['inputs/', 'inputs/*'] } });
     const get = statementsOfRole(s, role).find((st) => st.Action === 's3:GetObject' || (Array.isArray(st.Action) && st.Action.includes('s3:GetObject')))!;
     expect(JSON.stringify(get.Resource)).toMatch(/jobs\/\*.*failures\/\*.*outputs\/\*/);
     expect(JSON.stringify(get.Resource)).not.toMatch(/inputs\//);
