@@ -1,7 +1,7 @@
 /**
  * `cil stats import`: the authors' published initial-noise statistics (`torch.save` of a dict of
  * two tensors) into our statistics file. Read by shared/src/formats/torchPt.ts's restricted unpickler
- * (nothing in the file is executed); key names per family (DESIGN.md §4); float16 and bfloat16
+ * (nothing in the file is executed); key names per family (docs/design.md §5.3); float16 and bfloat16
  * widen exactly to float32; E[X0] keeps the file's dims (a leading batch axis of 1 or none).
  */
 import { STATISTICS_FORMAT, STATISTICS_TENSORS, checkStatisticsValues, encodeStatisticsMetadata } from '#shared/schemas';

@@ -1,5 +1,5 @@
 /**
- * The generation workflow (DESIGN.md §5): Validate → Generate (Batch GPU job, .sync) →
+ * The generation workflow (docs/design.md §2.2): Validate → Generate (Batch GPU job, .sync) →
  * PostProcess → NotifySuccess. Every step retries only transient service errors, has its own
  * timeout, and on failure goes to `<Step>Failed` (which records the step's name) → RecordFailure
  * (failures/<jobId>.json) → NotifyFailure → JobFailed.

@@ -1,5 +1,5 @@
 /**
- * The job request (DESIGN.md §4): what an upload asks for. Every field is optional in the input.
+ * The job request (docs/design.md §5.1): what an upload asks for. Every field is optional in the input.
  * A field either has a fixed default, or defaults to null, meaning "the model's default from its
  * manifest" (resolved by whoever knows the model). Documented in docs/contracts.md.
  */
@@ -13,7 +13,7 @@ export const OUTPUT_FORMATS = ['mp4', 'gif', 'webp', 'png-frames', 'latent-npy']
 export const OutputFormat = z.enum(OUTPUT_FORMATS);
 export type OutputFormat = z.infer<typeof OutputFormat>;
 
-/** 'paper' implements the paper; 'reference' reproduces the authors' code's quirks (DESIGN.md §3.3). */
+/** 'paper' implements the paper; 'reference' reproduces the authors' code's quirks (docs/design.md §4). */
 export const Compat = z.enum(['paper', 'reference']);
 export type Compat = z.infer<typeof Compat>;
 

@@ -1,5 +1,5 @@
 /**
- * The model-bundle manifest (DESIGN.md §4), `manifest.json` at the root of a bundle folder or S3
+ * The model-bundle manifest (docs/design.md §5.2), `manifest.json` at the root of a bundle folder or S3
  * prefix. It says which family the model is, which ONNX files make it up and their input/output
  * names and shapes, the latent geometry, the noise schedule, and the defaults a job request's
  * null fields take. The same contract is met by real exports and the tiny demo model.
