@@ -9,7 +9,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { jobKeys, parseManifest, PREFIX } from '#shared/schemas';
-import { getObjectBytes } from '../../functions/src/location.ts';
+import { getObjectBytes } from '../../storage/src/location.ts';
 import { testCardPng } from '../../local/src/testCard.ts';
 import type { StackInfo } from './ops.ts';
 import { submitImage } from './ops.ts';

@@ -5,7 +5,12 @@
  * as EMF, so the stack turns them into metrics with metric filters on these fields (the names are
  * the contract: docs/worker.md "Metrics"); the same line is valid EMF wherever EMF is extracted.
  */
-import { METRICS_NAMESPACE } from '../../functions/src/batchMetrics/core.ts';
+
+/**
+ * The stack's own metrics namespace (the BatchMetrics Lambda writes to the same one,
+ * functions/src/batchMetrics/core.ts; the worker does not import functions/: a test checks they agree).
+ */
+export const METRICS_NAMESPACE = 'CIL/Pipeline';
 
 export const WORKER_METRICS = Object.freeze({
   /** 1 when a session fell back to the CPU (provider `auto` without a usable GPU), else 0. */

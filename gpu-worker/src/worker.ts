@@ -12,7 +12,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { parseJsonText } from '#shared/formats';
 import { parseJobSpec } from '#shared/schemas';
 import type { JobSpec } from '#shared/schemas';
-import { isMissing, readLocation } from '../../functions/src/location.ts';
+import { isMissing, readLocation } from '../../storage/src/location.ts';
 import type { GenerationMetadata, ProgressEvent } from './generate.ts';
 import { runJob } from './job.ts';
 import type { RunJobOptions } from './job.ts';

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { S3Client } from '@aws-sdk/client-s3';
-import { readLocation } from '../../functions/src/location.ts';
+import { readLocation } from '../../storage/src/location.ts';
 
 export interface FlakyPlan {
   readonly [inputKey: string]: { readonly attempts: readonly number[] | 'all'; readonly exitCode: number };
