@@ -1,5 +1,5 @@
 /**
- * `cil submit | status | fetch`: the pipeline's verbs against a deployed stack (docs/local.md,
+ * `cil submit | status | fetch | smoke`: the pipeline's verbs against a deployed stack (docs/local.md,
  * "Remote mode"). The AWS clients are loaded when a verb runs.
  */
 import { readFileSync } from 'node:fs';
@@ -120,6 +120,37 @@ export function registerRemote(program: Command): void {
     const { clients, stack, close } = await connect(o);
     try {
       process.exitCode = printStatus(await ops.jobStatus(clients, stack, job), o.json === true);
+    } finally {
+      close();
+    }
+  });
+
+  addStackOptions(
+    program
+      .command('smoke')
+      .description('after a deploy: a built-in image through each deployed model; reports provider, timings, cost estimate; fails unless CUDA was used')
+      .option('--model <id...>', 'only these models (default: every bundle under models/)')
+      .option('--steps <n>', 'denoising steps per smoke job (default: the model\'s)', intArg('--steps', 1, 1000))
+      .option('--instance-type <type>', 'instance type for the cost estimate (default g6.xlarge)')
+      .option('--hourly-usd <usd>', 'price per GPU-hour for the cost estimate instead', (v: string) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--hourly-usd must be a positive number, got '${v}'`);
+        return n;
+      })
+      .option('--timeout <s>', 'give up waiting after this many seconds', intArg('--timeout', 1, 86400), 1800)
+      .option('--poll <s>', 'seconds between polls', intArg('--poll', 1, 600), 10)
+      .option('--allow-cpu', 'accept jobs that ran on the CPU (testing against the local pipeline only)')
+      .option('--json', 'print JSON'),
+  ).action(async (o: StackFlags & { model?: string[]; steps?: number; instanceType?: string; hourlyUsd?: number; timeout: number; poll: number; allowCpu?: boolean; json?: boolean }) => {
+    const smoke = await import('./smoke.ts');
+    const { clients, stack, close } = await connect(o);
+    try {
+      const r = await smoke.runSmoke(clients.s3, stack, {
+        models: o.model, steps: o.steps, instanceType: o.instanceType, hourlyUsd: o.hourlyUsd, timeoutMs: o.timeout * 1000, pollMs: o.poll * 1000, allowCpu: o.allowCpu === true,
+        onProgress: (l) => process.stderr.write(`${printable(l)}\n`),
+      });
+      process.stdout.write(o.json ? `${printableJson(r, 2)}\n` : smoke.formatSmoke(r));
+      process.exitCode = r.ok ? 0 : 1;
     } finally {
       close();
     }

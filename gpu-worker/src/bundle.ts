@@ -6,12 +6,11 @@
  * volume shared by containers) downloads a model once.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { access, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, link, mkdir, readFile, rename, rm, stat, writeFile, access } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { downloadRanged, downloadSettings, DownloadError, fetchVerifiedBlob, Pool, sha256File } from './download.ts';
+import type { DownloadOptions } from './download.ts';
 import { ManifestError, parseManifest } from '#shared/schemas';
 import type { Manifest, TensorSpec } from '#shared/schemas';
 import { BUNDLE_CONTRACT } from '#shared/schemas';
@@ -29,12 +28,44 @@ export interface Bundle {
   readonly manifest: Manifest;
   /** Content hash: SHA-256 of manifest.json and every file's identity (size + ETag or bytes). */
   readonly hash: string;
+  /** For a bundle from S3: how it reached the local cache. */
+  readonly download?: BundleDownload;
+}
+
+/** How an S3 bundle reached the cache (metadata.json `modelCache`). */
+export interface BundleDownload {
+  /** The whole bundle was already in the cache (no GET). */
+  readonly hit: boolean;
+  /** Bytes downloaded by this job (0 on a hit). */
+  readonly bytes: number;
+  /** Ranged GETs made (retries included). */
+  readonly requests: number;
+  /** Files found verified in the content-addressed store (shared with other bundles and jobs). */
+  readonly filesShared: number;
+  /** Files the manifest records no SHA-256 for (downloaded but not verifiable). */
+  readonly unverified: string[];
+  /** What backs the cache: `instance-store`, `ebs` (the launch template's marker), or null (unknown). */
+  readonly storage: string | null;
 }
 
 export interface OpenBundleOptions {
-  /** Where S3 bundles are cached (default $CIL_MODEL_CACHE or ~/.cache/cil/models). */
+  /** Where S3 bundles are cached (default $CIL_MODEL_CACHE, else $CIL_CACHE_DIR/models, else ~/.cache/cil/models). */
   readonly cacheDir?: string;
   readonly s3?: S3Client;
+  readonly download?: DownloadOptions;
+}
+
+/** The SHA-256 manifest.json records for a file (its `files` map, or the component's own), if any. */
+export function recordedSha256(m: Manifest, file: string): string | null {
+  const f = m.files?.[file];
+  if (f !== undefined) return f;
+  for (const c of Object.values(m.components)) if (c.file === file && c.sha256 !== undefined) return c.sha256;
+  return null;
+}
+
+/** The model cache folder: the option, $CIL_MODEL_CACHE, $CIL_CACHE_DIR/models (the instance's NVMe), or ~/.cache/cil/models. */
+export function modelCacheDir(cacheDir?: string, env: Readonly<Record<string, string | undefined>> = process.env): string {
+  return resolve(cacheDir ?? env.CIL_MODEL_CACHE ?? (env.CIL_CACHE_DIR ? join(env.CIL_CACHE_DIR, 'models') : join(env.HOME ?? '.', '.cache', 'cil', 'models')));
 }
 
 /** Every file a bundle must contain, relative to its root. */
@@ -130,17 +161,12 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-async function sha256File(p: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(p), h);
-  return h.digest('hex');
-}
-
 async function verifyHashes(root: string, m: Manifest, where: string): Promise<void> {
-  for (const [name, c] of Object.entries(m.components)) {
-    if (!c.sha256) continue;
-    const got = await sha256File(join(root, c.file));
-    if (got !== c.sha256) throw new BundleError(`${where}: ${c.file} (component '${name}') has SHA-256 ${got}, manifest.json says ${c.sha256}`);
+  for (const f of bundleFiles(m)) {
+    const want = recordedSha256(m, f);
+    if (want === null) continue;
+    const got = await sha256File(join(root, f));
+    if (got !== want) throw new BundleError(`${where}: ${f} has SHA-256 ${got}, manifest.json records ${want}; the file is corrupt or not this bundle's`);
   }
 }
 
@@ -197,44 +223,82 @@ async function openS3(uri: string, o: OpenBundleOptions): Promise<Bundle> {
   const { bucket, prefix } = parseS3Uri(uri);
   const s3 = o.s3 ?? new S3Client({});
   const where = `s3://${bucket}/${prefix}manifest.json`;
-  let bytes: Uint8Array;
+  let manifestBytes: Uint8Array;
   try {
     const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}manifest.json` }));
-    bytes = await r.Body!.transformToByteArray();
+    manifestBytes = await r.Body!.transformToByteArray();
   } catch (e) {
     throw new BundleError(`${where}: cannot read the manifest (${(e as Error).name}: ${(e as Error).message})`);
   }
-  const manifest = readManifestBytes(bytes, where);
+  const manifest = readManifestBytes(manifestBytes, where);
   checkManifestContract(manifest, where);
   // The cache key covers the manifest and each file's ETag and size, so a re-upload of any file
   // gives a new key (a stale cache is never used).
-  const h = createHash('sha256').update(bytes);
+  const h = createHash('sha256').update(manifestBytes);
   const files = bundleFiles(manifest);
-  for (const f of files) {
-    try {
-      const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefix}${f}` }));
-      h.update(`\u0000${f}\u0000${head.ContentLength ?? -1}\u0000${head.ETag ?? ''}`);
-    } catch {
-      throw new BundleError(`s3://${bucket}/${prefix}: ${f} is listed in manifest.json but missing from the bundle`);
-    }
-  }
+  const heads = new Map<string, { size: number; etag: string | null }>();
+  const pool0 = new Pool(16);
+  await Promise.all(
+    files.map((f) =>
+      pool0.run(async () => {
+        try {
+          const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefix}${f}` }));
+          heads.set(f, { size: head.ContentLength ?? 0, etag: head.ETag ?? null });
+        } catch {
+          throw new BundleError(`s3://${bucket}/${prefix}: ${f} is listed in manifest.json but missing from the bundle`);
+        }
+      }),
+    ),
+  );
+  for (const f of files) h.update(`\u0000${f}\u0000${heads.get(f)!.size}\u0000${heads.get(f)!.etag ?? ''}`);
   const hash = h.digest('hex');
-  const cacheDir = resolve(o.cacheDir ?? process.env.CIL_MODEL_CACHE ?? join(process.env.HOME ?? '.', '.cache', 'cil', 'models'));
+  const cacheDir = modelCacheDir(o.cacheDir);
   const root = join(cacheDir, hash);
-  if (await exists(join(root, '.complete'))) return { source: uri, root, manifest, hash };
-  // Download into a private folder, then rename: concurrent containers sharing the cache volume
-  // never see a half-written bundle, and the first rename wins.
+  const storage = await cacheStorage();
+  if (await exists(join(root, '.complete'))) return { source: uri, root, manifest, hash, download: { hit: true, bytes: 0, requests: 0, filesShared: 0, unverified: [], storage } };
+  // Assembled in a private folder, then renamed: concurrent jobs sharing the cache volume never
+  // see a half-written bundle, and the first rename wins. Files with a recorded SHA-256 come from
+  // (or go to) the content-addressed store and are hard-linked in (download.ts).
+  const settings = downloadSettings(o.download);
+  const pool = new Pool(settings.concurrency);
   const tmp = join(cacheDir, `.partial-${randomBytes(6).toString('hex')}`);
   await mkdir(tmp, { recursive: true });
+  let bytes = 0;
+  let requests = 0;
+  let filesShared = 0;
+  const unverified: string[] = [];
   try {
-    await writeFile(join(tmp, 'manifest.json'), bytes);
-    for (const f of files) {
-      const dest = join(tmp, f);
-      await mkdir(dirname(dest), { recursive: true });
-      const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${f}` }));
-      await pipeline(r.Body as Readable, createWriteStream(dest));
-    }
-    await verifyHashes(tmp, manifest, uri);
+    await writeFile(join(tmp, 'manifest.json'), manifestBytes);
+    // Settled, not raced: a failed file cancels the parts not yet started, and the folder is
+    // removed only once nothing writes into it any more.
+    const settled = await Promise.allSettled(
+      files.map(async (f) => {
+        const dest = join(tmp, f);
+        await mkdir(dirname(dest), { recursive: true });
+        const remote = { bucket, key: `${prefix}${f}`, ...heads.get(f)! };
+        const want = recordedSha256(manifest, f);
+        try {
+          if (want === null) {
+            unverified.push(f);
+            const r = await downloadRanged(s3, remote, dest, pool, settings);
+            bytes += r.bytes;
+            requests += r.requests;
+            return;
+          }
+          const blob = await fetchVerifiedBlob(s3, remote, want, cacheDir, pool, settings);
+          if (blob.hit) filesShared++;
+          bytes += blob.bytes;
+          requests += blob.requests;
+          await linkOrCopy(blob.path, dest);
+        } catch (e) {
+          const err = e instanceof DownloadError ? new BundleError(`${uri}: ${f}: ${e.message}`) : (e as Error);
+          pool.cancel(err);
+          throw err;
+        }
+      }),
+    );
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw pool.cancelledBy ?? (failed.reason as Error);
     await writeFile(join(tmp, '.complete'), `${uri}\n`);
     try {
       await rename(tmp, root);
@@ -244,7 +308,29 @@ async function openS3(uri: string, o: OpenBundleOptions): Promise<Bundle> {
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  return { source: uri, root, manifest, hash };
+  unverified.sort();
+  return { source: uri, root, manifest, hash, download: { hit: false, bytes, requests, filesShared, unverified, storage } };
+}
+
+/** A hard link into the store (no second copy on disk); a copy where links cannot be made. */
+async function linkOrCopy(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+  } catch {
+    await copyFile(from, to);
+  }
+}
+
+/** What backs the instance's cache volume: the launch template writes `$CIL_CACHE_DIR/.storage`. */
+async function cacheStorage(): Promise<string | null> {
+  const dir = process.env.CIL_CACHE_DIR;
+  if (!dir) return null;
+  try {
+    const t = (await readFile(join(dir, '.storage'), 'utf8')).trim();
+    return /^[a-z0-9-]{1,32}$/.test(t) ? t : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Opens and validates a bundle from a folder or an s3:// prefix. */

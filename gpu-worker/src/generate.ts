@@ -14,7 +14,7 @@ import { denoise } from './generate/denoise.ts';
 import { checkJob } from './generate/inputs.ts';
 import type { JobInputs } from './generate/inputs.ts';
 import { generationMetadata, writeMetadata } from './generate/metadata.ts';
-import type { GenerationMetadata } from './generate/metadata.ts';
+import type { GenerationMetadata, LoadTimings } from './generate/metadata.ts';
 import { writeFrames, writeLatent } from './generate/outputs.ts';
 import type { OutputSink } from './sink.ts';
 
@@ -41,6 +41,8 @@ export interface GenerateInput extends JobInputs {
   readonly onInitialLatent?: (x: Tensor) => void;
   /** Something went wrong that the run survives (a periodic checkpoint could not be written). */
   readonly onWarning?: (message: string) => void;
+  /** How the model was loaded (the job's runner measures it): into metadata.json. */
+  readonly load?: LoadTimings;
 }
 
 export async function generate(i: GenerateInput): Promise<GenerationMetadata> {
@@ -82,9 +84,14 @@ export async function generate(i: GenerateInput): Promise<GenerationMetadata> {
   const tW = performance.now();
   const frameKeys = await writeFrames(i.sink, frames, p.frames, m.resolution.height, m.resolution.width);
   const latentKey = p.saveLatent ? await writeLatent(i.sink, latent) : null;
+  const unet = i.sessions.info('unet');
+  const stepsRun = job.plan.steps.length - (resume?.completed ?? 0);
   const meta = generationMetadata({
     bundle: i.bundle,
-    executionProvider: i.sessions.info('unet').provider,
+    executionProvider: unet.provider,
+    fallbackReason: unet.fallbackReason,
+    load: i.load,
+    stepS: stepsRun > 0 ? denoiseS / stepsRun : 0,
     params: p,
     plan: job.plan,
     statistics: job.statistics ? { where: job.statistics.where, trCovD: job.statistics.stats.trCovD } : null,

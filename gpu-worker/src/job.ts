@@ -7,12 +7,14 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { readNpy } from '#shared/formats';
 import type { Tensor } from '#shared/sampler';
 import { openBundle } from './bundle.ts';
-import type { Bundle } from './bundle.ts';
+import type { Bundle, BundleDownload } from './bundle.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { generate, GenerateInputError } from './generate.ts';
 import type { GenerateParams, GenerationMetadata, ProgressEvent } from './generate.ts';
 import { OnnxSessions } from './runtime/sessions.ts';
+import { asGpuUnavailable, checkSessionProvider, providerFromEnv, requireCuda } from './runtime/gpu.ts';
+import type { CudaProbe } from './runtime/gpu.ts';
 import type { ExecutionProviderPreference } from './runtime/protocol.ts';
 import { openSink, readInput } from './sink.ts';
 import { readStatistics } from './statistics.ts';
@@ -27,13 +29,18 @@ export interface JobLocations {
 }
 
 export interface RunJobOptions {
+  /** Default: $CIL_EXECUTION_PROVIDER (cuda, cpu, auto), else auto. 'cuda' never falls back to the CPU. */
   readonly provider?: ExecutionProviderPreference;
+  /** Where to look for CUDA when 'cuda' is required (tests point it at fakes). */
+  readonly cudaProbe?: CudaProbe;
   readonly threads?: number;
   readonly cacheDir?: string;
   readonly s3?: S3Client;
   readonly signal?: AbortSignal;
   readonly onProgress?: (e: ProgressEvent) => void;
   readonly onSessions?: (info: { component: string; provider: string; fallbackReason?: string }[]) => void;
+  /** The bundle's load: download (or cache hit) and session-open times. */
+  readonly onLoad?: (load: BundleLoadReport) => void;
   readonly checkpointEvery?: number;
   readonly onInitialLatent?: (x: Tensor) => void;
   readonly onWarning?: (message: string) => void;
@@ -51,18 +58,45 @@ export function errorRecord(e: unknown): ErrorRecord {
   return e instanceof Error ? { error: e.name, reason: e.message } : { error: 'Error', reason: String(e) };
 }
 
+/** How the bundle was loaded (metadata.json `timings` and `modelCache`, docs/worker.md). */
+export interface BundleLoadReport {
+  readonly downloadS: number;
+  readonly sessionOpenS: number;
+  readonly download: BundleDownload | null;
+}
+
 export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<GenerationMetadata> {
   const sink = openSink(loc.out, o.s3);
-  const sessions = new OnnxSessions({ provider: o.provider, threads: o.threads });
+  let provider: ExecutionProviderPreference;
   try {
+    provider = o.provider ?? providerFromEnv();
+    // Before the download: a host without CUDA must not spend minutes fetching a model it cannot run.
+    requireCuda(provider, o.cudaProbe);
+  } catch (e) {
+    await sink.put('error.json', Buffer.from(`${JSON.stringify(errorRecord(e), null, 2)}\n`), 'application/json').catch(() => undefined);
+    throw e;
+  }
+  const sessions = new OnnxSessions({ provider, threads: o.threads });
+  try {
+    const tLoad = performance.now();
     const bundle = await openBundle(loc.model, { cacheDir: o.cacheDir, s3: o.s3 });
+    const downloadS = (performance.now() - tLoad) / 1000;
     const params = o.params(bundle);
     const infos = [];
+    const tOpen = performance.now();
     for (const [name, c] of Object.entries(bundle.manifest.components)) {
-      const info = await sessions.open(name, `${bundle.root}/${c.file}`);
+      let info;
+      try {
+        info = await sessions.open(name, `${bundle.root}/${c.file}`);
+      } catch (e) {
+        throw provider === 'cuda' ? asGpuUnavailable(name, e) : e;
+      }
+      checkSessionProvider(name, provider, info.provider, info.fallbackReason);
       infos.push({ component: name, provider: info.provider, fallbackReason: info.fallbackReason });
     }
+    const sessionOpenS = (performance.now() - tOpen) / 1000;
     o.onSessions?.(infos);
+    o.onLoad?.({ downloadS, sessionOpenS, download: bundle.download ?? null });
     const image = await readInput(loc.image, o.s3);
     let statistics: { stats: LoadedStatistics; where: string } | null = null;
     if (params.analyticInit) {
@@ -75,7 +109,7 @@ export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<Gener
     }
     let initNoise: Tensor | null = null;
     if (loc.initNoise) initNoise = readNpy(await readInput(loc.initNoise, o.s3), loc.initNoise).tensor;
-    return await generate({ bundle, sessions, image, imageWhere: loc.image, params, statistics, initNoise, sink, signal: o.signal, onProgress: o.onProgress, checkpointEvery: o.checkpointEvery, onInitialLatent: o.onInitialLatent, onWarning: o.onWarning });
+    return await generate({ bundle, sessions, image, imageWhere: loc.image, params, statistics, initNoise, sink, signal: o.signal, onProgress: o.onProgress, checkpointEvery: o.checkpointEvery, onInitialLatent: o.onInitialLatent, onWarning: o.onWarning, load: { downloadS, sessionOpenS, requestedProvider: provider } });
   } catch (e) {
     if ((e as Error).name !== 'GenerationInterrupted') {
       await sink.put('error.json', Buffer.from(`${JSON.stringify(errorRecord(e), null, 2)}\n`), 'application/json').catch(() => undefined);

@@ -1,18 +1,32 @@
 /**
- * The Batch container's entrypoint logic: a JobSpec in (from $CIL_JOB_SPEC or a file/URI), the
- * generation run against the data bucket, progress as EventBridge events, and an exit code that
- * Batch's retry strategy reads (docs/worker.md):
- *   0 done · 3 input refused (do not retry) · 143 interrupted by SIGTERM, checkpoint written
- *   (retry resumes) · 1 anything else (retry).
+ * The Batch container's entrypoint logic: a JobSpec in (by reference: $CIL_JOB_SPEC_URI, the
+ * s3:// object Validate wrote; or inline JSON for a hand-run job), the generation run against the
+ * data bucket, progress as EventBridge events, one metrics line, and an exit code that Batch's
+ * retry strategy reads (docs/worker.md):
+ *   0 done · 3 input refused (do not retry) · 78 CUDA required but unavailable (GpuUnavailable;
+ *   do not retry) · 143 interrupted by SIGTERM or a Spot notice, checkpoint written (retry
+ *   resumes) · 1 anything else (retry).
  */
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
+import { parseJsonText } from '#shared/formats';
 import { parseJobSpec } from '#shared/schemas';
 import type { JobSpec } from '#shared/schemas';
-import type { ProgressEvent } from './generate.ts';
+import { isMissing, readLocation } from '../../storage/src/location.ts';
+import type { GenerationMetadata, ProgressEvent } from './generate.ts';
 import { runJob } from './job.ts';
+import type { RunJobOptions } from './job.ts';
+import { workerMetricsLine } from './metrics.ts';
+import { watchSpotInterruption } from './spot.ts';
 
-export const EXIT = Object.freeze({ ok: 0, failed: 1, refused: 3, interrupted: 143 });
+/**
+ * CUDA was required (CIL_EXECUTION_PROVIDER=cuda) and could not be had: the host or image is
+ * wrong, so another attempt on the same kind of host fails the same way (the job definition's
+ * retry strategy exits on it). 78 is sysexits' EX_CONFIG.
+ */
+export const EXIT_GPU_UNAVAILABLE = 78;
+
+export const EXIT = Object.freeze({ ok: 0, failed: 1, refused: 3, gpuUnavailable: EXIT_GPU_UNAVAILABLE, interrupted: 143 });
 
 /** Errors that mean the input is wrong: retrying cannot help. */
 const REFUSALS = new Set([
@@ -23,6 +37,7 @@ const REFUSALS = new Set([
 export function exitCodeFor(e: unknown): number {
   const name = e instanceof Error ? e.name : '';
   if (name === 'GenerationInterrupted') return EXIT.interrupted;
+  if (name === 'GpuUnavailable') return EXIT.gpuUnavailable;
   return REFUSALS.has(name) ? EXIT.refused : EXIT.failed;
 }
 
@@ -44,6 +59,35 @@ export interface WorkerOptions {
   readonly progressBus?: string;
   readonly signal?: AbortSignal;
   readonly log?: (line: Record<string, unknown>) => void;
+  /** Poll the instance metadata service for a Spot notice (default true; off outside EC2 by itself). */
+  readonly spotWatch?: boolean;
+  /** Spot poll interval (tests). */
+  readonly spotPollMs?: number;
+  /** Passed to runJob (tests: the CUDA probe). */
+  readonly job?: Pick<RunJobOptions, 'cudaProbe' | 'provider' | 'cacheDir'>;
+}
+
+/**
+ * The job spec by reference (an s3:// URI or a path): read and parsed as JSON. A spec that is not
+ * there or not JSON is refused (exit 3: the workflow wrote it, a retry reads the same); other read
+ * errors (S3 throttling, the network) fail the attempt (exit 1, retried).
+ */
+export async function runWorkerFromUri(uri: string, o: WorkerOptions = {}): Promise<number> {
+  const log = o.log ?? ((l) => process.stdout.write(`${JSON.stringify(l)}\n`));
+  const s3 = o.s3 ?? new S3Client({ maxAttempts: workerS3MaxAttempts() });
+  let json: unknown;
+  try {
+    const bytes = await readLocation(uri, s3);
+    // parseJsonText: the spec holds the prompt, and V8's message would quote it.
+    json = parseJsonText(Buffer.from(bytes).toString('utf8'));
+  } catch (e) {
+    const missing = isMissing(e);
+    const parseError = (e as Error).name === 'JsonSyntaxError';
+    const code = missing || parseError || (e as Error).name === 'LocationError' ? EXIT.refused : EXIT.failed;
+    log({ event: 'error', error: missing ? 'JobSpecError' : (e as Error).name, reason: missing ? `no job spec at ${uri}` : `cannot read the job spec at ${uri}: ${(e as Error).message}`, exitCode: code });
+    return code;
+  }
+  return runWorker(json, { ...o, s3 });
 }
 
 export async function runWorker(specJson: unknown, o: WorkerOptions = {}): Promise<number> {
@@ -71,8 +115,26 @@ export async function runWorker(specJson: unknown, o: WorkerOptions = {}): Promi
       .send(new PutEventsCommand({ Entries: [{ Source: 'cil.worker', DetailType: 'Job Progress', EventBusName: o.progressBus, Detail: JSON.stringify({ jobId: spec.jobId, ...e }) }] }))
       .catch((err: unknown) => log({ event: 'warning', message: `progress event not sent: ${(err as Error).message}` }));
   };
+  // A Spot notice aborts the job as SIGTERM does: checkpoint, exit 143, the retry resumes.
+  const ac = new AbortController();
+  const onOuterAbort = (): void => ac.abort(o.signal?.reason);
+  if (o.signal?.aborted) ac.abort(o.signal.reason);
+  o.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  let spotNotice = false;
+  const spot = o.spotWatch === false
+    ? null
+    : await watchSpotInterruption({
+        intervalMs: o.spotPollMs,
+        log,
+        onNotice: (n) => {
+          spotNotice = true;
+          ac.abort(new Error(`Spot instance ${n.action} notice${n.time ? ` for ${n.time}` : ''}`));
+        },
+      });
+  const family = r.family;
+  let load: { downloadS: number; sessionOpenS: number } | null = null;
   try {
-    const meta = await runJob(
+    const meta: GenerationMetadata = await runJob(
       {
         image: `${b}${spec.imageKey}`,
         model: `${b}${spec.modelPrefix}`,
@@ -81,20 +143,42 @@ export async function runWorker(specJson: unknown, o: WorkerOptions = {}): Promi
         initNoise: null,
       },
       {
+        ...o.job,
         s3,
-        signal: o.signal,
+        signal: ac.signal,
         onProgress: sendProgress,
         onSessions: (infos) => log({ event: 'sessions', jobId: spec.jobId, sessions: infos }),
+        onLoad: (l) => {
+          load = l;
+          log({ event: 'model-loaded', jobId: spec.jobId, downloadS: l.downloadS, sessionOpenS: l.sessionOpenS, modelCache: l.download });
+        },
         checkpointEvery: 10,
         onWarning: (message) => log({ event: 'warning', jobId: spec.jobId, message }),
         params: () => ({ ...r, saveLatent: r.outputs.includes('latent-npy') }),
       },
     );
-    log({ event: 'done', jobId: spec.jobId, executionProvider: meta.executionProvider, timings: meta.timings, unetCallsPerStep: meta.unetCallsPerStep });
+    log(workerMetricsLine({
+      family,
+      executionProvider: meta.executionProvider,
+      values: {
+        executionProviderFallback: meta.executionProviderFallback === undefined ? 0 : 1,
+        stepSeconds: meta.timings.stepS,
+        downloadSeconds: meta.timings.downloadS,
+        sessionOpenSeconds: meta.timings.sessionOpenS,
+      },
+    }));
+    log({ event: 'done', jobId: spec.jobId, executionProvider: meta.executionProvider, executionProviderFallback: meta.executionProviderFallback, timings: meta.timings, unetCallsPerStep: meta.unetCallsPerStep });
     return EXIT.ok;
   } catch (e) {
-    const code = exitCodeFor(e);
-    log({ event: code === EXIT.interrupted ? 'interrupted' : 'error', jobId: spec.jobId, error: (e as Error).name, reason: (e as Error).message, exitCode: code });
+    let code = exitCodeFor(e);
+    // A notice that came before the denoising loop (during the download): nothing to checkpoint yet, and the retry starts over.
+    if (spotNotice && code === EXIT.failed) code = EXIT.interrupted;
+    if (code === EXIT.gpuUnavailable) log(workerMetricsLine({ family, executionProvider: 'none', values: { gpuUnavailable: 1 } }));
+    const loaded = load as { downloadS: number; sessionOpenS: number } | null;
+    log({ event: code === EXIT.interrupted ? 'interrupted' : 'error', jobId: spec.jobId, error: (e as Error).name, reason: (e as Error).message, exitCode: code, ...(spotNotice ? { spotNotice: true } : {}), ...(loaded ? { downloadS: loaded.downloadS } : {}) });
     return code;
+  } finally {
+    spot?.stop();
+    o.signal?.removeEventListener('abort', onOuterAbort);
   }
 }

@@ -74,7 +74,7 @@ export const STATISTICS_STATES = Object.freeze({
  * parameters the workflow passes (Batch substitutes them as whole arguments, with no shell).
  */
 export const WORKER_COMMANDS = Object.freeze({
-  /** docs/worker.md: the JobSpec comes from $CIL_JOB_SPEC. */
+  /** docs/worker.md: the JobSpec comes from $CIL_JOB_SPEC_URI. */
   generate: ['worker'],
   /** One shard of a Batch array job (`--shards n` takes the index from AWS_BATCH_JOB_ARRAY_INDEX). */
   statisticsShard: ['stats', 'compute', '--videos', 'Ref::videos', '--model', 'Ref::model', '--out', 'Ref::partials', '--shards', 'Ref::shards', '--progress', 'json'],
@@ -83,7 +83,12 @@ export const WORKER_COMMANDS = Object.freeze({
 
 /** Environment the worker container receives (docs/worker.md). */
 export const WORKER_ENV = Object.freeze({
-  /** The job spec (shared/src/schemas/jobSpec.ts) as JSON; set per job by the Generate state. */
+  /**
+   * The job spec's s3:// URI (`jobs/<jobId>/request.json`, written by Validate); the only value the
+   * Generate state overrides per job (a container override is capped at 8,192 characters).
+   */
+  jobSpecUri: 'CIL_JOB_SPEC_URI',
+  /** The job spec as JSON: for a worker run by hand only (`cil worker`); the workflow never sets it. */
   jobSpec: 'CIL_JOB_SPEC',
   /** EventBridge bus for per-step progress events. */
   progressBus: 'CIL_PROGRESS_BUS',

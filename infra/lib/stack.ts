@@ -22,6 +22,7 @@ import { applyNagSuppressions } from './nag.ts';
 import { Observability } from './observability.ts';
 import { DataStorage } from './storage.ts';
 import { UploadTriggers } from './triggers.ts';
+import { Reconciler } from './reconciler.ts';
 import { BatchWorkflow } from './workflows/batch.ts';
 import { FinetuneWorkflow } from './workflows/finetune.ts';
 import { GenerationWorkflow } from './workflows/generation.ts';
@@ -51,6 +52,8 @@ export class CilStack extends Stack {
   readonly batchProduction: BatchWorkflow;
   readonly statistics: StatisticsWorkflow;
   readonly triggers: UploadTriggers;
+  /** Starts uploads whose event was lost (a schedule and a Lambda). */
+  readonly reconciler: Reconciler;
   readonly observability: Observability;
   /** The TimeNoise fine-tuning workflow, when `finetune` is on (docs/finetuning.md). */
   readonly finetune?: FinetuneWorkflow;
@@ -120,6 +123,7 @@ export class CilStack extends Stack {
       generation: this.generation.stateMachine,
       batch: this.batchProduction.stateMachine,
     });
+    this.reconciler = new Reconciler(this, 'Reconciler', { config: c, storage: this.storage, generation: this.generation.stateMachine });
     this.observability = new Observability(this, 'Observability', {
       config: c,
       alarmTopic: this.alarmTopic,

@@ -7,7 +7,7 @@
  * - derived from the template alone: who may write or delete under each prefix (uploads, models
  *   and manifests are written by no role; each output prefix by exactly one step);
  * - statement-level rules: no NotAction/NotResource, no IAM actions, no S3 action on anything but
- *   a prefix of the data bucket (ListBucket only with an s3:prefix condition), no access at all to
+ *   a prefix of the data bucket (ListBucket only with an s3:prefix condition; ListBucketVersions only under inputs/, for the reconciler), no access at all to
  *   the access-log bucket, only the reviewed managed policy;
  * - resource policies grant nothing to anonymous principals; TLS (and TLS ≥ 1.2) is enforced on
  *   both buckets, both topics and the dead-letter queue; topics use the rotating CMK; no literal
@@ -66,6 +66,8 @@ const ROLES: Readonly<Record<string, RoleRule>> = {
   PrepareItem: { find: byConstruct((s) => s.stack.functions.prepareItem.role), service: 'lambda.amazonaws.com', objects: {}, list: [] },
   BatchSummary: { find: byConstruct((s) => s.stack.functions.batchSummary.role), service: 'lambda.amazonaws.com', objects: { [W]: [P.reports], [A]: [P.reports] }, list: [] },
   Starter: { find: byConstruct((s) => s.stack.triggers.starter.role), service: 'lambda.amazonaws.com', objects: {}, list: [] },
+  // HEADs the job records (404 for a missing one: ListBucket); lists the versions under inputs/ (ListBucketVersions, checked below).
+  Reconciler: { find: byConstruct((s) => s.stack.reconciler.fn.role), service: 'lambda.amazonaws.com', objects: { [R]: [P.jobs, P.failures, P.outputs] }, list: [P.jobs, P.failures, P.outputs] },
   BatchMetrics: { find: byConstruct((s) => s.stack.observability.metricsFunction.role), service: 'lambda.amazonaws.com', objects: {}, list: [] },
   GenerateJob: {
     find: byConstruct((s) => s.stack.gpu.generateRole),
@@ -235,9 +237,15 @@ describe('IAM: statement rules', () => {
           expect(prefix, JSON.stringify(st)).not.toBe('');
           expect(s3Actions, JSON.stringify(st)).not.toContain('s3:ListBucket');
         } else {
-          // Not an object ARN of the data bucket: it must be the bucket ARN, for ListBucket alone, with a prefix condition.
+          // Not an object ARN of the data bucket: it must be the bucket ARN, for ListBucket alone (or
+          // ListBucketVersions alone, under inputs/: the reconciler), with a prefix condition.
           expect(refOf(r), `S3 action on ${JSON.stringify(r)}`).toBe(bucketId);
-          expect(s3Actions).toEqual(['s3:ListBucket']);
+          if (s3Actions.includes('s3:ListBucketVersions')) {
+            expect(s3Actions).toEqual(['s3:ListBucketVersions']);
+            expect(st.Condition).toEqual({ StringLike: { 's3:prefix': [P.inputs, `${P.inputs}*`] } });
+          } else {
+            expect(s3Actions).toEqual(['s3:ListBucket']);
+          }
           expect(Object.keys(st.Condition ?? {})).toEqual(['StringLike']);
           const prefixes = asArray(st.Condition!.StringLike['s3:prefix'] as string[]);
           expect(prefixes.length).toBeGreaterThan(0);

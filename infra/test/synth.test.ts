@@ -96,8 +96,8 @@ describe('npx cdk synth', () => {
   it('bundles the TypeScript Lambdas locally into ES modules', () => {
     const assets = JSON.parse(readFileSync(join(out, `${DEFAULT_STACK_NAME}.assets.json`), 'utf8')) as { files: Record<string, { source: { path: string; packaging?: string } }> };
     const bundles = Object.values(assets.files).filter((f) => f.source.packaging === 'zip');
-    // Six functions, five bundles: the starter and PrepareItem share functions/src/starter/handler.ts.
-    expect(bundles.length).toBe(5);
+    // Seven functions, six bundles: the starter and PrepareItem share functions/src/starter/handler.ts; the reconciler has its own.
+    expect(bundles.length).toBe(6);
     for (const b of bundles) expect(existsSync(join(out, b.source.path, 'index.mjs')), b.source.path).toBe(true);
   });
 });

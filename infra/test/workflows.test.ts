@@ -6,7 +6,7 @@
 import type { RunOptions } from 'aws-local-stepfunctions';
 import { StateMachine } from 'aws-local-stepfunctions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseJobSpec } from '#shared/schemas';
+import { jobKeys, jobSpecUri, parseJobSpec } from '#shared/schemas';
 import { DEFAULT_CONFIG } from '../lib/config.ts';
 import { findStateMachines, resolveDefinition, withInlineItems } from '../lib/definitions.ts';
 import { BATCH_STATES, GENERATION_STATES as G, STATISTICS_STATES, WORKER_ENV } from '../lib/names.ts';
@@ -106,12 +106,12 @@ describe('generation workflow', () => {
     expect(st[G.jobFailed]).toMatchObject({ Type: 'Fail', ErrorPath: '$.error.Error', CausePath: '$.error.Cause' });
   });
 
-  it('waits for the Batch job (.sync) and passes the job spec as the container environment', () => {
+  it('waits for the Batch job (.sync) and passes only the job spec\'s URI as the container environment', () => {
     const gen = defs.generation.States[G.generate];
     expect(gen.Resource).toBe('arn:aws:states:::batch:submitJob.sync');
     expect(gen.TimeoutSeconds).toBe(DEFAULT_CONFIG.generateTimeoutHours * 3600);
     expect(gen.ResultSelector).toEqual({ 'batchJobId.$': '$.JobId', 'status.$': '$.Status' });
-    expect((gen.Parameters as Json).ContainerOverrides).toMatchObject({ Environment: [{ Name: WORKER_ENV.jobSpec, 'Value.$': 'States.JsonToString($.spec)' }] });
+    expect(((gen.Parameters as Json).ContainerOverrides as Json).Environment).toEqual([{ Name: WORKER_ENV.jobSpecUri, 'Value.$': "States.Format('s3://{}/{}request.json', $.spec.bucket, $.spec.workPrefix)" }]);
   });
 });
 
@@ -214,12 +214,12 @@ describe('generation workflow, executed', () => {
     expect(r.entered).toEqual([G.validate, G.sizeForModel, 'SizeFor-svd', G.generate, G.postProcess, G.notifySuccess, G.succeeded]);
     // Validate gets the starter's input as is.
     expect(r.calls[G.validate]).toEqual([INPUT]);
-    // Batch: named by the job id, the spec as JSON in the environment, SVD's vCPUs and memory.
+    // Batch: named by the job id, only the spec's URI in the environment (Validate wrote it there), SVD's vCPUs and memory.
     const submit = r.calls[G.generate][0];
     expect(submit.JobName).toBe(JOB_ID);
     const overrides = submit.ContainerOverrides as { Environment: { Name: string; Value: string }[]; ResourceRequirements: { Type: string; Value: string }[] };
-    expect(overrides.Environment).toEqual([{ Name: WORKER_ENV.jobSpec, Value: JSON.stringify(SPEC) }]);
-    expect(parseJobSpec(JSON.parse(overrides.Environment[0].Value), 'environment')).toEqual(SPEC);
+    expect(overrides.Environment).toEqual([{ Name: WORKER_ENV.jobSpecUri, Value: jobSpecUri(SPEC.bucket, SPEC.jobId) }]);
+    expect(overrides.Environment[0].Value).toBe(`s3://${SPEC.bucket}/${jobKeys(JOB_ID).request}`);
     expect(overrides.ResourceRequirements).toEqual([
       { Type: 'VCPU', Value: String(DEFAULT_CONFIG.modelProfiles.svd.vcpus) },
       { Type: 'MEMORY', Value: String(DEFAULT_CONFIG.modelProfiles.svd.memoryMiB) },

@@ -1,7 +1,7 @@
 /**
  * AWS Batch, stood in by child processes: a SubmitJob runs the job definition's command after the
  * worker image's entrypoint (`node bin/cil.js worker`, the same file), with the job definition's
- * environment, the container overrides (CIL_JOB_SPEC) and the S3 endpoint of the local server.
+ * environment, the container overrides (CIL_JOB_SPEC_URI) and the S3 endpoint of the local server.
  * Batch's behaviour that the pipeline relies on is kept: the retry strategy of the job definition
  * (attempts, EvaluateOnExit rules in order, no match = retry while attempts remain), the attempt
  * timeout (SIGTERM, then SIGKILL; a timed-out attempt is not retried), a bounded number of jobs
@@ -105,6 +105,9 @@ export function retryDecision(rules: readonly EvaluateOnExit[], exitCode: number
   return 'RETRY';
 }
 
+/** AWS Batch's limit on a SubmitJob's container overrides (their JSON). */
+export const MAX_CONTAINER_OVERRIDES_CHARS = 8192;
+
 const CONTAINER_EXITED = 'Essential container in task exited';
 const TIMED_OUT = 'Job attempt duration exceeded timeout';
 const STOPPED = 'Terminated: the local pipeline stopped';
@@ -137,6 +140,11 @@ export class LocalBatch {
     const def = this.#o.jobDefinitions[p.JobDefinition];
     if (!def) throw Object.assign(new BatchJobError(`SubmitJob: no job definition ${p.JobDefinition}`), { name: 'Batch.ClientException' });
     if (p.ArrayProperties?.Size !== undefined) throw Object.assign(new BatchJobError('SubmitJob: array jobs are not supported by the local pipeline'), { name: 'Batch.ClientException' });
+    // Batch refuses container overrides over 8,192 characters: why the job spec travels by reference.
+    const overridesLength = JSON.stringify(p.ContainerOverrides ?? {}).length;
+    if (overridesLength > MAX_CONTAINER_OVERRIDES_CHARS) {
+      throw Object.assign(new BatchJobError(`SubmitJob: Container Overrides length must be at most ${MAX_CONTAINER_OVERRIDES_CHARS} (got ${overridesLength})`), { name: 'Batch.ClientException' });
+    }
     const jobId = randomUUID();
     const params = { ...p.Parameters };
     const command = [...(p.ContainerOverrides?.Command ?? def.command)].map((a) => (a.startsWith('Ref::') && params[a.slice(5)] !== undefined ? params[a.slice(5)] : a));

@@ -14,6 +14,9 @@ import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { ObjectCreatedDetail, StartOutcome } from '../../functions/src/starter/core.ts';
+import { reconcile } from '../../functions/src/reconciler/core.ts';
+import type { ReconcileReport, ReconcileSettings } from '../../functions/src/reconciler/core.ts';
+import { keyExists, listUploadObjects } from '../../functions/src/reconciler/list.ts';
 import { uploadImage } from '../../cli/remote/client.ts';
 import type { BatchJobDescription } from './batch.ts';
 import { lockDataDir } from './dataDir.ts';
@@ -80,6 +83,14 @@ export interface LocalPipelineOptions {
   readonly faultSeed?: number;
   /** Every Retry waits this long instead of the definition's backoff (tests); see LocalStepFunctionsOptions. */
   readonly retryIntervalMs?: number;
+  /**
+   * Extra environment of every worker container (drills: CIL_EXECUTION_PROVIDER=cuda, a fake
+   * instance metadata endpoint). Without AWS_EC2_METADATA_SERVICE_ENDPOINT here the workers make
+   * no metadata call (AWS_EC2_METADATA_DISABLED).
+   */
+  readonly workerEnv?: Readonly<Record<string, string>>;
+  /** Drill: object-created events for which this answers true are dropped, as a lost EventBridge delivery. */
+  readonly dropEvent?: (detail: ObjectCreatedDetail) => boolean;
 }
 
 /** The handles of fault injection (`faultInjection: true`). */
@@ -116,6 +127,12 @@ export interface LocalPipeline {
    * job id (docs/operations.md §2). ExecutionAlreadyExists when the name was used.
    */
   startExecution(workflow: LocalWorkflow, name: string, input: unknown): ExecutionRecord;
+  /**
+   * One pass of the reconciler (functions/src/reconciler) against this pipeline: uploads under
+   * inputs/ with no job record and no execution are started under their job id. `minAgeMs`
+   * defaults to 0 here (the drill does not wait five minutes).
+   */
+  reconcile(settings?: Partial<ReconcileSettings>): Promise<ReconcileReport>;
   /** Delivers an S3 "Object Created" event detail as EventBridge would (tests: a duplicate delivery). */
   deliver(detail: ObjectCreatedDetail): Promise<StartOutcome | 'ignored'>;
   notifications(): LocalNotification[];
@@ -183,6 +200,10 @@ async function assemble(o: LocalPipelineOptions, defs: LocalDefinitions, release
   const deliver = wireStarter(defs, sfnRef, emit);
   const s3 = await wireS3(o, bucket, (e) => {
     if (!started) return;
+    if (o.dropEvent?.(e.detail)) {
+      emit({ type: 'ignored', key: e.detail.object.key, reason: 'event dropped (drill: a lost EventBridge delivery)' });
+      return;
+    }
     track(deliver(e.detail)).catch((err: unknown) => emit({ type: 'error', message: `starting a run for ${e.detail.object.key}: ${(err as Error).message}` }));
   });
   const handles: ExecutionHandles = new Map();
@@ -216,6 +237,25 @@ async function assemble(o: LocalPipelineOptions, defs: LocalDefinitions, release
     executions: (w) => machines.list(w),
     startExecution: (w, name, input) => machines.start(w, name, input),
     deliver: (detail) => track(deliver(detail)),
+    reconcile: (settings) =>
+      reconcile(
+        {
+          bucket,
+          // s3rver keeps no versions: the ETag names the job, as in the starter.
+          listUploads: (since) => listUploadObjects(s3.s3, bucket, since),
+          exists: (key) => keyExists(s3.s3, bucket, key),
+          start: (name, input) => {
+            try {
+              machines.start('generation', name, input);
+              return Promise.resolve('started');
+            } catch (e) {
+              if ((e as Error).name === 'ExecutionAlreadyExists') return Promise.resolve('duplicate');
+              return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+            }
+          },
+        },
+        { minAgeMs: 0, ...settings },
+      ),
     notifications: () => notifications.read(),
     batchJob: (id) => batch.describe(id),
     faults: s3.proxy && s3.taskFaults ? { s3: s3.proxy, tasks: s3.taskFaults, direct: s3.server.s3 } : null,

@@ -144,9 +144,20 @@ export function wireBatch(o: LocalPipelineOptions, defs: LocalDefinitions, endpo
     entrypoint: o.workerEntrypoint ?? [process.execPath, CLI_ENTRY],
     // Node's compile cache: the worker process loads its modules from V8 bytecode after the
     // first job (about 0.4 s less per job here; the container could do the same).
-    baseEnv: { ...localS3Env(endpoint), NODE_COMPILE_CACHE: join(dirname(modelCache), 'node-compile') },
+    // No instance metadata service here: the workers' Spot watch stays off unless a drill names a fake one.
+    baseEnv: {
+      ...localS3Env(endpoint),
+      NODE_COMPILE_CACHE: join(dirname(modelCache), 'node-compile'),
+      ...(o.workerEnv?.AWS_EC2_METADATA_SERVICE_ENDPOINT ? {} : { AWS_EC2_METADATA_DISABLED: 'true' }),
+      ...o.workerEnv,
+    },
     envSubstitutes: {
       [WORKER_ENV.modelCache]: modelCache,
+      // The job definitions require CUDA (GPU or nothing); here the worker runs on this machine's CPU
+      // unless the caller's environment or `workerEnv` (a drill) says otherwise.
+      CIL_EXECUTION_PROVIDER: process.env.CIL_EXECUTION_PROVIDER ?? 'auto',
+      // The instance's cache volume ($CIL_CACHE_DIR in the job definition) is the data folder's cache.
+      CIL_CACHE_DIR: dirname(modelCache),
       // No EventBridge locally: progress comes from the worker's JSON lines on stdout.
       [WORKER_ENV.progressBus]: null,
     },

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GENERATION_STATES, WORKER_ENV, WORKER_EXIT } from '../../infra/lib/names.ts';
 import type { BatchJobDescription, SubmitJobParameters, WorkerLine } from '../src/batch.ts';
-import { globMatch, LocalBatch, retryDecision } from '../src/batch.ts';
+import { globMatch, LocalBatch, MAX_CONTAINER_OVERRIDES_CHARS, retryDecision } from '../src/batch.ts';
 import type { LocalDefinitions, LocalJobDefinition } from '../src/definitions.ts';
 import { loadLocalDefinitions } from '../src/definitions.ts';
 import { DEFINITIONS_CACHE } from '../../test/helpers/local.ts';
@@ -63,6 +63,17 @@ async function runOne(exits: string, extra: Record<string, string> = {}): Promis
   const job = await batch.submitAndWait(submit(`job-${exits.replace(/,/g, '-')}`, exits, extra));
   return { job, lines: lines.get(job.JobId) ?? [] };
 }
+
+describe('SubmitJob limits', () => {
+  it('refuses container overrides over 8,192 characters, as Batch does (why the job spec travels by reference)', async () => {
+    const { batch } = batchWith(defs.jobDefinitions);
+    const big = submit('job-big', '0', { [WORKER_ENV.jobSpec]: JSON.stringify({ request: { prompt: '"'.repeat(2000) } }).repeat(2) });
+    expect(JSON.stringify(big.ContainerOverrides).length).toBeGreaterThan(MAX_CONTAINER_OVERRIDES_CHARS);
+    const err = await batch.submitAndWait(big).catch((e: unknown) => e as Error);
+    expect((err as Error).name).toBe('Batch.ClientException');
+    expect((err as Error).message).toMatch(/at most 8192/);
+  });
+});
 
 describe('Batch EvaluateOnExit matching', () => {
   it('globs match exactly or by prefix, and a missing value never matches a pattern', () => {

@@ -308,6 +308,15 @@ def write_bundle(out_dir, family, components, manifest_base, opts, tokenizer_jso
         if os.path.abspath(tokenizer_json) != os.path.abspath(os.path.join(out_dir, "tokenizer.json")):
             prepare_tokenizer(tokenizer_json, os.path.join(out_dir, "tokenizer.json"))
         manifest["tokenizer"] = {"file": "tokenizer.json", "maxLength": TEXT_LENGTH}
+    # Every file's SHA-256 (external data and the tokenizer have no component hash of their own):
+    # the worker checks each file it downloads against it (docs/worker.md, Model loading).
+    files = set()
+    for e in manifest["components"].values():
+        files.add(e["file"])
+        files.update(e.get("externalData", []))
+    if "tokenizer" in manifest:
+        files.add(manifest["tokenizer"]["file"])
+    manifest["files"] = {f: sha256_file(os.path.join(out_dir, f)) for f in sorted(files)}
     manifest = {k: manifest[k] for k in _MANIFEST_ORDER if k in manifest}
     with open(os.path.join(out_dir, "parity", "index.json"), "w", encoding="utf-8") as f:
         json.dump(parity, f, indent=2)
@@ -318,6 +327,6 @@ def write_bundle(out_dir, family, components, manifest_base, opts, tokenizer_jso
     return manifest
 
 
-_MANIFEST_ORDER = ("format", "id", "family", "description", "cil", "resolution", "frames", "latent", "schedule", "tokenizer", "defaults", "components")
+_MANIFEST_ORDER = ("format", "id", "family", "description", "cil", "resolution", "frames", "latent", "schedule", "tokenizer", "defaults", "components", "files")
 
 __all__ = ["ComponentExport", "ExportOptions", "ExportError", "write_bundle", "prepare_tokenizer", "tokenizer_vocab_size", "MANIFEST_FORMAT", "TOLERANCE_FP16", "TOLERANCE_FP32"]

@@ -144,16 +144,39 @@ export function parseFailureInput(input: unknown): FailureInput {
   return r.data;
 }
 
+/**
+ * Worker exit codes that name their error (gpu-worker/src/worker.ts): a Batch job's failure
+ * reaches Step Functions as States.TaskFailed with the job description as Cause, so the record
+ * names the worker's typed error from the last attempt's exit code.
+ */
+export const WORKER_EXIT_ERRORS: Readonly<Record<number, { readonly error: string; readonly what: string }>> = Object.freeze({
+  78: { error: 'GpuUnavailable', what: 'the worker required CUDA and could not get it (no GPU, or a driver, CUDA or cuDNN mismatch); it did not fall back to the CPU' },
+});
+
+/** The worker's error named by a Batch job description's exit code, if it names one. */
+export function workerErrorFromCause(cause: string | undefined): { error: string; what: string } | null {
+  if (cause === undefined) return null;
+  try {
+    const j = JSON.parse(cause) as { Container?: { ExitCode?: unknown } };
+    const code = j.Container?.ExitCode;
+    return typeof code === 'number' ? (WORKER_EXIT_ERRORS[code] ?? null) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** The failure record for `failures/<jobId>.json`. */
 export function buildFailureRecord(f: FailureInput, failedAt: Date): FailureRecord {
   const id = failureIdentity(f);
+  const worker = workerErrorFromCause(f.error.Cause);
+  const reason = reasonFromCause(f.error.Error, f.error.Cause);
   return FailureRecord.parse({
     format: FAILURE_FORMAT,
     status: 'failed',
     jobId: id.jobId,
     failedStep: f.failedStep,
-    error: f.error.Error,
-    reason: reasonFromCause(f.error.Error, f.error.Cause),
+    error: worker?.error ?? f.error.Error,
+    reason: worker ? cap(`${worker.error}: ${worker.what}; ${reason}`) : reason,
     bucket: id.bucket,
     input: id.input,
     model: id.model,

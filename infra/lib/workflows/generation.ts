@@ -15,6 +15,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { Family } from '#shared/schemas';
+import { JOB_SPEC_FILE } from '#shared/schemas';
 import type { GpuBatch } from '../compute.ts';
 import type { CilConfig } from '../config.ts';
 import { GENERATION_STATES as S, WORKER_ENV, WORKFLOW_METADATA_KEY, failedStateName, sizeStateName } from '../names.ts';
@@ -109,7 +110,8 @@ export class GenerationWorkflow extends Construct {
       jobName: { 'JobName.$': '$.spec.jobId' },
       jobQueueArn: props.batch.jobQueue.jobQueueArn,
       jobDefinitionArn: props.batch.generateJob.jobDefinitionArn,
-      environment: { [WORKER_ENV.jobSpec]: 'States.JsonToString($.spec)' },
+      // By reference: Validate wrote the spec to jobs/<jobId>/request.json (whatever the prompt holds).
+      environment: { [WORKER_ENV.jobSpecUri]: `States.Format('s3://{}/{}${JOB_SPEC_FILE}', $.spec.bucket, $.spec.workPrefix)` },
       resources: { vcpusPath: '$.resources.vcpus', memoryPath: '$.resources.memory' },
       resultPath: '$.generate',
       timeout: Duration.hours(c.generateTimeoutHours),

@@ -26,6 +26,17 @@ export const PREFIX = Object.freeze({
   reports: 'reports/',
 });
 
+/**
+ * The job spec Validate writes under the job's work prefix (`jobs/<jobId>/request.json`): the
+ * worker reads it by reference ($CIL_JOB_SPEC_URI), whatever the prompt holds.
+ */
+export const JOB_SPEC_FILE = 'request.json';
+
+/** `s3://<bucket>/jobs/<jobId>/request.json`: the job spec's URI, as the workflow hands it to the worker. */
+export function jobSpecUri(bucket: string, jobId: string): string {
+  return `s3://${bucket}/${jobKeys(jobId).request}`;
+}
+
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp'] as const;
 /** S3's key limit (1024 bytes; accepted keys are ASCII, so characters), which job specs also enforce. */
 export const MAX_KEY_CHARS = 1024;
@@ -63,7 +74,7 @@ export function jobKeys(jobId: string): JobKeys {
   return {
     work,
     normalisedImage: `${work}input.png`,
-    request: `${work}request.json`,
+    request: `${work}${JOB_SPEC_FILE}`,
     frames: `${work}frames/`,
     workerMetadata: `${work}metadata.json`,
     latent: `${work}latent.npy`,

@@ -140,6 +140,11 @@ export const Manifest = z
     schedule: Schedule,
     /** Hugging Face tokenizers JSON (families with text conditioning), relative to the bundle root. */
     tokenizer: z.strictObject({ file: SafeRelativeKey, maxLength: z.int().min(1).max(4096).default(77) }).optional(),
+    /**
+     * SHA-256 (hex) of bundle files by path (external data, tokenizer, and ONNX files too): the
+     * worker checks every file it downloads against it (a component's own `sha256` counts as well).
+     */
+    files: z.record(SafeRelativeKey, z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be 64 lower-case hex digits' })).optional(),
     defaults: ModelDefaults,
     components: z
       .record(z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,63}$/), Component)
@@ -157,6 +162,10 @@ export const Manifest = z
       }
     }
     if (FAMILY_TABLE[m.family].textPrompt && m.tokenizer === undefined) issue(['tokenizer'], `required for ${m.family} models (text conditioning)`);
+    for (const [name, c] of Object.entries(m.components)) {
+      const f = m.files?.[c.file];
+      if (c.sha256 !== undefined && f !== undefined && f !== c.sha256) issue(['files', c.file], `differs from components.${name}.sha256 (${c.sha256})`);
+    }
     const d = m.defaults;
     for (const key of REQUIRED_DEFAULTS[m.family]) {
       if (d[key] === undefined) issue(['defaults', key], `required for ${m.family} models`);
