@@ -35,12 +35,13 @@ export const DC = { channels: 4, frames: 16, h: 40, w: 64, ctxTokens: 77 + 256, 
 /** SVD 576×1024, 14 frames: latent [1, 14, 4, 72, 128]; CLIP embedding 1024. */
 export const SVD = { channels: 4, frames: 14, h: 72, w: 128, dim: 1024 } as const;
 
-type Shape = 'dynamicrafter' | 'svd';
+/** Bench shapes (real sizes), named apart from the families so no family logic lives here. */
+export type Shape = 'dc-320x512' | 'svd-576x1024';
 
 /** The stub UNet: the real inputs, out = the first C channels of the latent input. */
 function stubUnet(shape: Shape): Uint8Array {
   const g = new GraphBuilder(`stub_unet_${shape}`);
-  if (shape === 'dynamicrafter') {
+  if (shape === 'dc-320x512') {
     const { channels: C, frames: F, h, w, ctxTokens, dim } = DC;
     const x = g.input('x', 'float32', ['batch', 2 * C, F, h, w]);
     g.input('timestep', 'int64', ['batch']);
@@ -69,7 +70,7 @@ interface Setup {
 }
 
 function setup(shape: Shape): Setup {
-  if (shape === 'dynamicrafter') {
+  if (shape === 'dc-320x512') {
     const plan = makePlan({ family: 'dynamicrafter', steps: 50, start: 940 });
     return { steps: plan.steps, dims: [1, DC.channels, DC.frames, DC.h, DC.w], guided: (m) => cfg(m, { scale: 7.5, rescale: 0.7 }) };
   }
@@ -84,7 +85,7 @@ function unetModel(shape: Shape, sessions: OnnxSessions, dims: readonly number[]
     gen.fill(a);
     return a;
   };
-  if (shape === 'dynamicrafter') {
+  if (shape === 'dc-320x512') {
     const { channels: C, frames: F, h, w, ctxTokens, dim } = DC;
     const ctx = (): Float32Array => rnd(ctxTokens * dim);
     const contexts: Record<BranchName, Float32Array> = { cond: ctx(), uncond: ctx(), uncondImage: ctx() };
@@ -200,5 +201,5 @@ export async function benchHost(shape: Shape): Promise<HostBench> {
 }
 
 if (import.meta.main) {
-  for (const shape of ['dynamicrafter', 'svd'] as const) process.stdout.write(`${shape} ${JSON.stringify(await benchHost(shape))}\n`);
+  for (const shape of ['dc-320x512', 'svd-576x1024'] as const) process.stdout.write(`${shape} ${JSON.stringify(await benchHost(shape))}\n`);
 }

@@ -29,8 +29,8 @@ Object.assign(out, {
   ddimStepVsMemcpy: round(s.ddimStepVsMemcpy, 2),
 });
 log('host work per step around a stub UNet of real tensor sizes (DynamiCrafter 320×512, SVD 576×1024)…');
-const hd = await benchHost('dynamicrafter');
-const hs = await benchHost('svd');
+const hd = await benchHost('dc-320x512');
+const hs = await benchHost('svd-576x1024');
 Object.assign(out, {
   hostAllocMBPerStep: round(hd.hostAllocMBPerStep, 2),
   hostAllocMBPerStepSvd: round(hs.hostAllocMBPerStep, 2),

@@ -42,6 +42,7 @@ export const VERBS: readonly Verb[] = [
   { name: 'demo', term: 'demo [options]', description: 'run the bundled example through the whole local pipeline (what `npm run demo` does)', load: demo },
   { name: 'submit', term: 'submit [options] <image>', description: 'upload an image to the deployed stack (outputs discovered from CloudFormation); with --wait, follow the job', load: remote },
   { name: 'status', term: 'status [options] <job>', description: 'show a job: its workflow step, its Batch job, its outputs (or why it failed)', load: remote },
+  { name: 'smoke', term: 'smoke [options]', description: 'after a deploy: a built-in image through each deployed model; reports provider, timings, cost estimate; fails unless CUDA was used', load: remote },
   { name: 'fetch', term: 'fetch [options] <job>', description: "download a job's outputs (video.mp4, video.gif, poster, metadata, result) into <out>/<job>/", load: remote },
 ];
 

@@ -36,7 +36,7 @@ describe('verb table', () => {
   it('a run registers only its verb and the verbs its module brings', async () => {
     expect((await buildProgram(['worker', '--spec', '{}'])).commands.map((c) => c.name())).toEqual(['worker']);
     expect((await buildProgram(['help', 'plan'])).commands.map((c) => c.name())).toEqual(['plan']);
-    expect((await buildProgram(['status', 'x'])).commands.map((c) => c.name()).sort()).toEqual(['fetch', 'status', 'submit']);
+    expect((await buildProgram(['status', 'x'])).commands.map((c) => c.name()).sort()).toEqual(['fetch', 'smoke', 'status', 'submit']);
   });
 
   it('an unknown verb is a usage error naming it (exit 2)', () => {
