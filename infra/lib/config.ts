@@ -297,7 +297,9 @@ export function resolveConfig(readContext: ContextReader, overrides: Partial<Cil
   }
   const r = CilConfigSchema.safeParse(merged);
   if (!r.success) {
-    const lines = r.error.issues.map((i) => `  - ${CONTEXT_PREFIX}${i.path.join('.') || '(root)'}: ${i.message}`);
+    // A record key's own message (zod reports only "Invalid key in record" at the top).
+    const message = (i: z.core.$ZodIssue): string => (i.code === 'invalid_key' && i.issues.length > 0 ? i.issues.map((k) => k.message).join('; ') : i.message);
+    const lines = r.error.issues.map((i) => `  - ${CONTEXT_PREFIX}${i.path.join('.') || '(root)'}: ${message(i)}`);
     throw new ConfigError(`invalid deployment parameters (CDK context or stack props):\n${lines.join('\n')}`);
   }
   const c = r.data;

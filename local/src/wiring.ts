@@ -147,6 +147,9 @@ export function wireBatch(o: LocalPipelineOptions, defs: LocalDefinitions, endpo
     baseEnv: { ...localS3Env(endpoint), NODE_COMPILE_CACHE: join(dirname(modelCache), 'node-compile') },
     envSubstitutes: {
       [WORKER_ENV.modelCache]: modelCache,
+      [WORKER_ENV.cacheDir]: dirname(modelCache),
+      // Batch jobs demand CUDA (fail fast off-GPU); locally the worker takes CUDA when it loads, else the CPU.
+      [WORKER_ENV.executionProvider]: process.env.CIL_EXECUTION_PROVIDER ?? 'auto',
       // No EventBridge locally: progress comes from the worker's JSON lines on stdout.
       [WORKER_ENV.progressBus]: null,
     },
@@ -217,15 +220,18 @@ export function wireFunctions(o: { readonly s3: S3Client; readonly bucket: strin
   const recordFailure = createRecordFailureHandler({ s3, dataBucket: bucket });
   const G = GENERATION_STATES;
   const B = BATCH_STATES;
+  const submitSync = async (params: unknown): Promise<unknown> => {
+    const job = await batch.submitAndWait(params as SubmitJobParameters);
+    // submitJob.sync: a FAILED job fails the task with the job's description as the cause.
+    if (job.Status !== 'SUCCEEDED') throw new TaskFailed(JSON.stringify(job));
+    return job;
+  };
   return {
     generation: () => ({
       [G.validate]: lambdaTask(validate),
-      [G.generate]: async (params) => {
-        const job = await batch.submitAndWait(params as SubmitJobParameters);
-        // submitJob.sync: a FAILED job fails the task with the job's description as the cause.
-        if (job.Status !== 'SUCCEEDED') throw new TaskFailed(JSON.stringify(job));
-        return job;
-      },
+      [G.generate]: submitSync,
+      // The resubmission to the fleet's on-demand queue after Spot had no capacity.
+      [G.generateOnDemand]: submitSync,
       [G.postProcess]: lambdaTask(postprocess),
       [G.notifySuccess]: lambdaTask(notify),
       [G.notifyFailure]: lambdaTask(notify),
