@@ -184,7 +184,8 @@ export class GenerationWorkflow extends Construct {
         resultPath: '$.placement',
       });
     const chooseTier = new sfn.Choice(this, S.chooseTier, { comment: 'An upload (interactive) or a manifest line (production)?' })
-      .when(sfn.Condition.and(sfn.Condition.isPresent('$.batch'), sfn.Condition.isNotNull('$.batch')), tier(S.tierProduction, 'production').next(generate))
+      // Not(IsNull) rather than IsNull: false, which the local interpreter (aws-local-stepfunctions) never matches.
+      .when(sfn.Condition.and(sfn.Condition.isPresent('$.batch'), sfn.Condition.not(sfn.Condition.isNull('$.batch'))), tier(S.tierProduction, 'production').next(generate))
       .otherwise(tier(S.tierInteractive, 'interactive').next(generate));
 
     const sizeForModel = new sfn.Choice(this, S.sizeForModel, { comment: 'GPU fleet, vCPUs and memory of the Batch job, per model family and resolution' });
