@@ -2,6 +2,8 @@
  * The synthesized stack, resource by resource: what matters for safety, cost and the contracts
  * with the worker and the functions (no whole-template snapshot).
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Match } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PREFIX } from '#shared/schemas';
@@ -505,5 +507,49 @@ describe('parameters', () => {
     for (const r of Object.values(onDemand.json.Resources).filter((x) => x.Type === 'AWS::Logs::LogGroup')) expect(r.Properties?.RetentionInDays).toBe(7);
     const sm = onDemand.json.Resources[logicalIdOf(onDemand, onDemand.stack.batchProduction.stateMachine)];
     expect(JSON.stringify(sm.Properties?.DefinitionString)).toContain('\\"MaxConcurrency\\":25');
+  });
+});
+
+describe('networking', () => {
+  it('nat (default): a NAT gateway per AZ, workers in private subnets with egress, S3 through the gateway endpoint', () => {
+    expect(resourcesOf('AWS::EC2::NatGateway')).toHaveLength(2);
+    expect(resourcesOf('AWS::EC2::VPCEndpoint').map(([, p]) => p.VpcEndpointType ?? 'Gateway')).toEqual(['Gateway']);
+    expect(s.stack.gpu.workerSubnets).toEqual({ subnetType: 'Private' });
+  });
+
+  describe('endpoints: no NAT, interface endpoints for what the workers use', () => {
+    let e: Synthesized;
+    beforeAll(() => {
+      e = synth({ networking: 'endpoints' }, { nag: true });
+    });
+    afterAll(() => e.cleanup());
+
+    it('has no NAT gateway or internet gateway, and isolated worker subnets', () => {
+      const types = Object.values(e.json.Resources).map((r) => r.Type);
+      expect(types).not.toContain('AWS::EC2::NatGateway');
+      expect(types).not.toContain('AWS::EC2::InternetGateway');
+      expect(e.stack.gpu.workerSubnets).toEqual({ subnetType: 'Isolated' });
+      for (const [, r] of Object.entries(e.json.Resources).filter(([, x]) => x.Type === 'AWS::Batch::ComputeEnvironment')) {
+        const subnets = ((r.Properties?.ComputeResources as { Subnets: unknown[] }).Subnets).map(refOf);
+        for (const id of subnets) expect(id).toMatch(/workersSubnet/);
+      }
+    });
+
+    it('ECR (api, dkr), CloudWatch Logs, EventBridge, STS and ECS interface endpoints, S3 as a gateway; HTTPS from the workers only', () => {
+      const eps = Object.values(e.json.Resources).filter((r) => r.Type === 'AWS::EC2::VPCEndpoint');
+      const names = eps.map((r) => JSON.stringify(r.Properties?.ServiceName)).join(' ');
+      for (const svc of ['ecr.api', 'ecr.dkr', '.logs', '.events', '.sts', '.ecs"', '.ecs-agent', '.ecs-telemetry', '.s3']) expect(names, svc).toContain(svc);
+      const iface = eps.filter((r) => r.Properties?.VpcEndpointType === 'Interface');
+      expect(iface).toHaveLength(8);
+      for (const r of iface) expect(r.Properties?.PrivateDnsEnabled).toBe(true);
+      const sgId = logicalIdOf(e, e.stack.gpu.securityGroup);
+      const ingress = Object.values(e.json.Resources).filter((r) => r.Type === 'AWS::EC2::SecurityGroupIngress');
+      expect(ingress.map((r) => [r.Properties?.FromPort, r.Properties?.ToPort, refOf(r.Properties?.SourceSecurityGroupId)])).toEqual([[443, 443, sgId]]);
+    });
+
+    it('stays cdk-nag clean', () => {
+      const report = JSON.parse(readFileSync(join(e.outdir, 'validation-report.json'), 'utf8')) as { pluginReports: { violations: unknown[] }[] };
+      for (const p of report.pluginReports) expect(p.violations).toEqual([]);
+    });
   });
 });
