@@ -45,7 +45,7 @@ describe('batchMetrics', () => {
   const QUEUES = [{ arn: 'arn:aws:batch:us-east-1:1:job-queue/gpu48-interactive', fleet: 'gpu48', tier: 'interactive', hourlyUsd: 2.4 }];
 
   it('estimates the spend of a job from its run hours and its fleet price', () => {
-    const m = jobMetrics({ ...job, jobQueue: QUEUES[0]!.arn }, QUEUES);
+    const m = jobMetrics({ ...job, jobQueue: QUEUES[0].arn }, QUEUES);
     expect(m.find((x) => x.name === 'EstimatedGpuSpendUsd')?.value).toBeCloseTo((35 / 60) * 2.4, 10);
     // A queue it does not know: no spend (the metric would be wrong).
     expect(jobMetrics({ ...job, jobQueue: 'other' }, QUEUES).map((x) => x.name)).toEqual(['BatchJobsSucceeded', 'GpuMinutes']);
@@ -88,10 +88,10 @@ describe('batchMetrics handler (Powertools Metrics)', () => {
     const event = { 'detail-type': 'Batch Job State Change', detail: { jobId: 'b-1', jobName: 'j', jobQueue: 'q1', status: 'SUCCEEDED', container: { resourceRequirements: [{ type: 'GPU', value: '1' }] }, attempts: [{ startedAt: 0, stoppedAt: 3_600_000 }] } };
     const [rec, ...rest] = await emfLines(() => handler(event as never));
     expect(rest).toEqual([]);
-    const aws = rec!._aws as { CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string }[] }[] };
-    expect(aws.CloudWatchMetrics[0]!.Namespace).toBe('CIL/Pipeline');
-    expect(aws.CloudWatchMetrics[0]!.Dimensions).toEqual([['service']]);
-    expect(aws.CloudWatchMetrics[0]!.Metrics.map((m) => m.Name).sort()).toEqual(['BatchJobsSucceeded', 'EstimatedGpuSpendUsd', 'GpuMinutes']);
+    const aws = rec._aws as { CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string }[] }[] };
+    expect(aws.CloudWatchMetrics[0].Namespace).toBe('CIL/Pipeline');
+    expect(aws.CloudWatchMetrics[0].Dimensions).toEqual([['service']]);
+    expect(aws.CloudWatchMetrics[0].Metrics.map((m) => m.Name).sort()).toEqual(['BatchJobsSucceeded', 'EstimatedGpuSpendUsd', 'GpuMinutes']);
     expect(rec).toMatchObject({ service: 'cil-pipeline', GpuMinutes: 60, EstimatedGpuSpendUsd: 1, jobId: 'b-1' });
   });
 

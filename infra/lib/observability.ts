@@ -104,13 +104,6 @@ export class Observability extends Construct {
       targets: [new targets.LambdaFunction(m.fn, { retryAttempts: 4 })],
     });
 
-    const failedMath = (sm: sfn.IStateMachine): cloudwatch.MathExpression =>
-      new cloudwatch.MathExpression({
-        expression: 'failed + timedOut + aborted',
-        usingMetrics: { failed: sm.metricFailed({ statistic: 'Sum' }), timedOut: sm.metricTimedOut({ statistic: 'Sum' }), aborted: sm.metricAborted({ statistic: 'Sum' }) },
-        period: Duration.minutes(5),
-        label: 'failed, timed out or aborted',
-      });
     const add = (a: cloudwatch.Alarm): cloudwatch.Alarm => {
       a.addAlarmAction(action);
       this.alarms.push(a);

@@ -113,7 +113,7 @@ describe('sizing per model (GPU memory)', () => {
   it('the default placement gives every family@resolution a GPU with its estimated need plus the reserve', () => {
     const c = resolveConfig(ctx({}));
     for (const [key, need] of Object.entries(c.gpuMemoryGiB)) {
-      const fleet = c.gpuFleets[c.placement[key]!]!;
+      const fleet = c.gpuFleets[c.placement[key]];
       for (const t of fleet.instanceTypes) expect(gpuMemoryGiB(t), `${key} on ${t}`).toBeGreaterThanOrEqual(need + GPU_MEMORY_RESERVE_GIB);
     }
     // The 576×1024 models need the 48 GB fleet, the 320×512 ones fit 24 GB.

@@ -239,8 +239,8 @@ describe('least privilege across the stack', () => {
 describe('batch', () => {
   type Queue = { Priority: number; ComputeEnvironmentOrder: { ComputeEnvironment: unknown; Order: number }[]; JobStateTimeLimitActions?: Record<string, unknown>[] };
   const fleets = (): GpuBatch['fleets'] => s.stack.gpu.fleets;
-  const queueProps = (q: { node: { defaultChild?: unknown } }): Queue => s.json.Resources[logicalIdOf(s, q)]!.Properties as unknown as Queue;
-  const ceProps = (ce: { node: { defaultChild?: unknown } }): Record<string, unknown> => (s.json.Resources[logicalIdOf(s, ce)]!.Properties as { ComputeResources: Record<string, unknown> }).ComputeResources;
+  const queueProps = (q: { node: { defaultChild?: unknown } }): Queue => s.json.Resources[logicalIdOf(s, q)].Properties as unknown as Queue;
+  const ceProps = (ce: { node: { defaultChild?: unknown } }): Record<string, unknown> => (s.json.Resources[logicalIdOf(s, ce)].Properties as { ComputeResources: Record<string, unknown> }).ComputeResources;
 
   it('one fleet per GPU size, each a Spot and an on-demand environment of one instance size', () => {
     const ces = resourcesOf('AWS::Batch::ComputeEnvironment');
@@ -248,8 +248,8 @@ describe('batch', () => {
     for (const [name, f] of Object.entries(fleets())) {
       const spot = ceProps(f.spotEnvironment!);
       const od = ceProps(f.onDemandEnvironment!);
-      expect(spot, name).toMatchObject({ Type: 'SPOT', AllocationStrategy: 'SPOT_PRICE_CAPACITY_OPTIMIZED', MaxvCpus: DEFAULT_CONFIG.gpuFleets[name]!.maxVcpus, MinvCpus: 0, InstanceTypes: DEFAULT_CONFIG.gpuFleets[name]!.instanceTypes });
-      expect(od, name).toMatchObject({ Type: 'EC2', MaxvCpus: DEFAULT_CONFIG.gpuFleets[name]!.onDemandMaxVcpus, InstanceTypes: DEFAULT_CONFIG.gpuFleets[name]!.instanceTypes });
+      expect(spot, name).toMatchObject({ Type: 'SPOT', AllocationStrategy: 'SPOT_PRICE_CAPACITY_OPTIMIZED', MaxvCpus: DEFAULT_CONFIG.gpuFleets[name].maxVcpus, MinvCpus: 0, InstanceTypes: DEFAULT_CONFIG.gpuFleets[name].instanceTypes });
+      expect(od, name).toMatchObject({ Type: 'EC2', MaxvCpus: DEFAULT_CONFIG.gpuFleets[name].onDemandMaxVcpus, InstanceTypes: DEFAULT_CONFIG.gpuFleets[name].instanceTypes });
       expect(new Set((spot.InstanceTypes as string[]).map((t) => t.split('.')[1])).size, `${name}: one size`).toBe(1);
     }
     for (const [, p] of ces) expect((p.ComputeResources as Record<string, unknown>).Ec2Configuration).toEqual([{ ImageType: 'ECS_AL2023_NVIDIA' }]);
@@ -258,13 +258,13 @@ describe('batch', () => {
   it("every model's queue runs on GPUs with at least the GPU memory its manifest (or the estimate) needs", () => {
     const c = DEFAULT_CONFIG;
     for (const [key, fleetName] of Object.entries(c.placement)) {
-      const f = fleets()[fleetName]!;
+      const f = fleets()[fleetName];
       for (const tier of ['interactive', 'production', 'onDemand'] as const) {
         const q = queueProps(f.queues[tier]!);
         for (const o of q.ComputeEnvironmentOrder) {
           const ceId = refOf(o.ComputeEnvironment)!;
-          const types = (s.json.Resources[ceId]!.Properties as { ComputeResources: { InstanceTypes: string[] } }).ComputeResources.InstanceTypes;
-          for (const t of types) expect(gpuMemoryGiB(t), `${key} → ${fleetName}/${tier} → ${t}`).toBeGreaterThanOrEqual(c.gpuMemoryGiB[key]! + GPU_MEMORY_RESERVE_GIB);
+          const types = (s.json.Resources[ceId].Properties as { ComputeResources: { InstanceTypes: string[] } }).ComputeResources.InstanceTypes;
+          for (const t of types) expect(gpuMemoryGiB(t), `${key} → ${fleetName}/${tier} → ${t}`).toBeGreaterThanOrEqual(c.gpuMemoryGiB[key] + GPU_MEMORY_RESERVE_GIB);
         }
       }
     }
@@ -281,9 +281,9 @@ describe('batch', () => {
       for (const t of ['interactive', 'production'] as const) expect(queueProps(f.queues[t]!).ComputeEnvironmentOrder.map((o) => refOf(o.ComputeEnvironment))).toEqual([logicalIdOf(s, f.spotEnvironment!)]);
       expect(queueProps(f.queues.onDemand!).ComputeEnvironmentOrder.map((o) => refOf(o.ComputeEnvironment))).toEqual([logicalIdOf(s, f.onDemandEnvironment!)]);
     }
-    expect(queueProps(fleets().gpu48!.queues.statistics!).Priority).toBe(100);
-    expect(fleets().gpu24!.queues.statistics).toBeUndefined();
-    expect(s.stack.gpu.jobQueue).toBe(fleets().gpu48!.queues.statistics);
+    expect(queueProps(fleets().gpu48.queues.statistics!).Priority).toBe(100);
+    expect(fleets().gpu24.queues.statistics).toBeUndefined();
+    expect(s.stack.gpu.jobQueue).toBe(fleets().gpu48.queues.statistics);
   });
 
   it('each queue cancels jobs that fit nowhere; Spot queues also cancel jobs left RUNNABLE without Spot capacity', () => {
@@ -295,7 +295,7 @@ describe('batch', () => {
     }
     const limited = synth({ spotCapacityWaitMinutes: 45 });
     try {
-      const q = limited.json.Resources[logicalIdOf(limited, limited.stack.gpu.fleets.gpu24!.queues.interactive!)]!.Properties as unknown as Queue;
+      const q = limited.json.Resources[logicalIdOf(limited, limited.stack.gpu.fleets.gpu24.queues.interactive!)].Properties as unknown as Queue;
       expect(q.JobStateTimeLimitActions?.[1]).toMatchObject({ MaxTimeSeconds: 2700, Reason: 'CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY' });
     } finally {
       limited.cleanup();
@@ -455,7 +455,7 @@ describe('observability', () => {
     expect(rule.EventPattern.detail.status).toEqual(['FAILED', 'TIMED_OUT', 'ABORTED']);
     const sms = [s.stack.generation.stateMachine, s.stack.batchProduction.stateMachine, s.stack.statistics.stateMachine].map((sm) => logicalIdOf(s, sm));
     expect(rule.EventPattern.detail.stateMachineArn.map(refOf).sort()).toEqual(sms.sort());
-    expect(refOf(rule.Targets[0]!.Arn)).toBe(logicalIdOf(s, s.stack.observability.metricsFunction));
+    expect(refOf(rule.Targets[0].Arn)).toBe(logicalIdOf(s, s.stack.observability.metricsFunction));
   });
 
   it('measures RUNNABLE age on a schedule and GPU-minutes and spend from Batch job events of every queue', () => {
@@ -463,7 +463,7 @@ describe('observability', () => {
     const rule = resourcesOf('AWS::Events::Rule').find(([, r]) => JSON.stringify(r.EventPattern ?? '').includes('Batch Job State Change'))?.[1] as { EventPattern: { detail: { jobQueue: unknown[] } } };
     const queues = Object.values(s.stack.gpu.fleets).flatMap((f) => Object.values(f.queues).map((q) => logicalIdOf(s, q)));
     expect(rule.EventPattern.detail.jobQueue.map(refOf).sort()).toEqual(queues.sort());
-    const fn = s.json.Resources[logicalIdOf(s, s.stack.observability.metricsFunction)]!.Properties as { Environment: { Variables: Record<string, unknown> }; TracingConfig: unknown };
+    const fn = s.json.Resources[logicalIdOf(s, s.stack.observability.metricsFunction)].Properties as { Environment: { Variables: Record<string, unknown> }; TracingConfig: unknown };
     expect(fn.TracingConfig).toEqual({ Mode: 'Active' });
     expect(JSON.stringify(fn.Environment.Variables[LAMBDA_ENV.jobQueues])).toContain('hourlyUsd');
   });

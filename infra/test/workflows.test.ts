@@ -167,7 +167,7 @@ const SPEC = parseJobSpec(
 
 /** The queue ARNs the definition gives svd@576x1024 (fleet gpu48), by tier. */
 function queueArns(): Record<'interactive' | 'production' | 'onDemand', string> {
-  const r = defs.generation.States['SizeFor-svd-576x1024']!.Result as { fleet: string; queues: Record<'interactive' | 'production' | 'onDemand', string> };
+  const r = defs.generation.States['SizeFor-svd-576x1024'].Result as { fleet: string; queues: Record<'interactive' | 'production' | 'onDemand', string> };
   expect(r.fleet).toBe('gpu48');
   return r.queues;
 }
@@ -315,11 +315,11 @@ describe('generation workflow, executed', () => {
     expect(r.error).toBeUndefined();
     expect(r.entered).toEqual([G.validate, G.sizeForModel, 'SizeFor-svd-576x1024', G.chooseTier, G.tierInteractive, G.generate, 'GenerateFailureKind', G.readGenerateFailure, G.spotCapacityCheck, G.recordResubmission, G.generateOnDemand, G.postProcess, G.notifySuccess, G.succeeded]);
     const q = queueArns();
-    expect(r.calls[G.generate]![0]!.JobQueue).toBe(q.interactive);
-    const od = r.calls[G.generateOnDemand]![0]!;
+    expect(r.calls[G.generate][0].JobQueue).toBe(q.interactive);
+    const od = r.calls[G.generateOnDemand][0];
     expect(od.JobQueue).toBe(q.onDemand);
     expect(od.JobName).toBe(JOB_ID);
-    expect(od.ContainerOverrides).toEqual(r.calls[G.generate]![0]!.ContainerOverrides);
+    expect(od.ContainerOverrides).toEqual(r.calls[G.generate][0].ContainerOverrides);
     expect(r.calls[G.postProcess]).toEqual([{ spec: SPEC, generate: { batchJobId: 'od-1', status: 'SUCCEEDED' } }]);
     expect(r.output?.placement).toEqual({ tier: 'interactive', queue: q.onDemand, capacity: 'on-demand', resubmittedFrom: 'spot-1', resubmitReason: 'Canceled by JobStateTimeLimit action due to reason: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY' });
   });
@@ -337,7 +337,7 @@ describe('generation workflow, executed', () => {
       [G.notifyFailure]: ok({}),
     });
     expect(r.calls[G.generateOnDemand]).toHaveLength(1);
-    expect(r.calls[G.recordFailure]![0]).toMatchObject({ failedStep: 'Generate', placement: { capacity: 'on-demand', resubmittedFrom: 'spot-1' } });
+    expect(r.calls[G.recordFailure][0]).toMatchObject({ failedStep: 'Generate', placement: { capacity: 'on-demand', resubmittedFrom: 'spot-1' } });
     expect(r.error?.name).toBe('States.TaskFailed');
   });
 
@@ -345,11 +345,11 @@ describe('generation workflow, executed', () => {
     const batchInput = { ...INPUT, batch: { name: 'spring', manifestKey: 'batches/spring.jsonl', line: 1 } };
     const r = await run(defs.generation, batchInput, { [G.validate]: ok(SPEC), [G.generate]: ok(BATCH_OK), [G.postProcess]: ok(RESULT), [G.notifySuccess]: ok({}) });
     expect(r.entered).toContain(G.tierProduction);
-    expect(r.calls[G.generate]![0]!.JobQueue).toBe(queueArns().production);
+    expect(r.calls[G.generate][0].JobQueue).toBe(queueArns().production);
     for (const spec of [{ ...SPEC, resolution: { height: 320, width: 320 } }, { ...SPEC, resolution: undefined }]) {
       const bad = await run(defs.generation, INPUT, { [G.validate]: ok(spec), [G.recordFailure]: ok({}), [G.notifyFailure]: ok({}) });
       expect(bad.calls[G.generate]).toBeUndefined();
-      expect(bad.calls[G.recordFailure]![0]).toMatchObject({ failedStep: G.sizeForModel, error: { Error: 'CIL.NoFleetForModel' } });
+      expect(bad.calls[G.recordFailure][0]).toMatchObject({ failedStep: G.sizeForModel, error: { Error: 'CIL.NoFleetForModel' } });
     }
   });
 
