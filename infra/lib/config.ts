@@ -172,6 +172,9 @@ export const DEFAULT_CONFIG: CilConfig = Object.freeze({
     'videocrafter@320x512': 'gpu24',
     'svd@320x512': 'gpu24',
     'svd@576x1024': 'gpu48',
+    // The built-in demo model (docs/demo-model.md): local mode runs these same definitions, and a
+    // deployed stack can run it as a smoke test.
+    'dynamicrafter@128x192': 'gpu24',
   },
   // docs/models.md §5 (estimated, batch-2 UNet call, float16; the upper end of each range in GiB).
   gpuMemoryGiB: {
@@ -180,6 +183,7 @@ export const DEFAULT_CONFIG: CilConfig = Object.freeze({
     'videocrafter@320x512': 15,
     'svd@320x512': 15,
     'svd@576x1024': 38,
+    'dynamicrafter@128x192': 1,
   },
   modelManifests: [],
   statisticsFleet: 'gpu48',

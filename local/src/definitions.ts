@@ -15,9 +15,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { findStateMachines, resolveDefinition } from '../../infra/lib/definitions.ts';
 import type { Template, TemplateResource } from '../../infra/lib/definitions.ts';
-import { DEFAULT_CONFIG } from '../../infra/lib/config.ts';
 import { BATCH_STATES, GENERATION_STATES, OUTPUTS } from '../../infra/lib/names.ts';
-import { DEMO_DEFAULTS } from '../../gpu-worker/src/demo/bundle.ts';
 import { REPO_ROOT } from './paths.ts';
 
 /** The local "account": ARNs look like AWS's, with this account and Region. */
@@ -88,22 +86,6 @@ export function definitionsKey(root = REPO_ROOT): string {
   return h.digest('hex').slice(0, 32);
 }
 
-/**
- * Local mode runs the demo model (a tiny dynamicrafter bundle at its own resolution), which no
- * deployment places on a GPU fleet: place it on the first fleet, with a need of 1 GiB, so that
- * the workflow's SizeForModel has a branch for it. Nothing else of the parameters changes.
- */
-/** The demo bundle's family (gpu-worker/src/demo/bundle.ts writes it into its manifest). */
-const DEMO_FAMILY = 'dynamicrafter';
-
-function demoPlacement(context: Record<string, unknown>): Record<string, unknown> {
-  const key = `${DEMO_FAMILY}@${DEMO_DEFAULTS.height}x${DEMO_DEFAULTS.width}`;
-  const fleets = (context['cil:gpuFleets'] ?? DEFAULT_CONFIG.gpuFleets) as Record<string, unknown>;
-  const fleet = Object.keys(typeof fleets === 'object' && fleets !== null ? fleets : DEFAULT_CONFIG.gpuFleets)[0] ?? 'gpu24';
-  const merge = (k: string, v: unknown): Record<string, unknown> => ({ ...(context[k] as Record<string, unknown> | undefined), [key]: v });
-  return { 'cil:placement': merge('cil:placement', fleet), 'cil:gpuMemoryGiB': merge('cil:gpuMemoryGiB', 1) };
-}
-
 /** cdk.json's context, as `cdk synth` passes it to the app. */
 function cdkJsonContext(root: string): Record<string, unknown> {
   const j = JSON.parse(readFileSync(join(root, 'cdk.json'), 'utf8')) as { context?: Record<string, unknown> };
@@ -118,8 +100,7 @@ export async function synthesizeTemplate(root = REPO_ROOT): Promise<{ template: 
   try {
     // Skipping Lambda bundling (what `cdk synth --exclusively`/`-e` style runs do) changes asset
     // hashes only, never a logical id or a definition.
-    const context = cdkJsonContext(root);
-    const { app, stack } = buildApp({ nag: false, appProps: { outdir, context: { ...context, ...demoPlacement(context), 'aws:cdk:bundling-stacks': [] } } });
+    const { app, stack } = buildApp({ nag: false, appProps: { outdir, context: { ...cdkJsonContext(root), 'aws:cdk:bundling-stacks': [] } } });
     const assembly = app.synth();
     const artifact = assembly.getStackByName(stack.stackName);
     const template = JSON.parse(readFileSync(join(outdir, artifact.templateFile), 'utf8')) as Template & { Outputs?: Record<string, { Value: unknown }> };
