@@ -189,7 +189,7 @@ describe('the synthesized Generate job definition, run locally', () => {
   });
 
   it('the job definition demands CUDA; locally the worker gets auto (or what CIL_EXECUTION_PROVIDER says)', () => {
-    expect(defs.jobDefinitions[generateDef]!.environment[WORKER_ENV.executionProvider]).toBe('cuda');
+    expect(defs.jobDefinitions[generateDef].environment[WORKER_ENV.executionProvider]).toBe('cuda');
   });
 
   it('a queue without capacity cancels its jobs RUNNABLE as the Spot time-limit action does; other queues run', async () => {
@@ -204,9 +204,9 @@ describe('the synthesized Generate job definition, run locally', () => {
   it('drives the synthesized generation workflow: a job its Spot queue cancelled for capacity is resubmitted to the on-demand queue and runs', async () => {
     const G = GENERATION_STATES;
     const size = Object.keys(defs.generation.States).find((n) => n.startsWith('SizeFor-dynamicrafter-128x192'))!;
-    const queues = (defs.generation.States[size]!.Result as { queues: Record<string, string> }).queues;
+    const queues = (defs.generation.States[size].Result as { queues: Record<string, string> }).queues;
     const { batch } = batchWith(defs.jobDefinitions);
-    batch.withoutCapacity([queues.interactive!]);
+    batch.withoutCapacity([queues.interactive]);
     const submitted: { queue: string; status: string; reason?: string }[] = [];
     const submitSync = async (p: unknown): Promise<unknown> => {
       const params = p as SubmitJobParameters;
@@ -218,7 +218,7 @@ describe('the synthesized Generate job definition, run locally', () => {
     const jobId = 'j-0123456789abcdef01234567';
     const spec = { jobId, request: { family: 'dynamicrafter' }, resolution: { height: 128, width: 192 } };
     const retryIntervalOverrides = Object.fromEntries(Object.keys(defs.generation.States).map((n) => [n, 0]));
-    const exec = new StateMachine(defs.generation as never).run({ jobId, batch: null } as never, {
+    const exec = new StateMachine(defs.generation as never).run({ jobId, batch: null }, {
       overrides: {
         retryIntervalOverrides,
         taskResourceLocalHandlers: {
