@@ -342,13 +342,6 @@ export class GpuBatch extends Construct {
     });
   }
 
-  /** Every queue's ARN (the workflows' SubmitJob permission, the metrics function's ListJobs). */
-  get queueArns(): string[] {
-    const out: string[] = [];
-    for (const f of Object.values(this.fleets)) for (const q of Object.values(f.queues)) out.push(q.jobQueueArn);
-    return out;
-  }
-
   private createFleet(c: CilConfig, name: string, instanceTypes: readonly string[], maxVcpus: number, onDemandMaxVcpus: number): GpuFleetResources {
     const id = name.charAt(0).toUpperCase() + name.slice(1);
     const environmentProps = {
