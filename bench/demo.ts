@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
-import { writeDemoBundle, DEMO_DEFAULTS } from '../gpu-worker/src/demo/bundle.ts';
-import { syntheticImage } from '../gpu-worker/src/demo/statistics.ts';
+import { writeDemoBundle, DEMO_DEFAULTS } from '../demo/src/bundle.ts';
+import { syntheticImage } from '../demo/src/statistics.ts';
 import { runJob } from '../gpu-worker/src/job.ts';
 import type { GenerateParams } from '../gpu-worker/src/generate.ts';
 import { median } from './util.ts';
@@ -47,9 +47,9 @@ export async function benchDemo(seeds = 8): Promise<DemoBench> {
     await sharp(raw, { raw: { width: W, height: H, channels: 3 } }).png().toFile(imagePath);
     const input = await rgb(imagePath);
     const base: GenerateParams = {
-      prompt: '', steps: 25, start: 1000, analyticInit: false, statistics: 'statistics/demo.safetensors', guidanceScale: 7.5, imageGuidanceScale: null,
+      model: 'demo', family: 'dynamicrafter', prompt: '', steps: 25, start: 1000, analyticInit: false, statistics: 'statistics/demo.safetensors', guidanceScale: 7.5, imageGuidanceScale: null,
       guidanceRescale: 0.7, eta: 1, seed: 0, frames: F, fps: 8, frameStride: 24, motionBucketId: null, noiseAugStrength: null, minGuidanceScale: null,
-      maxGuidanceScale: null, compat: 'paper', saveLatent: false,
+      maxGuidanceScale: null, outputs: ['png-frames'], compat: 'paper', saveLatent: false,
     };
     const gen = async (p: GenerateParams, out: string) => runJob({ image: imagePath, model: bundle, out, statistics: null, initNoise: null }, { params: () => p });
     // Wall time of one full generation (open bundle, sessions, encode, 25 steps, decode, PNGs).

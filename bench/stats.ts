@@ -1,6 +1,6 @@
 /**
  * Statistics-job throughput (issue 4): `cil stats compute` over a handful of generated short H.264
- * videos with the demo model's VAE (its default 128×192, 16 frames at 8 fps), end to end — ffmpeg
+ * videos with the demo model's VAE (its default 256×160, 16 frames at 8 fps), end to end — ffmpeg
  * decode, resample, resize/crop, encode, accumulate. Reported as videos per second of the loop
  * (bundle opening and the first session start excluded: they are paid once per shard).
  */
@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeDemoBundle } from '../gpu-worker/src/demo/bundle.ts';
+import { writeDemoBundle } from '../demo/src/bundle.ts';
 import { computeStatistics } from '../gpu-worker/src/stats/compute.ts';
 
 const VIDEOS = 12;

@@ -1,8 +1,9 @@
 /** `cil demo-model`: writes the tiny demo model bundle (docs/demo-model.md) into a folder. */
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
-import { DEMO_DEFAULTS, writeDemoBundle } from '../gpu-worker/src/demo/bundle.ts';
-import { DIRECTIONS } from '../gpu-worker/src/demo/paths.ts';
+import { DEMO_DEFAULTS, writeDemoBundle } from '../demo/src/bundle.ts';
+import { DOWNSAMPLE } from '../demo/src/graphs.ts';
+import { DIRECTIONS } from '../demo/src/paths.ts';
 import { intArg, numberArg } from './args.ts';
 import { UsageError } from './errors.ts';
 
@@ -17,11 +18,11 @@ interface DemoModelOpts {
   json?: boolean;
 }
 
-function multipleOf8(name: string): (v: string) => number {
-  const int = intArg(name, 8, 1024);
+function multipleOfDownsample(name: string): (v: string) => number {
+  const int = intArg(name, DOWNSAMPLE, 1024);
   return (v) => {
     const n = int(v);
-    if (n % 8 !== 0) throw new InvalidArgumentError(`${name} must be a multiple of 8 (the latent downsampling), got '${v}'`);
+    if (n % DOWNSAMPLE !== 0) throw new InvalidArgumentError(`${name} must be a multiple of ${DOWNSAMPLE} (the latent downsampling), got '${v}'`);
     return n;
   };
 }
@@ -32,8 +33,8 @@ export function registerDemoModel(program: Command): void {
     .command('demo-model')
     .description('write the tiny demo model bundle (manifest.json, tokenizer.json, five ONNX files); the same options always give the same bytes')
     .requiredOption('--out <dir>', 'output folder (created if missing; bundle files in it are overwritten)')
-    .option('--height <px>', 'frame height in pixels, a multiple of 8', multipleOf8('--height'), d.height)
-    .option('--width <px>', 'frame width in pixels, a multiple of 8', multipleOf8('--width'), d.width)
+    .option('--height <px>', `frame height in pixels, a multiple of ${DOWNSAMPLE}`, multipleOfDownsample('--height'), d.height)
+    .option('--width <px>', `frame width in pixels, a multiple of ${DOWNSAMPLE}`, multipleOfDownsample('--width'), d.width)
     .option('--frames <n>', 'frames per video', intArg('--frames', 2, 64), d.frames)
     .option('--leak <lambda>', 'static-image bias at large t, 0 (exact denoiser) … 1', numberArg('--leak', 0, 1), d.leak)
     .option('--paths <n>', `motion directions: the first n of ${DIRECTIONS.map((x) => x.name).join(', ')}`, intArg('--paths', 1, DIRECTIONS.length), d.paths)

@@ -14,32 +14,20 @@ import { runJob } from '../gpu-worker/src/job.ts';
 import type { GenerateParams, GenerationMetadata, ProgressEvent } from '../gpu-worker/src/generate.ts';
 import { openSink } from '../gpu-worker/src/sink.ts';
 import { choiceArg, intArg, numberArg } from './args.ts';
+import { requestFields } from './jobFlags.ts';
+import type { RequestFlags } from './jobFlags.ts';
 import { errorName, FfmpegMissing, UsageError } from './errors.ts';
 import { abortOnSignals } from './signals.ts';
 import { printable, printableJson } from './printable.ts';
 
-interface GenerateOpts {
+/** The options of `cil generate`: the job-request flags (jobFlags.ts) and its own. */
+interface GenerateOpts extends Omit<RequestFlags, 'request' | 'model'> {
   image: string;
+  /** The model bundle (a folder or s3:// prefix), not a model id. */
   model: string;
   out: string;
-  prompt?: string;
-  steps?: number;
-  start?: number;
   stats?: string;
   analyticInit: boolean;
-  guidance?: number;
-  imageGuidance?: number;
-  guidanceRescale?: number;
-  eta?: number;
-  seed?: number;
-  frames?: number;
-  fps?: number;
-  frameStride?: number;
-  motionBucket?: number;
-  noiseAug?: number;
-  minGuidance?: number;
-  maxGuidance?: number;
-  compat?: 'paper' | 'reference';
   initNoise?: string;
   saveLatent?: boolean;
   provider: 'auto' | 'cpu' | 'cuda';
@@ -49,34 +37,6 @@ interface GenerateOpts {
   progress: 'auto' | 'bar' | 'json' | 'none';
   json?: boolean;
   video: boolean;
-}
-
-/** Maps CLI flags onto a job request (only the flags given: the rest come from the model). */
-function requestFromFlags(o: GenerateOpts, modelId: string): Record<string, unknown> {
-  const r: Record<string, unknown> = { model: modelId };
-  const set = (k: string, v: unknown): void => {
-    if (v !== undefined) r[k] = v;
-  };
-  set('prompt', o.prompt);
-  set('steps', o.steps);
-  set('start', o.start);
-  // only an explicit --no-analytic-init overrides the model's default
-  if (!o.analyticInit) r.analyticInit = false;
-  set('guidanceScale', o.guidance);
-  set('imageGuidanceScale', o.imageGuidance);
-  set('guidanceRescale', o.guidanceRescale);
-  set('eta', o.eta);
-  set('seed', o.seed);
-  set('frames', o.frames);
-  set('fps', o.fps);
-  set('frameStride', o.frameStride);
-  set('motionBucketId', o.motionBucket);
-  set('noiseAugStrength', o.noiseAug);
-  set('minGuidanceScale', o.minGuidance);
-  set('maxGuidanceScale', o.maxGuidance);
-  set('compat', o.compat);
-  r.outputs = o.saveLatent ? ['png-frames', 'latent-npy'] : ['png-frames'];
-  return r;
 }
 
 /** How `cil generate` shows progress and its result (docs/cli.md, "cil generate"). */
@@ -270,7 +230,8 @@ export function registerGenerate(program: Command): void {
               }
             },
             params: (bundle): GenerateParams => {
-              const flags = requestFromFlags(o, bundle.manifest.id);
+              // --model is the bundle here; the request names the bundle's model id.
+              const flags = { ...requestFields({ ...o, model: bundle.manifest.id }), outputs: o.saveLatent ? ['png-frames', 'latent-npy'] : ['png-frames'] };
               const req = parseJobRequest(flags, 'command line');
               const r = resolveRequest({ request: req, explicit: new Set(Object.keys(flags)) }, bundle.manifest, chooseSeed, 'command line');
               return { ...r, saveLatent: Boolean(o.saveLatent) };

@@ -7,16 +7,55 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { parseJsonText } from '#shared/formats';
 import { parseJobRequest } from '#shared/schemas';
+import type { JobRequest } from '#shared/schemas';
 import { intArg } from './args.ts';
 import { UsageError } from './errors.ts';
 
+/** The job-request flags of `cil local run`, `cil submit` and `cil generate` (each offers some of them). */
 export interface RequestFlags {
-  readonly prompt?: string;
-  readonly model?: string;
-  readonly steps?: number;
-  readonly seed?: number;
+  /** A job request (sidecar JSON) file: its fields, then the flags over them. */
   readonly request?: string;
+  readonly model?: string;
+  readonly prompt?: string;
+  readonly steps?: number;
+  readonly start?: number;
+  /** Only false (an explicit --no-analytic-init) is a request: true leaves the model's default. */
+  readonly analyticInit?: boolean;
+  readonly guidance?: number;
+  readonly imageGuidance?: number;
+  readonly guidanceRescale?: number;
+  readonly eta?: number;
+  readonly seed?: number;
+  readonly frames?: number;
+  readonly fps?: number;
+  readonly frameStride?: number;
+  readonly motionBucket?: number;
+  readonly noiseAug?: number;
+  readonly minGuidance?: number;
+  readonly maxGuidance?: number;
+  readonly compat?: 'paper' | 'reference';
 }
+
+/** Which job-request field each flag sets (docs/contracts.md names the fields), in the order a request lists them. */
+const FLAG_FIELDS: readonly (readonly [Exclude<keyof RequestFlags, 'request' | 'analyticInit'>, keyof JobRequest])[] = [
+  ['prompt', 'prompt'],
+  ['model', 'model'],
+  ['steps', 'steps'],
+  ['start', 'start'],
+  ['guidance', 'guidanceScale'],
+  ['imageGuidance', 'imageGuidanceScale'],
+  ['guidanceRescale', 'guidanceRescale'],
+  ['eta', 'eta'],
+  ['seed', 'seed'],
+  ['frames', 'frames'],
+  ['fps', 'fps'],
+  ['frameStride', 'frameStride'],
+  ['motionBucket', 'motionBucketId'],
+  ['noiseAug', 'noiseAugStrength'],
+  ['minGuidance', 'minGuidanceScale'],
+  ['maxGuidance', 'maxGuidanceScale'],
+  ['compat', 'compat'],
+];
 
 export function addRequestOptions(cmd: Command): Command {
   return cmd
@@ -27,8 +66,11 @@ export function addRequestOptions(cmd: Command): Command {
     .option('--request <file.json>', 'a job request (sidecar JSON); the flags above override its fields');
 }
 
-/** The request the flags ask for: only the fields given (the rest are the model's defaults). */
-export function requestFromFlags(o: RequestFlags): Record<string, unknown> {
+/**
+ * The request the flags ask for: the --request file's fields, then each flag given over them (only
+ * those: the rest are the model's defaults). Not validated: `requestFromFlags` also checks it.
+ */
+export function requestFields(o: RequestFlags): Record<string, unknown> {
   let r: Record<string, unknown> = {};
   if (o.request !== undefined) {
     let j: unknown;
@@ -40,10 +82,16 @@ export function requestFromFlags(o: RequestFlags): Record<string, unknown> {
     if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new UsageError(`--request ${o.request}: must hold a JSON object`);
     r = { ...(j as Record<string, unknown>) };
   }
-  if (o.prompt !== undefined) r.prompt = o.prompt;
-  if (o.model !== undefined) r.model = o.model;
-  if (o.steps !== undefined) r.steps = o.steps;
-  if (o.seed !== undefined) r.seed = o.seed;
+  for (const [flag, field] of FLAG_FIELDS) {
+    if (o[flag] !== undefined) r[field] = o[flag];
+  }
+  if (o.analyticInit === false) r.analyticInit = false;
+  return r;
+}
+
+/** `requestFields`, checked with the schema Validate uses: a typo fails here (UsageError), before anything is uploaded. */
+export function requestFromFlags(o: RequestFlags): Record<string, unknown> {
+  const r = requestFields(o);
   try {
     parseJobRequest(r, 'request');
   } catch (e) {

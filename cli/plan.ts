@@ -1,6 +1,6 @@
 /** `cil plan`: the dry run that shows what the sampler will do. */
 import type { Command } from 'commander';
-import { FAMILY_NAMES, FAMILIES } from '#shared/sampler';
+import { FAMILY_NAMES, FAMILY_TABLE } from '#shared/sampler';
 import type { FamilyName } from '#shared/sampler';
 import { SPACINGS } from '#shared/sampler';
 import type { Compat, Spacing } from '#shared/sampler';
@@ -94,13 +94,14 @@ export function registerPlan(program: Command): void {
     .option('--cil', 'use the default start of a CIL (TimeNoise fine-tuned) checkpoint')
     .option('--json', 'print one JSON object')
     .action(async (o: PlanOpts) => {
-      const fam = FAMILIES[o.family];
+      const fam = FAMILY_TABLE[o.family];
       if (o.stats !== undefined) o.trcovD = await trCovFromStats(o.stats, o.family, o.trcovD);
       if (o.start !== undefined && fam.kind === 'vp-ddim' && (!Number.isInteger(o.start) || o.start > fam.schedule.timesteps)) {
         throw new UsageError(`--start must be an integer M in [1, ${fam.schedule.timesteps}] for ${o.family}, got '${o.start}'`);
       }
-      if (o.spacing !== undefined && fam.kind !== 'vp-ddim') throw new UsageError(`--spacing applies to DDIM families only (dynamicrafter, videocrafter), not ${o.family}`);
-      if (o.eta !== undefined && fam.kind !== 'vp-ddim') throw new UsageError(`--eta applies to DDIM families only (dynamicrafter, videocrafter), not ${o.family}`);
+      const ddimFamilies = FAMILY_NAMES.filter((f) => FAMILY_TABLE[f].kind === 'vp-ddim').join(', ');
+      if (o.spacing !== undefined && fam.kind !== 'vp-ddim') throw new UsageError(`--spacing applies to DDIM families only (${ddimFamilies}), not ${o.family}`);
+      if (o.eta !== undefined && fam.kind !== 'vp-ddim') throw new UsageError(`--eta applies to DDIM families only (${ddimFamilies}), not ${o.family}`);
       let plan: SamplerPlan;
       try {
         plan = makePlan({ family: o.family, steps: o.steps, start: o.start, eta: o.eta, spacing: o.spacing, trCovD: o.trcovD ?? null, compat: o.compat, cil: o.cil });

@@ -13,7 +13,7 @@ import type { ErrorJson } from '../functions/src/errors.ts';
 import { errorJson, InputNotFound, InvalidImage, InvalidRequest, ModelNotFound, PipelineError, StatisticsNotFound } from '../functions/src/errors.ts';
 import { checkManifest, MAX_SIDECAR_BYTES, parseRequest, readRequestJson, resolveRequest, SEED_LIMIT } from '../functions/src/validate/core.ts';
 import { IMAGE_LIMITS, normaliseImage } from '../functions/src/validate/image.ts';
-import { buildDemoBundle, DEMO_MODEL_ID } from '../gpu-worker/src/demo/bundle.ts';
+import { buildDemoBundle, DEMO_MODEL_ID } from '../demo/src/bundle.ts';
 import { errorName } from './errors.ts';
 import { printable, printableJson } from './printable.ts';
 

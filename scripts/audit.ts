@@ -23,6 +23,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { parseJsonWith } from '#shared/schemas';
 
 export const ROOT = join(import.meta.dirname, '..');
 export const ALLOWLIST_FILE = join(ROOT, 'audit-allowlist.json');
@@ -134,18 +135,8 @@ export type AllowEntry = z.infer<typeof AllowEntry>;
 const AllowList = z.strictObject({ $comment: z.string().optional(), entries: z.array(AllowEntry) });
 
 export function parseAllowlist(text: string, where = 'audit-allowlist.json'): AllowEntry[] {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new AuditSetupError(`${where}: not valid JSON (${(e as Error).message})`);
-  }
-  const r = AllowList.safeParse(json);
-  if (!r.success) {
-    const issues = r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new AuditSetupError(`${where}: ${issues} (expected {"entries": [{"id", "package", "reason", "reviewBy": "YYYY-MM-DD"}]})`);
-  }
-  return r.data.entries;
+  const list = parseJsonWith(AllowList, text, where, (m) => new AuditSetupError(m), (issues) => `${issues} (expected {"entries": [{"id", "package", "reason", "reviewBy": "YYYY-MM-DD"}]})`);
+  return list.entries;
 }
 
 function entryMatches(e: AllowEntry, a: Advisory): boolean {

@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { readNpy } from '#shared/formats';
+import { FAMILY_TABLE } from '#shared/sampler';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const CIL = join(ROOT, 'bin', 'cil.js');
@@ -108,7 +109,7 @@ export function generateFlags(s: Settings): string[] {
   const opt = (flag: string, v: number | string | null | undefined): void => {
     if (v !== null && v !== undefined) f.push(flag, String(v));
   };
-  if (s.family !== 'svd') opt('--prompt', s.prompt ?? '');
+  if (FAMILY_TABLE[s.family].textPrompt) opt('--prompt', s.prompt ?? '');
   opt('--eta', s.eta);
   opt('--guidance', s.guidanceScale);
   opt('--guidance-rescale', s.guidanceRescale);

@@ -157,7 +157,7 @@ describe('no silent skips', () => {
   }
 
   it('every test file that can skip announces why (announceSkip, pythonOrWarn, reportPythonSkips or refFixtures)', () => {
-    const files = ['shared', 'gpu-worker', 'functions', 'infra', 'cli', 'test'].flatMap((d) => testFiles(join(ROOT, d)));
+    const files = ['shared', 'gpu-worker', 'demo', 'functions', 'infra', 'cli', 'test'].flatMap((d) => testFiles(join(ROOT, d)));
     expect(files.length).toBeGreaterThan(50);
     const silent = files.filter((f) => {
       const src = readFileSync(f, 'utf8');

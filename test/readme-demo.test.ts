@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEMO_DEFAULTS } from '../gpu-worker/src/demo/bundle.ts';
+import { DEMO_DEFAULTS } from '../demo/src/bundle.ts';
 
 const REPO = resolve(import.meta.dirname, '..');
 const readme = readFileSync(join(REPO, 'README.md'), 'utf8');

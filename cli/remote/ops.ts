@@ -14,7 +14,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { DescribeExecutionCommand, GetExecutionHistoryCommand } from '@aws-sdk/client-sfn';
 import type { HistoryEvent, SFNClient } from '@aws-sdk/client-sfn';
 import { isJobId, jobKeys } from '#shared/schemas';
-import { getObjectBytes } from '../../functions/src/location.ts';
+import { getObjectBytes } from '../../storage/src/location.ts';
 import { DEFAULT_STACK_NAME, executionArnOf, OUTPUTS } from '../../infra/lib/names.ts';
 import type { ExecutionObserver } from './client.ts';
 import { contentTypeOf, downloadPrefix, uploadImage, uploadKeyFor } from './client.ts';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCli as cil } from './helpers/runCli.ts';
 import { outputMode } from '../generate.ts';
-import { DEMO_DEFAULTS, writeDemoBundle } from '../../gpu-worker/src/demo/bundle.ts';
+import { DEMO_DEFAULTS, writeDemoBundle } from '../../demo/src/bundle.ts';
 import { testCardPng } from '../../local/src/testCard.ts';
 import { localS3Env } from '../../local/src/s3.ts';
 import { startLocalS3 } from '../../functions/test/helpers/s3server.ts';

@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli as cil } from './helpers/runCli.ts';
 import { validateLocal } from '../validate.ts';
-import { buildDemoBundle, DEMO_DEFAULTS, writeDemoBundle } from '../../gpu-worker/src/demo/bundle.ts';
+import { buildDemoBundle, DEMO_DEFAULTS, writeDemoBundle } from '../../demo/src/bundle.ts';
 import { testCardPng } from '../../local/src/testCard.ts';
 
 let dir: string;

@@ -1,6 +1,6 @@
 /**
  * Small helpers over @aws-sdk/client-s3 for the handlers: a client factory that can point at a
- * local S3-protocol server, and reads that distinguish "missing" (location.ts `isMissing`), "too
+ * local S3-protocol server, and reads that distinguish "missing" (storage/src/location.ts `isMissing`), "too
  * large" and "changed" from real errors (which propagate, so Step Functions retries them).
  */
 import type { S3ClientConfig } from '@aws-sdk/client-s3';
@@ -8,7 +8,7 @@ import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCom
 import type { Env } from './env.ts';
 import { s3Config } from './env.ts';
 import { S3AccessDenied, S3Unreachable } from './errors.ts';
-import { isMissing } from './location.ts';
+import { isMissing } from '../../storage/src/location.ts';
 
 /** Socket-level error codes of Node's HTTP stack that mean "S3 was not reachable", not "S3 said no". */
 const NETWORK_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ECONNABORTED']);

@@ -1,5 +1,5 @@
 /**
- * Model bundles (DESIGN.md §4, docs/bundles.md): load from a folder or an `s3://bucket/prefix/`,
+ * Model bundles (docs/design.md §5.2, docs/bundles.md): load from a folder or an `s3://bucket/prefix/`,
  * validate manifest.json, check the manifest against the family's component contract, and after
  * the sessions open, check every ONNX graph against the manifest — all before the first step.
  * S3 bundles are cached on local disk keyed by content hash, so a Batch container (or a host

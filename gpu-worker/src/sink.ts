@@ -3,7 +3,7 @@ import { mkdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { isS3Uri, isSafeRelativeKey } from '#shared/schemas';
-import { getObjectBytes, parseLocation, readLocation } from '../../functions/src/location.ts';
+import { getObjectBytes, parseLocation, readLocation } from '../../storage/src/location.ts';
 
 export interface OutputSink {
   /** Human-readable location, for logs and metadata. */
@@ -78,5 +78,5 @@ export function openSink(location: string, s3?: S3Client): OutputSink {
   return isS3Uri(location) ? new S3Sink(location, s3 ?? new S3Client({})) : new LocalSink(location);
 }
 
-/** Reads a whole input from a path or an s3:// URI (functions/src/location.ts). */
+/** Reads a whole input from a path or an s3:// URI (storage/src/location.ts). */
 export const readInput: (location: string, s3?: S3Client) => Promise<Uint8Array> = readLocation;

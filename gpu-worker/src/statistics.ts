@@ -1,5 +1,5 @@
 /**
- * Dataset statistics for Analytic-Init (DESIGN.md §4): a safetensors file with `expectation_x0`
+ * Dataset statistics for Analytic-Init (docs/design.md §5.3): a safetensors file with `expectation_x0`
  * (latent shape) and `tr_cov_d` (scalar) plus metadata. Refused, naming both sides, when its
  * family, resolution or shape does not match the model.
  */

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { readNpy } from '#shared/formats';
 import { Family } from '#shared/schemas';
-import { SafeRelativeKey } from '#shared/schemas';
+import { parseJsonWith, SafeRelativeKey } from '#shared/schemas';
 import { tensor } from '#shared/sampler';
 import type { Tensor } from '#shared/sampler';
 import { checkSessionAgainstManifest, openBundle } from './bundle.ts';
@@ -137,18 +137,7 @@ async function readIndex(dir: string): Promise<ParityIndex> {
   } catch {
     throw new ParityError(`no ${where}: export the bundle with tools/export (it writes parity/ beside the ONNX files), or pass --parity <dir>`);
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ParityError(`${where}: not valid JSON (${(e as Error).message})`);
-  }
-  const r = ParityIndex.safeParse(json);
-  if (!r.success) {
-    const issues = r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new ParityError(`${where}: not a ${PARITY_FORMAT} index (${issues})`);
-  }
-  return r.data;
+  return parseJsonWith(ParityIndex, text, where, (m) => new ParityError(m), (issues) => `not a ${PARITY_FORMAT} index (${issues})`);
 }
 
 async function readParityTensor(dir: string, t: z.infer<typeof ParityTensor>, where: string): Promise<Tensor> {

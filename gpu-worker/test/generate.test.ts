@@ -9,12 +9,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeDemoBundle } from '../src/demo/bundle.ts';
+import { writeDemoBundle } from '../../demo/src/bundle.ts';
 import { openBundle } from '../src/bundle.ts';
 import { runJob } from '../src/job.ts';
 import type { RunJobOptions } from '../src/job.ts';
 import type { GenerateParams } from '../src/generate.ts';
-import { prepareConditioning } from '../src/conditioning.ts';
+import { familyAdapter, latentAxesOf } from '../src/families/index.ts';
 import { imageToTensor } from '../src/image.ts';
 import { OnnxSessions } from '../src/runtime/sessions.ts';
 import { readStatistics } from '../src/statistics.ts';
@@ -55,9 +55,9 @@ afterAll(async () => {
 
 function params(over: Partial<GenerateParams> = {}): GenerateParams {
   return {
-    prompt: 'pan left', steps: 8, start: 940, analyticInit: true, statistics: 'statistics/demo.safetensors', guidanceScale: 7.5, imageGuidanceScale: null,
+    model: 'demo', family: 'dynamicrafter', prompt: 'pan left', steps: 8, start: 940, analyticInit: true, statistics: 'statistics/demo.safetensors', guidanceScale: 7.5, imageGuidanceScale: null,
     guidanceRescale: 0.7, eta: 1, seed: 1, frames: F, fps: 8, frameStride: 24, motionBucketId: null, noiseAugStrength: null, minGuidanceScale: null,
-    maxGuidanceScale: null, compat: 'paper', saveLatent: true, ...over,
+    maxGuidanceScale: null, outputs: ['png-frames', 'latent-npy'], compat: 'paper', saveLatent: true, ...over,
   };
 }
 
@@ -144,8 +144,9 @@ describe('generate on the demo bundle', () => {
     try {
       for (const [name, c] of Object.entries(bundle.manifest.components)) await sessions.open(name, join(bundle.root, c.file));
       const image = await imageToTensor(await readFile(imagePath), H, W, imagePath);
-      const cond = await prepareConditioning(bundle, sessions, image, { prompt: 'zoom in', frames: F, fps: 8, frameStride: 24, motionBucketId: null, noiseAugStrength: null }, NormalGenerator.fromSeed(1));
-      const x = randn(cond.latentDims, NormalGenerator.fromSeed(5));
+      const family = familyAdapter(bundle.manifest.family);
+      const cond = await family.condition({ bundle, sessions, image, params: params({ prompt: 'zoom in', fps: 8, frameStride: 24 }), gen: NormalGenerator.fromSeed(1) });
+      const x = randn(family.layout.dims(latentAxesOf(bundle.manifest, F)), NormalGenerator.fromSeed(5));
       const input = { x, modelTime: 951, inputScale: 1, step: 0 };
       const before = sessions.runCalls.get('unet') ?? 0;
       const both = await cond.model(input, ['cond', 'uncond']);

@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Family } from '#shared/schemas';
 import { BUNDLE_CONTRACT } from '#shared/schemas';
-import { GraphBuilder, encodeModel } from '../src/onnx/graph.ts';
+import { GraphBuilder, encodeModel } from '../../demo/src/onnx/graph.ts';
 
 export const DOWN = 8;
 

@@ -3,7 +3,7 @@
  * CloudFormation template by their `cil:workflow` metadata, with the CloudFormation functions in
  * `DefinitionString` (Fn::Join, Ref, Fn::GetAtt, Fn::Select, Fn::Split) evaluated and every
  * resource reference replaced by an ARN of the right shape. The tests run these definitions, and
- * local mode runs the same ones with its own ARNs (DESIGN.md §5: never a second copy).
+ * local mode runs the same ones with its own ARNs (docs/design.md §2.3: never a second copy).
  */
 import type { WorkflowName } from './names.ts';
 import { WORKFLOW_METADATA_KEY } from './names.ts';

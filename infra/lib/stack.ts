@@ -1,5 +1,5 @@
 /**
- * The whole product on AWS (DESIGN.md §5): the data bucket, the upload triggers, the three
+ * The whole product on AWS (docs/design.md §2.2): the data bucket, the upload triggers, the three
  * workflows, AWS Batch for the GPU work, notifications, alarms and a dashboard.
  */
 import { CfnOutput, Stack } from 'aws-cdk-lib';

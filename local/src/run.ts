@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { jobIdFor, jobKeys } from '#shared/schemas';
-import { getObjectBytes } from '../../functions/src/location.ts';
+import { getObjectBytes } from '../../storage/src/location.ts';
 import type { ExecutionObserver } from '../../cli/remote/client.ts';
 import { contentTypeOf, downloadPrefix, uploadImage, uploadKeyFor } from '../../cli/remote/client.ts';
 import { processAlive } from './dataDir.ts';

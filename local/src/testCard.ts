@@ -6,7 +6,8 @@
  */
 import sharp from 'sharp';
 
-export const TEST_CARD_SIZE = Object.freeze({ width: 384, height: 256 });
+/** Twice the demo model's 256×160, so the worker's resize keeps the whole card (same aspect, no crop). */
+export const TEST_CARD_SIZE = Object.freeze({ width: 512, height: 320 });
 
 export class TestCardError extends Error {
   override readonly name = 'TestCardError';

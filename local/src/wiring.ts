@@ -18,7 +18,7 @@ import type { ObjectCreatedDetail, StartOutcome } from '../../functions/src/star
 import { prepareItemHandler } from '../../functions/src/starter/handler.ts';
 import { summarize } from '../../functions/src/batchSummary/core.ts';
 import type { SummaryEvent } from '../../functions/src/batchSummary/core.ts';
-import { buildDemoBundle, DEMO_MODEL_ID, DEMO_STATISTICS_FILE } from '../../gpu-worker/src/demo/bundle.ts';
+import { buildDemoBundle, DEMO_MODEL_ID, DEMO_STATISTICS_FILE } from '../../demo/src/bundle.ts';
 import { withInlineItems } from '../../infra/lib/definitions.ts';
 import { BATCH_STATES, GENERATION_STATES, WORKER_ENV } from '../../infra/lib/names.ts';
 import { modelPrefix, PREFIX } from '#shared/schemas';

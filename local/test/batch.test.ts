@@ -13,6 +13,7 @@ import type { BatchJobDescription, SubmitJobParameters, WorkerLine } from '../sr
 import { CAPACITY_CANCELLED, globMatch, LocalBatch, retryDecision } from '../src/batch.ts';
 import { TaskFailed } from '../src/errors.ts';
 import { StateMachine } from 'aws-local-stepfunctions';
+import { DEMO_DEFAULTS } from '../../demo/src/bundle.ts';
 import type { LocalDefinitions, LocalJobDefinition } from '../src/definitions.ts';
 import { loadLocalDefinitions } from '../src/definitions.ts';
 import { DEFINITIONS_CACHE } from '../../test/helpers/local.ts';
@@ -203,7 +204,9 @@ describe('the synthesized Generate job definition, run locally', () => {
 
   it('drives the synthesized generation workflow: a job its Spot queue cancelled for capacity is resubmitted to the on-demand queue and runs', async () => {
     const G = GENERATION_STATES;
-    const size = Object.keys(defs.generation.States).find((n) => n.startsWith('SizeFor-dynamicrafter-128x192'))!;
+    // The default placement has the demo model (the one local mode runs), at its own resolution.
+    const size = `SizeFor-dynamicrafter-${DEMO_DEFAULTS.height}x${DEMO_DEFAULTS.width}`;
+    expect(defs.generation.States[size], size).toBeDefined();
     const queues = (defs.generation.States[size].Result as { queues: Record<string, string> }).queues;
     const { batch } = batchWith(defs.jobDefinitions);
     batch.withoutCapacity([queues.interactive]);
@@ -216,7 +219,7 @@ describe('the synthesized Generate job definition, run locally', () => {
       return job;
     };
     const jobId = 'j-0123456789abcdef01234567';
-    const spec = { jobId, request: { family: 'dynamicrafter' }, resolution: { height: 128, width: 192 } };
+    const spec = { jobId, request: { family: 'dynamicrafter' }, resolution: { height: DEMO_DEFAULTS.height, width: DEMO_DEFAULTS.width } };
     const retryIntervalOverrides = Object.fromEntries(Object.keys(defs.generation.States).map((n) => [n, 0]));
     const exec = new StateMachine(defs.generation as never).run({ jobId, batch: null }, {
       overrides: {

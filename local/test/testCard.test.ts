@@ -9,7 +9,7 @@ describe('the test card', () => {
     const b = await testCardPng();
     expect(a.equals(b)).toBe(true);
     const m = await sharp(a).metadata();
-    expect([m.format, m.width, m.height, m.channels]).toEqual(['png', 384, 256, 3]);
+    expect([m.format, m.width, m.height, m.channels]).toEqual(['png', 512, 320, 3]);
     expect(() => testCardRgb(10, 10)).toThrow(TestCardError);
   });
 

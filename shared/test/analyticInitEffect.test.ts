@@ -17,13 +17,10 @@
  * than 10. All seeds are fixed; none was chosen.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { FAMILIES, NormalGenerator, cfg, ddimPlan, ddimSteps, initialLatent, sample, tensor, vPrediction, vpInitCoefs } from '../src/sampler/index.ts';
-import type { BranchedModel, DdimPlan, InitCoefs, Tensor, VpFamily } from '../src/sampler/index.ts';
+import { FAMILY_TABLE, NormalGenerator, cfg, ddimPlan, ddimSteps, initialLatent, sample, tensor, vPrediction, vpInitCoefs } from '../src/sampler/index.ts';
+import type { BranchedModel, DdimPlan, InitCoefs, Tensor } from '../src/sampler/index.ts';
 
-const FAMILY: VpFamily = ((f) => {
-  if (f.kind !== 'vp-ddim') throw new Error('dynamicrafter is a VP family');
-  return f;
-})(FAMILIES.dynamicrafter);
+const FAMILY = FAMILY_TABLE.dynamicrafter;
 const DIMS = [1, 4, 8, 32, 32];
 const D = DIMS.reduce((a, b) => a * b, 1); // 32,768 elements per latent
 const SEEDS = 4;
@@ -36,7 +33,7 @@ const M = 600; // ᾱ[599] ≈ 0.13: large enough that the start's mean matters 
 const STEPS = 25;
 
 function plan(): DdimPlan {
-  return ddimPlan({ schedule: FAMILY.schedule, steps: STEPS, start: M, eta: 1, spacing: FAMILY.spacing, dynamicRescale: null });
+  return ddimPlan({ schedule: FAMILY.schedule, steps: STEPS, start: M, eta: 1, spacing: FAMILY.schedule.spacing, dynamicRescale: null });
 }
 
 /** The exact denoiser of N(μ, s²I), as the v-prediction a network would give: v = (√ᾱ·x − x̂0)/√(1 − ᾱ). */

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { announceSkip } from '../../test/helpers/skips.ts';
 import { ddimPlan, ddimTimesteps, roundHalfEven } from '../src/sampler/ddim.ts';
-import { FAMILIES } from '../src/sampler/families.ts';
+import { FAMILY_TABLE } from '../src/sampler/families.ts';
 import { makePlan, planJson } from '../src/sampler/plan.ts';
 import { DDIM_COLUMNS, HAVE_REFERENCE, loadReference, maxRelErr, reversed } from './refFixtures.ts';
 
@@ -112,7 +112,7 @@ print(json.dumps(out))`;
 
 describe('DDIM plan', () => {
   it('σ, a_prev and the direction coefficient follow DDIM eq. 16 (hand check at one index)', () => {
-    const p = ddimPlan({ schedule: FAMILIES.videocrafter.schedule, steps: 10, start: 1000, eta: 0.5, spacing: 'uniform', dynamicRescale: null });
+    const p = ddimPlan({ schedule: FAMILY_TABLE.videocrafter.schedule, steps: 10, start: 1000, eta: 0.5, spacing: 'uniform', dynamicRescale: null });
     const j = 3;
     const a = p.alphas[j];
     const ap = p.alphasPrev[j];

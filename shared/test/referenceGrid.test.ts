@@ -27,7 +27,7 @@ describe.skipIf(!HAVE_REFERENCE)("DynamiCrafter DDIM plans vs the authors' sampl
   for (const c of grid?.cases ?? []) {
     it(`M = ${c.M}, ${c.steps} steps (float64 to 1e-12, float32 to 1e-6 beyond its own rounding)`, () => {
       const plan = planJson(makePlan({ family: 'dynamicrafter', steps: c.steps, start: c.M })) as Record<string, number[]>;
-      // numpy's arange adds a spurious timestep −1 for some M (ddim.ts, DESIGN.md §3.3): the authors'
+      // numpy's arange adds a spurious timestep −1 for some M (ddim.ts, docs/design.md §4): the authors'
       // sampler then takes ᾱ[−1] as the previous ᾱ of the smallest real timestep (σ = NaN there).
       // The plan drops it: equal to the reference except those entries of the smallest timestep.
       const spurious = c.float64.ddim_timesteps[0] === -1;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { alphasCumprod, dynamicRescaleArray, karrasSigmas, ldmLinearBetas, linspace, rescaleZeroTerminalSnr, vpAlphasCumprod } from '../src/sampler/schedules.ts';
-import { FAMILIES } from '../src/sampler/families.ts';
+import { FAMILY_TABLE } from '../src/sampler/families.ts';
 import { HAVE_REFERENCE, loadReference, maxRelErr } from './refFixtures.ts';
 
 describe('VP schedules (hand-computed values)', () => {
@@ -20,8 +20,8 @@ describe('VP schedules (hand-computed values)', () => {
   });
 
   it('zero-terminal-SNR: ᾱ[999] = 0 exactly and ᾱ[0] unchanged', () => {
-    const plain = vpAlphasCumprod({ ...FAMILIES.videocrafter.schedule });
-    const zsnr = vpAlphasCumprod({ ...FAMILIES.dynamicrafter.schedule });
+    const plain = vpAlphasCumprod({ ...FAMILY_TABLE.videocrafter.schedule });
+    const zsnr = vpAlphasCumprod({ ...FAMILY_TABLE.dynamicrafter.schedule });
     expect(zsnr[999]).toBe(0);
     expect(zsnr[0]).toBeCloseTo(plain[0], 14);
     expect(plain[999]).toBeGreaterThan(0.004);
@@ -64,7 +64,7 @@ describe('VP schedules (hand-computed values)', () => {
 describe.skipIf(!HAVE_REFERENCE)('VP schedules vs the authors\' buffers', () => {
   it('DynamiCrafter ᾱ (1000) and scale_arr (1400) equal the float64 reference to 1e-12', () => {
     const ref = loadReference<{ alphas_cumprod_float64: number[]; scale_arr_float64: number[] }>('dynamicrafter_50steps_M1000.json');
-    expect(maxRelErr(vpAlphasCumprod(FAMILIES.dynamicrafter.schedule), ref.alphas_cumprod_float64)).toBeLessThan(1e-12);
+    expect(maxRelErr(vpAlphasCumprod(FAMILY_TABLE.dynamicrafter.schedule), ref.alphas_cumprod_float64)).toBeLessThan(1e-12);
     const s = dynamicRescaleArray({ baseScale: 0.7, turningStep: 400, firstPrev: 'repeat' }, 1000);
     expect(maxRelErr(s, ref.scale_arr_float64)).toBeLessThan(1e-15);
   });

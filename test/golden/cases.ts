@@ -9,7 +9,7 @@ import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { writeDemoBundle, DEMO_DEFAULTS } from '../../gpu-worker/src/demo/bundle.ts';
+import { writeDemoBundle, DEMO_DEFAULTS } from '../../demo/src/bundle.ts';
 import { runJob } from '../../gpu-worker/src/job.ts';
 import { parseJobRequest } from '#shared/schemas';
 import { resolveRequest } from '#shared/schemas';

@@ -4,7 +4,7 @@ The source of truth is TypeScript: shared/src/schemas/bundleContract.ts (compone
 names, ranks, fixed sizes), shared/src/schemas/manifest.ts (the manifest format) and
 shared/src/sampler/families.ts (reference defaults). This is a mirror so that an export fails early, in
 Python, with a clear message; test/export.test.ts loads the exported bundles with the worker's own
-checks (openBundle) and compares the defaults with FAMILIES, so a drift between the two fails CI.
+checks (openBundle) and compares the defaults with FAMILY_TABLE, so a drift between the two fails CI.
 """
 
 MANIFEST_FORMAT = "cil-bundle/1"
@@ -46,8 +46,9 @@ INT_INPUTS = {"timestep", "fs", "fps", "input_ids"}
 
 _LDM = {"linearStart": 0.00085, "linearEnd": 0.012, "timesteps": 1000}
 
-# Mirror of shared/src/sampler/families.ts (reference defaults) plus the output fps each reference script
-# saves at; `start` is the base checkpoint's M (σ_max for SVD), `startCil` the CIL checkpoint's.
+# Mirror of FAMILY_TABLE in shared/src/sampler/families.ts (reference defaults, including the output
+# fps each reference script saves at); `start` is the base checkpoint's M (σ_max for SVD), `startCil`
+# the CIL checkpoint's.
 FAMILY_TABLE = {
     "dynamicrafter": {
         "schedule": dict(_LDM, rescaleZeroSnr=True),

@@ -1,4 +1,4 @@
-"""TimeNoise fine-tuning (Zhao et al. 2024, §4.2; DESIGN.md §3.4; docs/finetuning.md).
+"""TimeNoise fine-tuning (Zhao et al. 2024, §4.2; docs/design.md §3.7; docs/finetuning.md).
 
     tools.finetune.timenoise   the TimeNoise corruption and its adapters (lvdm conditioning dicts, SVD UNet inputs)
     tools.finetune.train       the training loop: python3 -m tools.finetune.train --help (torchrun for several GPUs)

@@ -1,4 +1,4 @@
-"""TimeNoise (Zhao et al. 2024, §4.2; DESIGN.md §3.4): during fine-tuning, corrupt the conditional
+"""TimeNoise (Zhao et al. 2024, §4.2; docs/design.md §3.7): during fine-tuning, corrupt the conditional
 image with noise whose scale grows with the diffusion time, so the model cannot lean on it at large t.
 
     β_s = β_m · sigmoid(y),  y ~ N(μ(u), 1),  μ(u) = μ_max · (2·u^a − 1),  u = t / T

@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { tensor } from '#shared/sampler';
 import type { Tensor } from '#shared/sampler';
-import type { ExecutionProviderPreference, IoMeta, Opened, Request, Response, WireTensor } from './protocol.ts';
+import type { ExecutionProviderPreference, Opened, Request, Response, WireTensor } from './protocol.ts';
 
 export class InferenceError extends Error {
   override readonly name = 'InferenceError';
@@ -19,13 +19,10 @@ export interface IntFeed {
 }
 export type Feed = Tensor | IntFeed;
 
-export interface SessionInfo {
+/** An open session: what the onnxruntime thread reported when it opened (protocol.ts), for a component's file. */
+export interface SessionInfo extends Omit<Opened, 'op' | 'id'> {
   readonly component: string;
   readonly file: string;
-  readonly provider: 'cuda' | 'cpu';
-  readonly fallbackReason?: string;
-  readonly inputs: readonly IoMeta[];
-  readonly outputs: readonly IoMeta[];
 }
 
 export interface SessionsOptions {

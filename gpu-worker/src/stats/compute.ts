@@ -1,6 +1,6 @@
 /**
  * `cil stats compute`: E[X0] and tr(Cov[X0])/d of a video dataset encoded by a model's VAE
- * (DESIGN.md §1, §4; docs/statistics.md). One run, or one shard of a run, writes a partial file
+ * (docs/design.md §3.6, §5.3; docs/statistics.md). One run, or one shard of a run, writes a partial file
  * (exact float64 moments plus the ids counted and skipped) every K videos and at the end; a rerun
  * resumes from it, skipping what it already counted, and gives the same bits as an uninterrupted
  * run because videos are always taken in the same (sorted) order. Without sharding the final

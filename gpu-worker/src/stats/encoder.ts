@@ -13,6 +13,7 @@ import type { Family } from '#shared/schemas';
 import { tensor } from '#shared/sampler';
 import type { Bundle } from '../bundle.ts';
 import { checkSessionAgainstManifest } from '../bundle.ts';
+import { FAMILY_ADAPTERS } from '../families/index.ts';
 import { OnnxSessions } from '../runtime/sessions.ts';
 import type { SessionsOptions } from '../runtime/sessions.ts';
 
@@ -30,7 +31,7 @@ export interface ClipGeometry {
 export function latentShapeFor(g: ClipGeometry): number[] {
   const h = g.height / g.downsample;
   const w = g.width / g.downsample;
-  return g.family === 'svd' ? [1, g.frames, g.channels, h, w] : [1, g.channels, g.frames, h, w];
+  return FAMILY_ADAPTERS[g.family].layout.dims({ channels: g.channels, frames: g.frames, h, w });
 }
 
 /** Frames [f0, f0+count) of an RGB clip (F×H×W×3 bytes) as [count, 3, H, W] float32 in [−1, 1]. */
@@ -59,11 +60,12 @@ export function scatterLatent(x0: Float32Array, lat: Float32Array, f0: number, c
   const F = g.frames;
   const hw = (g.height / g.downsample) * (g.width / g.downsample);
   const s = g.scaleFactor;
+  const layout = FAMILY_ADAPTERS[g.family].layout;
   for (let b = 0; b < count; b++) {
     const f = f0 + b;
     for (let c = 0; c < C; c++) {
       const src = (b * C + c) * hw;
-      const dst = (g.family === 'svd' ? f * C + c : c * F + f) * hw;
+      const dst = layout.plane(c, f, { channels: C, frames: F }) * hw;
       for (let i = 0; i < hw; i++) x0[dst + i] = lat[src + i] * s;
     }
   }

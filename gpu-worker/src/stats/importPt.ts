@@ -1,7 +1,7 @@
 /**
  * `cil stats import`: the authors' published initial-noise statistics (`torch.save` of a dict of
  * two tensors) into our statistics file. Read by shared/src/formats/torchPt.ts's restricted unpickler
- * (nothing in the file is executed); key names per family (DESIGN.md §4); float16 and bfloat16
+ * (nothing in the file is executed); key names per family (docs/design.md §5.3); float16 and bfloat16
  * widen exactly to float32; E[X0] keeps the file's dims (a leading batch axis of 1 or none).
  */
 import { STATISTICS_FORMAT, STATISTICS_TENSORS, checkStatisticsValues, encodeStatisticsMetadata } from '#shared/schemas';
@@ -10,18 +10,30 @@ import type { Family } from '#shared/schemas';
 import { writeSafetensors } from '#shared/formats';
 import { tensor } from '#shared/sampler';
 import { readTorchStatistics } from '#shared/formats';
+import { FAMILY_NAMES } from '#shared/sampler';
+import { FAMILY_ADAPTERS } from '../families/index.ts';
+import type { LatentAxes } from '../families/index.ts';
 
 /** A readable file whose contents do not fit the family or the stated geometry. */
 export class StatisticsImportError extends Error {
   override readonly name = 'StatisticsImportError';
 }
 
-/** The authors' key names: DynamiCrafter and VideoCrafter1 share theirs; SVD's pipeline uses others. */
-export const AUTHOR_KEYS: Readonly<Record<Family, { readonly expectation: string; readonly trCovD: string }>> = {
-  dynamicrafter: { expectation: 'Expectation_X0', trCovD: 'Tr_Cov_d' },
-  videocrafter: { expectation: 'Expectation_X0', trCovD: 'Tr_Cov_d' },
-  svd: { expectation: 'Expectation_x_0', trCovD: 'trCov_d' },
-};
+/** The authors' key names, by family (each adapter's `authorStatistics`): DynamiCrafter and VideoCrafter1 share theirs. */
+export const AUTHOR_KEYS: Readonly<Record<Family, { readonly expectation: string; readonly trCovD: string }>> = Object.freeze(
+  Object.fromEntries(FAMILY_NAMES.map((f) => [f, FAMILY_ADAPTERS[f].authorStatistics])) as Record<Family, { expectation: string; trCovD: string }>,
+);
+
+/** The families whose files use the same key names as `family`'s, e.g. 'dynamicrafter/videocrafter'. */
+export function familiesSharingKeys(family: Family): string {
+  const k = AUTHOR_KEYS[family];
+  return FAMILY_NAMES.filter((f) => AUTHOR_KEYS[f].expectation === k.expectation && AUTHOR_KEYS[f].trCovD === k.trCovD).join('/');
+}
+
+/** How a family's E[X0] is laid out, for messages: e.g. '[(1,) C, F, h, w]'. */
+export function layoutText(family: Family): string {
+  return `[(1,) ${FAMILY_ADAPTERS[family].layout.axisNames.join(', ')}]`;
+}
 
 export interface ImportOptions {
   readonly family: Family;
@@ -46,14 +58,11 @@ export interface ImportResult {
 }
 
 /**
- * Axis positions in E[X0] for a family: [(1,) C, F, h, w] for the VP families, [(1,) F, C, h, w]
- * for SVD. Returns null for a rank other than 4, or 5 with a leading 1.
+ * Axis positions in E[X0] for a family (its adapter's latent layout): [(1,) C, F, h, w] for the VP
+ * families, [(1,) F, C, h, w] for SVD. Returns null for a rank other than 4, or 5 with a leading 1.
  */
-export function latentAxes(family: Family, dims: readonly number[]): { channels: number; frames: number; h: number; w: number } | null {
-  const r = dims.length;
-  if (!(r === 4 || (r === 5 && dims[0] === 1))) return null;
-  const [a, b, h, w] = dims.slice(r - 4);
-  return family === 'svd' ? { frames: a, channels: b, h, w } : { channels: a, frames: b, h, w };
+export function latentAxes(family: Family, dims: readonly number[]): LatentAxes | null {
+  return FAMILY_ADAPTERS[family].layout.axes(dims);
 }
 
 /**
@@ -72,7 +81,7 @@ export function importTorchStatistics(bytes: Uint8Array, where: string, o: Impor
     const other = (Object.entries(AUTHOR_KEYS) as [Family, { expectation: string; trCovD: string }][]).find(
       ([f, k]) => f !== o.family && has(k.expectation) && has(k.trCovD),
     );
-    const hint = other ? `; it has ${other[1].expectation}/${other[1].trCovD}, the names of ${other[0] === 'svd' ? 'svd' : 'dynamicrafter/videocrafter'} files` : '';
+    const hint = other ? `; it has ${other[1].expectation}/${other[1].trCovD}, the names of ${familiesSharingKeys(other[0])} files` : '';
     throw new StatisticsImportError(
       `${where}: a ${o.family} statistics file holds ${want.expectation} and ${want.trCovD}; found keys ${file.keys.join(', ') || '(none)'}${hint}`,
     );
@@ -81,7 +90,7 @@ export function importTorchStatistics(bytes: Uint8Array, where: string, o: Impor
   const c = file.tensors.get(want.trCovD)!;
   const dims = e.tensor.dims;
   const axes = latentAxes(o.family, dims);
-  const layout = o.family === 'svd' ? '[(1,) F, C, h, w]' : '[(1,) C, F, h, w]';
+  const layout = layoutText(o.family);
   if (!axes) throw new StatisticsImportError(`${where}: ${want.expectation} has dims [${dims.join(', ')}]; a ${o.family} latent is ${layout}`);
   if (o.frames !== undefined && axes.frames !== o.frames) {
     throw new StatisticsImportError(`${where}: ${want.expectation} [${dims.join(', ')}] has ${axes.frames} frames (layout ${layout}), --frames is ${o.frames}`);

@@ -8,7 +8,9 @@ import { checkStatisticsTensors, decodeStatisticsMetadata, STATISTICS_FORMAT, ST
 import type { Family } from '#shared/schemas';
 import { decodePartial, PARTIAL_FORMAT, usageSummary } from '#shared/stats';
 import { readTorchStatistics } from '#shared/formats';
-import { AUTHOR_KEYS, latentAxes, plainBytes } from './importPt.ts';
+import { FAMILY_NAMES } from '#shared/sampler';
+import { FAMILY_ADAPTERS } from '../families/index.ts';
+import { AUTHOR_KEYS, familiesSharingKeys, latentAxes, plainBytes } from './importPt.ts';
 
 export interface ValueSummary {
   readonly min: number;
@@ -48,11 +50,11 @@ export function channelMeans(data: Float32Array | Float64Array, dims: readonly n
   if (!axes) return null;
   const { channels: C, frames: F, h, w } = axes;
   const hw = h * w;
+  const layout = FAMILY_ADAPTERS[family].layout;
   const sums = new Float64Array(C);
-  for (let a = 0; a < (family === 'svd' ? F : C); a++) {
-    for (let b = 0; b < (family === 'svd' ? C : F); b++) {
-      const c = family === 'svd' ? b : a;
-      const base = (a * (family === 'svd' ? C : F) + b) * hw;
+  for (let c = 0; c < C; c++) {
+    for (let f = 0; f < F; f++) {
+      const base = layout.plane(c, f, axes) * hw;
       let s = 0;
       for (let i = 0; i < hw; i++) s += data[base + i];
       sums[c] += s;
@@ -78,7 +80,7 @@ function summarize(data: Float32Array | Float64Array): ValueSummary {
 }
 
 function layoutOf(family: Family, dims: readonly number[]): string {
-  const names = family === 'svd' ? ['F', 'C', 'h', 'w'] : ['C', 'F', 'h', 'w'];
+  const names = FAMILY_ADAPTERS[family].layout.axisNames;
   return `[${(dims.length === 5 ? ['1', ...names] : names).join(', ')}]`;
 }
 
@@ -87,7 +89,8 @@ const isZip = (b: Uint8Array): boolean => b.length >= 4 && b[0] === 0x50 && b[1]
 export function inspectStatistics(bytes: Uint8Array, where: string): InspectReport {
   if (isZip(bytes)) {
     const t = readTorchStatistics(plainBytes(bytes), where);
-    const family: Family = t.tensors.has(AUTHOR_KEYS.svd.expectation) ? 'svd' : 'dynamicrafter';
+    // The first family whose key names the file holds (DynamiCrafter's and VideoCrafter1's are the same).
+    const family: Family = FAMILY_NAMES.find((f) => t.tensors.has(AUTHOR_KEYS[f].expectation)) ?? FAMILY_NAMES[0];
     const keys = AUTHOR_KEYS[family];
     const e = t.tensors.get(keys.expectation);
     const c = t.tensors.get(keys.trCovD);
@@ -103,7 +106,7 @@ export function inspectStatistics(bytes: Uint8Array, where: string): InspectRepo
       channelVariances: null,
       expectation: e ? summarize(e.tensor.data) : null,
       partial: null,
-      metadata: { note: `PyTorch file; family guessed from its key names (${family === 'svd' ? 'svd' : 'dynamicrafter/videocrafter'}); import it with cil stats import`, ignoredKeys: t.ignored.join(',') },
+      metadata: { note: `PyTorch file; family guessed from its key names (${familiesSharingKeys(family)}); import it with cil stats import`, ignoredKeys: t.ignored.join(',') },
     };
   }
   const f = readSafetensors(bytes, where);

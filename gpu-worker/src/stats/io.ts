@@ -1,6 +1,6 @@
 /**
  * Locations for the statistics commands: a local path or an s3://bucket/key URI (parsed and
- * read by functions/src/location.ts), read whole, written atomically (local: write then rename;
+ * read by storage/src/location.ts), read whole, written atomically (local: write then rename;
  * S3: PutObject is atomic), listed by folder/prefix; and the video source (a folder or an S3
  * prefix) whose ids are paths relative to it.
  */
@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { isS3Uri } from '#shared/schemas';
 import { sortIds } from '#shared/stats';
-import { LocationError, parseLocation, readOptionalLocation } from '../../../functions/src/location.ts';
+import { LocationError, parseLocation, readOptionalLocation } from '../../../storage/src/location.ts';
 
 export { LocationError };
 

@@ -1,9 +1,10 @@
 /**
- * The generation workflow (DESIGN.md §5): Validate → SizeForModel (the family and resolution
- * pick the GPU fleet, vCPUs and memory) → ChooseTier (an upload goes to the interactive queue, a
- * manifest line to the production queue) → Generate (Batch GPU job, .sync) → PostProcess →
- * NotifySuccess. A Generate job that its Spot queue cancelled for want of Spot capacity is
- * resubmitted once to the fleet's on-demand queue (GenerateOnDemand); `$.placement` records it. Every step retries only transient service errors, has its own
+ * The generation workflow (docs/design.md §2.2): Validate → SizeForModel (the family and
+ * resolution pick the GPU fleet, vCPUs and memory) → ChooseTier (an upload goes to the
+ * interactive queue, a manifest line to the production queue) → Generate (Batch GPU job, .sync) →
+ * PostProcess → NotifySuccess. A Generate job that its Spot queue cancelled for want of Spot
+ * capacity is resubmitted once to the fleet's on-demand queue (GenerateOnDemand); `$.placement`
+ * records it. Every step retries only transient service errors, has its own
  * timeout, and on failure goes to `<Step>Failed` (which records the step's name) → RecordFailure
  * (failures/<jobId>.json) → NotifyFailure → JobFailed.
  *

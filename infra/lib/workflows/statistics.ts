@@ -1,5 +1,5 @@
 /**
- * The statistics workflow (DESIGN.md §5, docs/infra.md): a Batch array job computes partial
+ * The statistics workflow (docs/design.md §2.3, docs/infra.md): a Batch array job computes partial
  * statistics in `shards` pieces (`cil stats compute --shards n`, each child reading its share of
  * the videos under statistics/datasets/ and writing statistics/partials/<run>/), then one merge
  * job (`cil stats merge`) combines them into statistics/<output>.safetensors. Started by hand

@@ -1,6 +1,6 @@
 /**
  * DDIM (Song et al. 2021) over the first M training steps, as the CIL reference samplers use it
- * (DESIGN.md §3.1, §3.3). `ddimPlan` computes everything once, in float64; `ddimStepCoefs`
+ * (docs/design.md §3.3, §4). `ddimPlan` computes everything once, in float64; `ddimStepCoefs`
  * turns a plan entry and a parameterisation into the four scalars of the fused update, so the
  * per-step work is pure arithmetic (see sampler.ts).
  */
@@ -30,7 +30,7 @@ export function roundHalfEven(x: number): number {
  * - uniform_trailing: the reference computes reverse(round(arange(M, 0, −M/S))) − 1. numpy's arange
  *   yields M + k·δ with δ = (M − c) − M (c = M/S); when M/c rounds above S it adds an (S+1)-th value
  *   ≈ 0 that becomes a spurious −1 (e.g. M = 820, 920, 945 at 50 steps). We take k = 0…S−1 only:
- *   the reference's list without the −1 (DESIGN.md §3.3). Both compat modes drop it: the reference
+ *   the reference's list without the −1 (docs/design.md §4). Both compat modes drop it: the reference
  *   would index ᾱ[−1] (its last entry) there, or crash.
  * - uniform: the reference takes range(0, M, ⌊M/S⌋) + 1, which has more than S entries when S does
  *   not divide M (53 for M = 940, S = 50). 'paper' spreads exactly S: τ_k = ⌊k·M/S⌋ + 1, equal to the
@@ -120,7 +120,7 @@ export interface DdimPlan {
   /** Dynamic rescale scale_arr[τ_i] and its "previous" value; all 1 when off. */
   readonly scale: Float64Array;
   readonly scalePrev: Float64Array;
-  /** ᾱ[M−1]: the marginal the initial latent is drawn for (Analytic-Init, DESIGN.md §3.1). */
+  /** ᾱ[M−1]: the marginal the initial latent is drawn for (Analytic-Init, docs/design.md §3.6). */
   readonly alphaStart: number;
   /** The model's full ᾱ (float64), for reference. */
   readonly alphasCumprod: Float64Array;

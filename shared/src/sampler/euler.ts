@@ -1,5 +1,5 @@
 /**
- * EDM Euler for SVD (DESIGN.md §3.2), as diffusers' EulerDiscreteScheduler with Karras sigmas,
+ * EDM Euler for SVD (docs/design.md §3.4), as diffusers' EulerDiscreteScheduler with Karras sigmas,
  * v-prediction and continuous timesteps: a plan computed once (float64), then per-step scalars.
  */
 import { ScheduleError, karrasSigmas } from './schedules.ts';

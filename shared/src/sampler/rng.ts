@@ -1,5 +1,5 @@
 /**
- * The project's one seeded noise source (DESIGN.md §3.5): the same seed and the same sequence of
+ * The project's one seeded noise source (docs/design.md §3.8): the same seed and the same sequence of
  * draws give bit-identical values on every machine and Node version.
  *
  * - Uniform source: xoshiro128++ (Blackman & Vigna 2019), 32-bit integer arithmetic only, its four

@@ -1,5 +1,5 @@
 /**
- * Noise schedules as pure functions, all float64 (DESIGN.md §3.1, §3.2).
+ * Noise schedules as pure functions, all float64 (docs/design.md §3.1).
  * Each function reproduces the reference's arithmetic (numpy/torch float64), so the
  * values match the authors' buffers to ~1e-12.
  */

@@ -79,6 +79,28 @@ export function toSchemaIssues(issues: readonly z.core.$ZodIssue[], allowedRootK
 }
 
 /** "where: what:\n  - path: message" — the text of every contract error. */
+/**
+ * JSON text checked against a schema. A failure throws `fail(message)`: "<where>: not valid JSON
+ * (…)", or "<where>: " + `describe(issues)` with every issue as "path: message", joined by "; ".
+ */
+export function parseJsonWith<S extends z.ZodType>(
+  schema: S,
+  text: string,
+  where: string,
+  fail: (message: string) => Error,
+  describe: (issues: string) => string = (issues) => issues,
+): z.output<S> {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw fail(`${where}: not valid JSON (${(e as Error).message})`);
+  }
+  const r = schema.safeParse(json);
+  if (!r.success) throw fail(`${where}: ${describe(r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '))}`);
+  return r.data;
+}
+
 export function formatIssues(where: string, what: string, issues: readonly SchemaIssue[]): string {
   return `${where}: ${what}:\n${issues.map((i) => `  - ${i.path}: ${i.message}`).join('\n')}`;
 }

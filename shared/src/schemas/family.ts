@@ -1,10 +1,10 @@
 import { z } from 'zod';
+import { FAMILY_NAMES } from '#shared/sampler';
 
-/** The model families the sampler knows. dynamicrafter and videocrafter are VP (DDIM); svd is EDM. */
-export const Family = z.enum(['dynamicrafter', 'videocrafter', 'svd']);
+/**
+ * A model family's name, as a schema (the `family` of manifests, statistics files and job specs).
+ * The families and everything about them are rows of the defaults table, `FAMILY_TABLE` in
+ * `#shared/sampler`.
+ */
+export const Family = z.enum(FAMILY_NAMES);
 export type Family = z.infer<typeof Family>;
-
-/** True for the variance-preserving (DDIM) families, whose start time M is an integer step. */
-export function isVpFamily(family: Family): boolean {
-  return family !== 'svd';
-}

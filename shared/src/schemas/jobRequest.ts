@@ -1,19 +1,19 @@
 /**
- * The job request (DESIGN.md §4): what an upload asks for. Every field is optional in the input.
+ * The job request (docs/design.md §5.1): what an upload asks for. Every field is optional in the input.
  * A field either has a fixed default, or defaults to null, meaning "the model's default from its
  * manifest" (resolved by whoever knows the model). Documented in docs/contracts.md.
  */
 import { z } from 'zod';
 import type { SchemaIssue } from './common.ts';
 import { arrayOf, ContractError, ModelId, parseOrThrow, SafeRelativeKey } from './common.ts';
+import { FAMILY_FIELDS, FAMILY_NAMES, FAMILY_TABLE } from '#shared/sampler';
 import type { Family } from './family.ts';
-import { isVpFamily } from './family.ts';
 
 export const OUTPUT_FORMATS = ['mp4', 'gif', 'webp', 'png-frames', 'latent-npy'] as const;
 export const OutputFormat = z.enum(OUTPUT_FORMATS);
 export type OutputFormat = z.infer<typeof OutputFormat>;
 
-/** 'paper' implements the paper; 'reference' reproduces the authors' code's quirks (DESIGN.md §3.3). */
+/** 'paper' implements the paper; 'reference' reproduces the authors' code's quirks (docs/design.md §4). */
 export const Compat = z.enum(['paper', 'reference']);
 export type Compat = z.infer<typeof Compat>;
 
@@ -104,20 +104,12 @@ export function parseJobRequest(json: unknown, where: string): JobRequest {
 }
 
 /**
- * Which families each family-specific field applies to. A field set (non-null) for a family it
- * does not apply to is an error rather than silently ignored.
+ * Which families each family-specific field applies to (from the `fields` of the defaults table). A
+ * field set (non-null) for a family it does not apply to is an error rather than silently ignored.
  */
-export const FIELD_FAMILIES: Readonly<Record<string, readonly Family[]>> = {
-  guidanceScale: ['dynamicrafter', 'videocrafter'],
-  guidanceRescale: ['dynamicrafter', 'videocrafter'],
-  eta: ['dynamicrafter', 'videocrafter'],
-  imageGuidanceScale: ['dynamicrafter'],
-  frameStride: ['dynamicrafter'],
-  motionBucketId: ['svd'],
-  noiseAugStrength: ['svd'],
-  minGuidanceScale: ['svd'],
-  maxGuidanceScale: ['svd'],
-};
+export const FIELD_FAMILIES: Readonly<Record<string, readonly Family[]>> = Object.freeze(
+  Object.fromEntries(FAMILY_FIELDS.map((field) => [field, FAMILY_NAMES.filter((f) => FAMILY_TABLE[f].fields.includes(field))])),
+);
 
 /**
  * Family-dependent checks on the given (non-null) fields of a request or of manifest defaults:
@@ -133,15 +125,15 @@ export function familyIssues(fields: Readonly<Record<string, unknown>>, family: 
     }
   }
   const { start, steps, prompt } = fields;
-  if (isVpFamily(family) && typeof start === 'number') {
+  if (FAMILY_TABLE[family].kind === 'vp-ddim' && typeof start === 'number') {
     if (!Number.isInteger(start)) {
       issues.push({ path: 'start', message: `must be an integer step M (1–1000) for ${family} models (got ${start})` });
     } else if (typeof steps === 'number' && steps > start) {
       issues.push({ path: 'steps', message: `must not exceed start M = ${start} for ${family} models (got ${steps})` });
     }
   }
-  if (family === 'svd' && typeof prompt === 'string' && prompt !== '') {
-    issues.push({ path: 'prompt', message: 'svd models take no text prompt; leave it empty' });
+  if (!FAMILY_TABLE[family].textPrompt && typeof prompt === 'string' && prompt !== '') {
+    issues.push({ path: 'prompt', message: `${family} models take no text prompt; leave it empty` });
   }
   return issues;
 }

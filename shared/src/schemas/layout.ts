@@ -1,5 +1,5 @@
 /**
- * The S3 layout (DESIGN.md §4): one data bucket, one prefix per kind of object. The same layout is
+ * The S3 layout (docs/design.md §5.5): one data bucket, one prefix per kind of object. The same layout is
  * used in AWS and by the local pipeline's S3 server. Keys never collide between jobs (every job
  * object lives under its job id, derived from the upload's key and version) and are safe against
  * path tricks (job ids and model ids are single safe segments; user keys are validated).

@@ -1,5 +1,5 @@
 /**
- * The model-bundle manifest (DESIGN.md §4), `manifest.json` at the root of a bundle folder or S3
+ * The model-bundle manifest (docs/design.md §5.2), `manifest.json` at the root of a bundle folder or S3
  * prefix. It says which family the model is, which ONNX files make it up and their input/output
  * names and shapes, the latent geometry, the noise schedule, and the defaults a job request's
  * null fields take. The same contract is met by real exports and the tiny demo model.
@@ -8,7 +8,8 @@
 import { z } from 'zod';
 import type { SchemaIssue } from './common.ts';
 import { arrayOf, ContractError, ModelId, parseOrThrow, SafeRelativeKey } from './common.ts';
-import { Family, isVpFamily } from './family.ts';
+import { FAMILY_NAMES, FAMILY_TABLE } from '#shared/sampler';
+import { Family } from './family.ts';
 import { familyIssues, TunableFields } from './jobRequest.ts';
 
 export const MANIFEST_FORMAT = 'cil-bundle/1';
@@ -115,12 +116,10 @@ export const ModelDefaults = z.strictObject({
 });
 export type ModelDefaults = z.infer<typeof ModelDefaults>;
 
-/** Defaults each family must provide (beyond steps and start, which every model must). */
-export const REQUIRED_DEFAULTS: Readonly<Record<Family, readonly (keyof ModelDefaults)[]>> = {
-  dynamicrafter: ['guidanceScale', 'eta', 'frameStride'],
-  videocrafter: ['guidanceScale', 'eta', 'fps'],
-  svd: ['minGuidanceScale', 'maxGuidanceScale', 'fps', 'motionBucketId', 'noiseAugStrength'],
-};
+/** Defaults each family must provide (beyond steps and start, which every model must), from the defaults table. */
+export const REQUIRED_DEFAULTS: Readonly<Record<Family, readonly (keyof ModelDefaults)[]>> = Object.freeze(
+  Object.fromEntries(FAMILY_NAMES.map((f) => [f, FAMILY_TABLE[f].requiredDefaults])) as Record<Family, readonly (keyof ModelDefaults)[]>,
+);
 
 /**
  * GPU memory a job of the bundle needs at one resolution (`HEIGHTxWIDTH`): `measured` on a GPU, or
@@ -166,7 +165,7 @@ export const Manifest = z
     const issue = (path: PropertyKey[], message: string): void => {
       ctx.addIssue({ code: 'custom', path, message });
     };
-    const wantKind = isVpFamily(m.family) ? 'vp-ddim' : 'edm-euler';
+    const wantKind = FAMILY_TABLE[m.family].kind;
     if (m.schedule.kind !== wantKind) issue(['schedule', 'kind'], `${m.family} models use '${wantKind}', got '${m.schedule.kind}'`);
     for (const dim of ['height', 'width'] as const) {
       if (m.resolution[dim] % m.latent.downsample !== 0) {
@@ -175,7 +174,7 @@ export const Manifest = z
     }
     const res = `${m.resolution.height}x${m.resolution.width}`;
     if (m.gpuMemory !== undefined && m.gpuMemory[res] === undefined) issue(['gpuMemory'], `has no entry for the bundle's resolution ${res}`);
-    if (m.family !== 'svd' && m.tokenizer === undefined) issue(['tokenizer'], `required for ${m.family} models (text conditioning)`);
+    if (FAMILY_TABLE[m.family].textPrompt && m.tokenizer === undefined) issue(['tokenizer'], `required for ${m.family} models (text conditioning)`);
     const d = m.defaults;
     for (const key of REQUIRED_DEFAULTS[m.family]) {
       if (d[key] === undefined) issue(['defaults', key], `required for ${m.family} models`);

@@ -1,6 +1,7 @@
 /**
  * Resolving a job request against its model: every null field takes the manifest's default
- * (`frames` from manifest.frames, `fps` falling back to FALLBACK_FPS), fields that do not apply to
+ * (`frames` from manifest.frames, `fps` and `analyticInit` falling back to REQUEST_FALLBACKS of the
+ * defaults table in `#shared/sampler`), fields that do not apply to
  * the family stay null, `statistics` becomes the statistics file's key (null when Analytic-Init is
  * off), and a null seed is drawn with `chooseSeed`. One implementation for Validate (Lambda),
  * `cil validate` and `cil generate`, so all resolve alike.
@@ -14,9 +15,10 @@ import type { Manifest } from './manifest.ts';
 import { ResolvedRequest } from './jobSpec.ts';
 import { statisticsKey } from './layout.ts';
 import type { Family } from './family.ts';
+import { REQUEST_FALLBACKS } from '#shared/sampler';
 
-/** fps when neither the request nor the model sets one. */
-export const FALLBACK_FPS = 8;
+/** fps when neither the request nor the model sets one (REQUEST_FALLBACKS.fps, named for Validate). */
+export const FALLBACK_FPS: number = REQUEST_FALLBACKS.fps;
 
 /** A request after zod, with the fields its JSON actually set (to tell an explicit value from a default). */
 export interface ParsedRequest {
@@ -58,7 +60,7 @@ export function resolveRequest(parsed: ParsedRequest, manifest: Manifest, seed: 
   if (given.length > 0) fail(given);
 
   const d = manifest.defaults;
-  const analyticInit = explicit.has('analyticInit') ? req.analyticInit : (d.analyticInit ?? true);
+  const analyticInit = explicit.has('analyticInit') ? req.analyticInit : (d.analyticInit ?? REQUEST_FALLBACKS.analyticInit);
   const statisticsId = req.statistics ?? d.statistics ?? null;
   if (analyticInit && statisticsId === null) {
     throw new StatisticsRequiredError(
@@ -84,7 +86,7 @@ export function resolveRequest(parsed: ParsedRequest, manifest: Manifest, seed: 
     eta: pick('eta'),
     seed: req.seed ?? seed(),
     frames: req.frames ?? manifest.frames,
-    fps: req.fps ?? d.fps ?? FALLBACK_FPS,
+    fps: req.fps ?? d.fps ?? REQUEST_FALLBACKS.fps,
     frameStride: pick('frameStride'),
     motionBucketId: pick('motionBucketId'),
     noiseAugStrength: pick('noiseAugStrength'),

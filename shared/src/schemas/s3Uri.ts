@@ -1,7 +1,7 @@
 /**
  * The one parser of `s3://bucket/key` locations (pure): the worker, the statistics jobs, the CLI
  * and local mode all split a location here, so a URI means the same thing everywhere. Reading and
- * existence checks, which need the AWS SDK or the file system, are in functions/src/location.ts.
+ * existence checks, which need the AWS SDK or the file system, are in storage/src/location.ts.
  */
 
 export const S3_SCHEME = 's3://';

@@ -1,5 +1,5 @@
 /**
- * The dataset statistics file (DESIGN.md §4): a safetensors file holding E[X0]
+ * The dataset statistics file (docs/design.md §5.3): a safetensors file holding E[X0]
  * (`expectation_x0`, float32, latent shape) and tr(Cov[X0])/d (`tr_cov_d`, float32 scalar), whose
  * `__metadata__` (string → string, so numbers and arrays are encoded as text) is described here.
  * Documented in docs/contracts.md.

@@ -14,7 +14,7 @@ import { NormalGenerator } from '#shared/sampler';
 import { tensor } from '#shared/sampler';
 import type { Tensor } from '#shared/sampler';
 import { DOWNSAMPLE, vaeEncoderMatrix } from './graphs.ts';
-import { demoConditionalStatistics, LATENT_CHANNELS } from './paths.ts';
+import { demoConditionalStatistics, LATENT_CHANNELS, pathTaps } from './paths.ts';
 import type { DemoGeometry } from './paths.ts';
 
 /** Synthetic images in the dataset. */
@@ -43,7 +43,7 @@ export function syntheticImage(seed: number, height: number, width: number): Flo
   return out;
 }
 
-/** The demo VAE encoder in TypeScript (8×8 average pool, then the 3→4 map): [1, 4, h, w]. */
+/** The demo VAE encoder in TypeScript (DOWNSAMPLE×DOWNSAMPLE average pool, then the 3→4 map): [1, 4, h, w]. */
 export function encodeDemoLatent(image: Float32Array, height: number, width: number): Tensor {
   const h = height / DOWNSAMPLE;
   const w = width / DOWNSAMPLE;
@@ -63,7 +63,8 @@ export function encodeDemoLatent(image: Float32Array, height: number, width: num
 }
 
 export function demoDatasetStatistics(g: DemoGeometry, height: number, width: number): { expectation: Tensor; trCovD: number } {
-  const per = Array.from({ length: DEMO_DATASET_IMAGES }, (_, i) => demoConditionalStatistics(g, encodeDemoLatent(syntheticImage(1000 + i, height, width), height, width)));
+  const taps = pathTaps(g);
+  const per = Array.from({ length: DEMO_DATASET_IMAGES }, (_, i) => demoConditionalStatistics(g, encodeDemoLatent(syntheticImage(1000 + i, height, width), height, width), taps));
   const d = per[0].expectation.data.length;
   const mean = new Float64Array(d);
   for (const s of per) for (let i = 0; i < d; i++) mean[i] += s.expectation.data[i] / per.length;

@@ -20,19 +20,19 @@ import { demoStatisticsFile } from './statistics.ts';
 export const TOKENIZER_FILE = 'tokenizer.json';
 
 export interface DemoModelOptions {
-  /** Frame size in pixels, multiples of 8. */
+  /** Frame size in pixels, multiples of DOWNSAMPLE (8). */
   readonly height: number;
   readonly width: number;
   readonly frames: number;
   /** Strength of the static-image bias at large t, in [0, 1] (0: the exact denoiser). */
   readonly leak: number;
-  /** Motion directions, 1 … 8 (the first n of left, right, up, down, zoom-in, zoom-out, up-left, down-right). */
+  /** Motion directions, 1 … 10 (the first n of DIRECTIONS: left, right, up, down, zoom-in, zoom-out, orbit-left, orbit-right, up-left, down-right). */
   readonly paths: number;
   /** Speed levels per direction, 1 … 8. */
   readonly speeds: number;
 }
 
-export const DEMO_DEFAULTS: Readonly<DemoModelOptions> = Object.freeze({ height: 128, width: 192, frames: 16, leak: 0.6, paths: 6, speeds: 3 });
+export const DEMO_DEFAULTS: Readonly<DemoModelOptions> = Object.freeze({ height: 160, width: 256, frames: 16, leak: 0.6, paths: 8, speeds: 3 });
 
 export const DEMO_MODEL_ID = 'demo';
 export const DEMO_STATISTICS_ID = 'demo';
@@ -42,8 +42,11 @@ export const DEMO_STATISTICS_FILE = `statistics/${DEMO_STATISTICS_ID}.safetensor
 /** DynamiCrafter's schedule (LDM linear betas, rescaled to zero terminal SNR). */
 export const DEMO_SCHEDULE: Readonly<VpScheduleConfig> = Object.freeze({ linearStart: 0.00085, linearEnd: 0.012, timesteps: 1000, rescaleZeroSnr: true });
 
-/** Largest path-index table (components × frames × latent pixels) the demo writes: 16 Mi entries, 128 MiB. */
-const MAX_INDEX_ENTRIES = 1 << 24;
+/**
+ * Largest μ the UNet builds (components × frames × latent pixels): 16 Mi, i.e. 256 MiB of float32
+ * per batch item over the 4 latent channels while it runs (the file itself stays small).
+ */
+const MAX_PATH_VALUES = 1 << 24;
 
 /** Checks options and derives the latent geometry; DemoModelError names the bad option. */
 export function demoGeometry(o: DemoModelOptions): DemoGeometry {
@@ -56,9 +59,9 @@ export function demoGeometry(o: DemoModelOptions): DemoGeometry {
   if (!Number.isFinite(o.leak) || o.leak < 0 || o.leak > 1) throw new DemoModelError(`demo model: leak must be a number in [0, 1], got ${o.leak}`);
   const g: DemoGeometry = { h: o.height / DOWNSAMPLE, w: o.width / DOWNSAMPLE, frames: o.frames, paths: o.paths, speeds: o.speeds };
   checkGeometry(g);
-  const entries = componentCount(g) * g.frames * g.h * g.w;
-  if (entries > MAX_INDEX_ENTRIES) {
-    throw new DemoModelError(`demo model: paths × speeds × frames × latent pixels = ${entries} exceeds ${MAX_INDEX_ENTRIES}; use fewer frames, paths or speeds, or a smaller size`);
+  const values = componentCount(g) * g.frames * g.h * g.w;
+  if (values > MAX_PATH_VALUES) {
+    throw new DemoModelError(`demo model: paths × speeds × frames × latent pixels = ${values} exceeds ${MAX_PATH_VALUES}; use fewer frames, paths or speeds, or a smaller size`);
   }
   return g;
 }

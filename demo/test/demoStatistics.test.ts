@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { demoDatasetStatistics, encodeDemoLatent, syntheticImage, DEMO_DATASET_IMAGES } from '../src/demo/statistics.ts';
-import { componentCount, pathMeans } from '../src/demo/paths.ts';
-import type { DemoGeometry } from '../src/demo/paths.ts';
+import { demoDatasetStatistics, encodeDemoLatent, syntheticImage, DEMO_DATASET_IMAGES } from '../src/statistics.ts';
+import { componentCount, pathMeans } from '../src/paths.ts';
+import type { DemoGeometry } from '../src/paths.ts';
 
 describe('demo dataset statistics', () => {
   it('equal the brute-force mean and per-element variance over every image × motion path', () => {

@@ -1,5 +1,5 @@
 /**
- * functions/src/location.ts, the one module for S3 and local locations: the parse (with the
+ * storage/src/location.ts, the one module for S3 and local locations: the parse (with the
  * caller's error type), the one "nothing is there" test, and reads of paths and s3:// URIs against
  * a real S3-protocol server on 127.0.0.1.
  */
@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseS3Uri, S3UriError } from '#shared/schemas';
 import { getObjectBytes, isMissing, locationExists, LocationError, parseLocation, readLocation, readOptionalLocation } from '../src/location.ts';
-import { startLocalS3 } from './helpers/s3server.ts';
-import type { LocalS3 } from './helpers/s3server.ts';
+import { startLocalS3 } from '../../functions/test/helpers/s3server.ts';
+import type { LocalS3 } from '../../functions/test/helpers/s3server.ts';
 
 describe('parseS3Uri (#shared/schemas) and parseLocation', () => {
   it('splits bucket and key; a prefix gets its trailing slash', () => {

@@ -25,26 +25,54 @@ export const UNK_TOKEN = '[UNK]';
 export const PAD_ID = 0;
 export const UNK_ID = 1;
 
-/** Words that put weight on a motion dim (synonyms map to the same dim). */
-const MOTION_SYNONYMS: Readonly<Record<string, MotionWord>> = {
-  left: 'left',
-  leftward: 'left',
-  leftwards: 'left',
-  right: 'right',
-  rightward: 'right',
-  rightwards: 'right',
-  up: 'up',
-  upward: 'up',
-  upwards: 'up',
-  down: 'down',
-  downward: 'down',
-  downwards: 'down',
-  in: 'in',
-  out: 'out',
+/**
+ * Words that put weight on the motion dims (MOTION_WORDS): synonyms share a vector. "pan" and
+ * "zoom" spread half a word over their directions, so "pan left" and "zoom in" name one direction
+ * more strongly than "left" or "in" alone. The demo has one turning motion, the orbit, so
+ * rotate and spin name it too.
+ */
+const MOTION_SYNONYMS: Readonly<Record<string, Readonly<Partial<Record<MotionWord, number>>>>> = {
+  left: { left: 1 },
+  leftward: { left: 1 },
+  leftwards: { left: 1 },
+  right: { right: 1 },
+  rightward: { right: 1 },
+  rightwards: { right: 1 },
+  up: { up: 1 },
+  upward: { up: 1 },
+  upwards: { up: 1 },
+  down: { down: 1 },
+  downward: { down: 1 },
+  downwards: { down: 1 },
+  in: { in: 1 },
+  out: { out: 1 },
+  pan: { left: 0.5, right: 0.5, up: 0.5, down: 0.5 },
+  pans: { left: 0.5, right: 0.5, up: 0.5, down: 0.5 },
+  panning: { left: 0.5, right: 0.5, up: 0.5, down: 0.5 },
+  tilt: { up: 0.5, down: 0.5 },
+  tilts: { up: 0.5, down: 0.5 },
+  tilting: { up: 0.5, down: 0.5 },
+  zoom: { in: 0.5, out: 0.5 },
+  zooms: { in: 0.5, out: 0.5 },
+  zooming: { in: 0.5, out: 0.5 },
+  orbit: { orbit: 1 },
+  orbits: { orbit: 1 },
+  orbiting: { orbit: 1 },
+  arc: { orbit: 1 },
+  around: { orbit: 1 },
+  circle: { orbit: 1 },
+  circles: { orbit: 1 },
+  circling: { orbit: 1 },
+  rotate: { orbit: 1 },
+  rotates: { orbit: 1 },
+  rotating: { orbit: 1 },
+  spin: { orbit: 1 },
+  spins: { orbit: 1 },
+  spinning: { orbit: 1 },
 };
 
 const OTHER_WORDS = [
-  'zoom', 'pan', 'pans', 'panning', 'tilt', 'move', 'moves', 'moving', 'camera', 'slow', 'slowly', 'fast', 'quickly', 'still', 'static',
+  'move', 'moves', 'moving', 'camera', 'slow', 'slowly', 'fast', 'quickly', 'still', 'static',
   'a', 'an', 'the', 'of', 'and', 'with', 'on', 'at', 'to', 'from', 'is', 'are', 'over', 'under', 'through', 'across', 'toward', 'towards', 'by',
   'cat', 'dog', 'bird', 'horse', 'fish', 'person', 'man', 'woman', 'child', 'people', 'car', 'boat', 'train', 'tree', 'trees', 'flower',
   'flowers', 'grass', 'sky', 'cloud', 'clouds', 'sun', 'moon', 'stars', 'water', 'sea', 'ocean', 'river', 'lake', 'waves', 'beach',
@@ -61,7 +89,7 @@ const IDENTITY_SCALE = 0.5;
 
 /**
  * The text encoder's table [VOCAB.length, EMBED_DIM]: [PAD] is all zeros (an empty prompt embeds
- * to zeros); a motion word has 1 in its motion dim (MOTION_WORDS order); every other token has a
+ * to zeros); a motion word has its MOTION_SYNONYMS vector in the motion dims (MOTION_WORDS order); every other token has a
  * fixed pseudo-random identity in dims IDENTITY_DIM…EMBED_DIM−1.
  */
 export function embeddingTable(): Float32Array {
@@ -74,7 +102,7 @@ export function embeddingTable(): Float32Array {
     if (id === PAD_ID) continue;
     for (let j = 0; j < ident.length; j++) table[id * EMBED_DIM + IDENTITY_DIM + j] = IDENTITY_SCALE * ident[j];
     const motion = MOTION_SYNONYMS[VOCAB[id]];
-    if (motion !== undefined) table[id * EMBED_DIM + MOTION_WORDS.indexOf(motion)] = 1;
+    if (motion !== undefined) for (const [dim, v] of Object.entries(motion)) table[id * EMBED_DIM + MOTION_WORDS.indexOf(dim as MotionWord)] = v;
   }
   return table;
 }

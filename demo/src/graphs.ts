@@ -7,11 +7,12 @@ import { vpAlphasCumprod } from '#shared/sampler';
 import type { VpScheduleConfig } from '#shared/sampler';
 import { CLIP_SIZE, TEXT_LENGTH } from '#shared/schemas';
 import { NormalGenerator } from '#shared/sampler';
-import { GraphBuilder, encodeModel } from '../onnx/graph.ts';
-import { DIRECTIONS, LATENT_CHANNELS, MOTION_WORDS, component, componentCount, pathIndices } from './paths.ts';
+import { GraphBuilder, encodeModel } from './onnx/graph.ts';
+import { DIRECTIONS, LATENT_CHANNELS, MOTION_WORDS, component, componentCount, warpAffine } from './paths.ts';
 import type { DemoGeometry } from './paths.ts';
 import { EMBED_DIM, IDENTITY_DIM, VOCAB, embeddingTable } from './tokenizer.ts';
 
+/** Latent downsampling of the tiny VAE (8×8 pixel blocks per latent pixel). */
 export const DOWNSAMPLE = 8;
 /** Image tokens from the image encoder (a 2×2 grid of pooled patches). */
 export const IMAGE_TOKENS = 4;
@@ -27,7 +28,7 @@ export const LEAK_WIDTH = 20;
 /** Floor on 1 − ᾱ inside the graph (ᾱ → 1 never happens in this schedule; it keeps 1/(1−ᾱ) finite). */
 export const VAR_FLOOR = 1e-6;
 /** Prior log-odds per motion word in the prompt for the paths it names. */
-export const TEXT_PRIOR = 2;
+export const TEXT_PRIOR = 48;
 
 /**
  * The tiny linear VAE's 3→4 channel map (before VAE_GAIN): luma, the two BT.601 chroma
@@ -130,10 +131,10 @@ export function vaeDecoderMatrix(): Float64Array {
   return out;
 }
 
-/** vae_encoder: 8×8 average pooling, then the fixed 3→4 channel map (a 1×1 convolution). */
+/** vae_encoder: DOWNSAMPLE×DOWNSAMPLE average pooling, then the fixed 3→4 channel map (a 1×1 convolution). */
 export function vaeEncoderGraph(g: DemoGeometry): GraphBuilder {
   const spec = demoSpecs(g).vae_encoder;
-  const b = new GraphBuilder('demo_vae_encoder').doc('Tiny linear VAE encoder: 8x8 average pooling, then a fixed 3->4 channel map.');
+  const b = new GraphBuilder('demo_vae_encoder').doc(`Tiny linear VAE encoder: ${DOWNSAMPLE}x${DOWNSAMPLE} average pooling, then a fixed 3->4 channel map.`);
   const [image] = declareInputs(b, spec);
   const pooled = b.op('AveragePool', [image], { kernel_shape: [DOWNSAMPLE, DOWNSAMPLE], strides: [DOWNSAMPLE, DOWNSAMPLE] });
   const w = b.constFloat32(Float32Array.from(vaeEncoderMatrix()), [LATENT_CHANNELS, 3, 1, 1], 'encoder_map');
@@ -141,10 +142,10 @@ export function vaeEncoderGraph(g: DemoGeometry): GraphBuilder {
   return b;
 }
 
-/** vae_decoder: the pseudo-inverse 4→3 map, ×8 bilinear upsampling, clipped to [−1, 1]. */
+/** vae_decoder: the pseudo-inverse 4→3 map, ×DOWNSAMPLE bilinear upsampling, clipped to [−1, 1]. */
 export function vaeDecoderGraph(g: DemoGeometry): GraphBuilder {
   const spec = demoSpecs(g).vae_decoder;
-  const b = new GraphBuilder('demo_vae_decoder').doc('Tiny linear VAE decoder: pseudo-inverse 4->3 channel map, x8 bilinear upsampling, clip to [-1, 1].');
+  const b = new GraphBuilder('demo_vae_decoder').doc(`Tiny linear VAE decoder: pseudo-inverse 4->3 channel map, x${DOWNSAMPLE} bilinear upsampling, clip to [-1, 1].`);
   const [latent] = declareInputs(b, spec);
   const w = b.constFloat32(Float32Array.from(vaeDecoderMatrix()), [3, LATENT_CHANNELS, 1, 1], 'decoder_map');
   const rgb = b.op('Conv', [latent, w]);
@@ -224,20 +225,112 @@ export function textPriorMatrix(g: DemoGeometry): Float32Array {
 }
 
 /**
+ * Resampling matrices along one axis, built in-graph from small constant coordinate tables (the
+ * runtime folds them once per session, so the file stays small). `coords` [K, L, 1, n] holds, for
+ * K warps and L lines, the source coordinate of every destination pixel; the result [K, L, n, n]
+ * is R[k, l, src, dst] = the bilinear weight of source pixel src in destination pixel dst, with
+ * GridSample's `reflection` padding (align_corners = 0): the coordinate is reflected into
+ * [−0.5, n − 0.5], and the two taps either side of it are clamped into the picture.
+ */
+function resampleMatrices(b: GraphBuilder, coords: string, n: number, name: string): string {
+  const c = (v: number, tag: string): string => b.constFloat32([v], [], `${name}_${tag}`);
+  // Reflect: t = |s + 0.5| mod 2n, folded to [0, n], minus 0.5.
+  const t0 = b.op('Abs', [b.op('Add', [coords, c(0.5, 'half')])]);
+  const twoN = c(2 * n, 'two_n');
+  const t1 = b.op('Sub', [t0, b.op('Mul', [twoN, b.op('Floor', [b.op('Div', [t0, twoN])])])]);
+  const sr = b.op('Sub', [b.op('Min', [t1, b.op('Sub', [twoN, t1])]), c(0.5, 'half2')]);
+  const lo = b.op('Floor', [sr]);
+  const frac = b.op('Sub', [sr, lo]);
+  const src = b.constFloat32(Float32Array.from({ length: n }, (_, i) => i), [n, 1], `${name}_src`);
+  const tap = (idx: string, weight: string, tag: string): string => {
+    const clamped = b.op('Clip', [idx, c(0, `${tag}_min`), c(n - 1, `${tag}_max`)]);
+    return b.op('Mul', [b.op('Cast', [b.op('Equal', [clamped, src])], { to: 1 }), weight]);
+  };
+  const left = tap(lo, b.op('Sub', [c(1, 'one'), frac]), 'tap0');
+  const right = tap(b.op('Add', [lo, c(1, 'one_b')]), frac, 'tap1');
+  return b.op('Add', [left, right]);
+}
+
+/** A run of consecutive components whose μ the graph computes together, as [M_p, F, h, B, C, w]. */
+interface PathPart {
+  readonly first: number;
+  readonly count: number;
+  readonly mu: string;
+}
+
+/**
+ * μ_m = P_m(c) for every component, from the conditional latent `cond` [B, C, 1, h, w], in parts
+ * of consecutive components laid out [M_p, F, h, B, C, w] (frames and rows outermost, so no large
+ * transpose is needed). Separable warps (pans, zooms) resample columns with one [h, h] matrix and
+ * rows with one [w, w] matrix per (component, frame); orbits resample each row with its own [w, w]
+ * matrix (rows keep their place). Both are batched MatMuls, much cheaper on a CPU than GridSample
+ * or a 4-tap Gather at these sizes.
+ */
+function warpPaths(b: GraphBuilder, g: DemoGeometry, cond: string): PathPart[] {
+  const C = LATENT_CHANNELS;
+  const { h, w, frames: F } = g;
+  const M = componentCount(g);
+  const i64 = (v: readonly number[]): string => b.constInt64(v);
+  // Runs of consecutive components of one kind (DIRECTIONS keeps each kind together).
+  const runs: { first: number; count: number; orbit: boolean }[] = [];
+  for (let m = 0; m < M; m++) {
+    const orbit = component(g, m).direction.orbit !== 0;
+    const last = runs[runs.length - 1];
+    if (last && last.orbit === orbit) runs.push({ ...runs.pop()!, count: last.count + 1 });
+    else runs.push({ first: m, count: 1, orbit });
+  }
+  // Planes of c with rows outermost: [h, B·C, w].
+  const rowsFirst = b.op('Transpose', [b.op('Reshape', [cond, i64([-1, h, w])])], { perm: [1, 0, 2] });
+  return runs.map((r, ri) => {
+    const K = r.count * F;
+    const name = `paths${ri}`;
+    let out: string;
+    if (!r.orbit) {
+      const xs = new Float32Array(K * w);
+      const ys = new Float32Array(K * h);
+      for (let k = 0; k < K; k++) {
+        const [a, , e, , d, kk] = warpAffine(g, r.first + Math.floor(k / F), k % F);
+        for (let x = 0; x < w; x++) xs[k * w + x] = a * x + e;
+        for (let y = 0; y < h; y++) ys[k * h + y] = d * y + kk;
+      }
+      const rx = b.op('Reshape', [resampleMatrices(b, b.constFloat32(xs, [K, 1, 1, w], `${name}_x_coords`), w, `${name}_x`), i64([K, w, w])]); // [K, src, dst]
+      const ry = resampleMatrices(b, b.constFloat32(ys, [K, 1, 1, h], `${name}_y_coords`), h, `${name}_y`);
+      const ryT = b.op('Transpose', [b.op('Reshape', [ry, i64([K, h, h])])], { perm: [0, 2, 1] }); // [K, dst, src]
+      // Columns: [K, h, h] @ [h, B·C·w] → [K, h, B·C·w]; rows: [K, h·B·C, w] @ [K, w, w].
+      const cols = b.op('MatMul', [ryT, b.op('Reshape', [rowsFirst, i64([h, -1])])]);
+      out = b.op('MatMul', [b.op('Reshape', [cols, i64([K, -1, w])]), rx]);
+    } else {
+      // Source x = x + offset[k, row] (an orbit never scales x), expanded in-graph to [K, h, 1, w].
+      const offsets = new Float32Array(K * h);
+      for (let k = 0; k < K; k++) {
+        const [a, bb, e] = warpAffine(g, r.first + Math.floor(k / F), k % F);
+        if (a !== 1) throw new Error(`orbit warp of component ${r.first + Math.floor(k / F)} scales x (a = ${a})`);
+        for (let y = 0; y < h; y++) offsets[k * h + y] = bb * y + e;
+      }
+      const xs = b.op('Add', [
+        b.constFloat32(Float32Array.from({ length: w }, (_, x) => x), [1, 1, 1, w], `${name}_x_base`),
+        b.constFloat32(offsets, [K, h, 1, 1], `${name}_row_offsets`),
+      ]);
+      // Each row with its own matrix: [1, h, B·C, w] @ [K, h, w, w] → [K, h, B·C, w].
+      out = b.op('MatMul', [b.op('Unsqueeze', [rowsFirst, i64([0])]), resampleMatrices(b, xs, w, `${name}_x`)]);
+    }
+    return { first: r.first, count: r.count, mu: b.op('Reshape', [out, i64([r.count, F, h, -1, C, w])]) };
+  });
+}
+
+/**
  * unet: the exact posterior-mean denoiser of the path mixture, with the leak, as a v-prediction.
- * Inside, latents are channels-last, [B, F·h·w, C], so the path Gather copies C-float blocks
- * (an element-wise Gather over a pixel axis was 4× slower) and μ is [B, M, F·h·w·C], which makes
- * x̂0 = Σ_m w_m·μ_m one batched MatMul.
+ * The paths are bilinear warps of c by resampling matrices that the graph builds from small
+ * coordinate tables (a runtime folds them once per session), so the file stays small.
  */
 export function unetGraph(g: DemoGeometry, schedule: VpScheduleConfig, leak: number): GraphBuilder {
   const spec = demoSpecs(g).unet;
   const C = LATENT_CHANNELS;
   const M = componentCount(g);
-  const hw = g.h * g.w;
-  const N = g.frames * hw;
+  const F = g.frames;
   const b = new GraphBuilder('demo_unet').doc(
-    `Exact posterior-mean denoiser of a uniform mixture of ${M} motion paths of the conditional latent (${g.paths} directions x ${g.speeds} speeds), ` +
-      `with a static-image leak ${leak}*sigmoid((t-${LEAK_CENTER})/${LEAK_WIDTH}); outputs v. See docs/demo-model.md.`,
+    `Exact posterior-mean denoiser of a uniform mixture of ${M} motion paths of the conditional latent (${g.paths} directions x ${g.speeds} speeds, ` +
+      `bilinear warps), with a static-image leak ${leak}*sigmoid((t-${LEAK_CENTER})/${LEAK_WIDTH}); outputs v. See docs/demo-model.md.`,
   );
   const [x, timestep, context, fs] = declareInputs(b, spec);
   const i64 = (v: readonly number[]): string => b.constInt64(v);
@@ -251,20 +344,19 @@ export function unetGraph(g: DemoGeometry, schedule: VpScheduleConfig, leak: num
   const invSqrtVar = scalar('inv_sqrt_var', tables.invSqrtVar);
   const lambda = scalar('leak', tables.leak);
 
-  // Split x into the noisy latent x_t and the conditional latent c (frame 0 of the repeated
-  // copy), both channels-last: x_t [B, F·h·w, C], c [B, h·w, C].
-  const xt = b.op('Slice', [x, i64([0]), i64([C]), i64([1])]); // [B, C, F, h, w]
-  const cond = b.op('Slice', [x, i64([C, 0]), i64([2 * C, 1]), i64([1, 2])]); // [B, C, 1, h, w]
-  const xtCl = b.op('Transpose', [b.op('Reshape', [xt, i64([0, C, N])])], { perm: [0, 2, 1] });
-  const condCl = b.op('Transpose', [b.op('Reshape', [cond, i64([0, C, hw])])], { perm: [0, 2, 1] });
+  // x_t [B, C, F, h, w] and the conditional latent c (frame 0 of the repeated copy) [B, C, 1, h, w].
+  const xt = b.op('Slice', [x, i64([0]), i64([C]), i64([1])]);
+  const cond = b.op('Slice', [x, i64([C, 0]), i64([2 * C, 1]), i64([1, 2])]);
 
-  // μ_m = P_m(c): [B, M, F·h·w, C].
-  const mu = b.op('Gather', [condCl, b.constInt64(pathIndices(g), [M, N], 'path_indices')], { axis: 1 });
+  // μ_m = P_m(c) in parts [M_p, F, h, B, C, w]: bilinear warps by matrix products (see warpPaths).
+  const parts = warpPaths(b, g, cond);
+  // x_t in the same layout, [1, F, h, B, C, w], and per-sample scalars as [1, 1, 1, B, 1, 1].
+  const xtT = b.op('Unsqueeze', [b.op('Transpose', [b.op('Reshape', [xt, i64([-1, C, F, g.h, g.w])])], { perm: [2, 3, 0, 1, 4] }), i64([0])]);
+  const perB = (v: string): string => b.op('Reshape', [v, i64([1, 1, 1, -1, 1, 1])]);
 
-  // Squared distances ‖x_t − √ᾱ·μ_m‖² → [B, M].
-  const xtRow = b.op('Reshape', [xtCl, i64([0, 1, N, C])]);
-  const diff = b.op('Sub', [xtRow, b.op('Mul', [mu, b.op('Unsqueeze', [sqrtA, i64([3])])])]);
-  const d2 = b.op('ReduceSumSquare', [diff], { axes: [2, 3], keepdims: 0 });
+  // Squared distances ‖x_t − √ᾱ·μ_m‖², computed directly (no cancellation near t = 0) → [B, M].
+  const d2Parts = parts.map((p) => b.op('ReduceSumSquare', [b.op('Sub', [xtT, b.op('Mul', [p.mu, perB(sqrtA)])])], { axes: [1, 2, 4, 5], keepdims: 0 }));
+  const d2 = b.op('Transpose', [parts.length === 1 ? d2Parts[0] : b.op('Concat', d2Parts, { axis: 0 })], { perm: [1, 0] });
 
   // Log-prior from motion words in the context (zero for an empty prompt), [B, M].
   const ctxSum = b.op('ReduceSum', [context, i64([1])], { keepdims: 0 }); // [B, D]
@@ -275,24 +367,24 @@ export function unetGraph(g: DemoGeometry, schedule: VpScheduleConfig, leak: num
   // Posterior weights w = softmax_m(log-prior − d2/(2(1−ᾱ))); Softmax subtracts the max first,
   // and at ᾱ = 0 every d2 is ‖x_t‖², so the weights are the prior.
   const logits = b.op('Add', [b.op('Add', [b.op('Mul', [d2, b.op('Reshape', [negHalfInvVar, i64([-1, 1])])]), prior]), fsZero]);
-  const weights = b.op('Softmax', [logits], { axis: 1 });
+  const weightsT = b.op('Transpose', [b.op('Softmax', [logits], { axis: 1 })], { perm: [1, 0] }); // [M, B]
 
-  // x̂0 = Σ_m w_m·μ_m as a batched MatMul: [B, 1, M] @ [B, M, F·h·w·C] → [B, 1, F·h·w·C].
-  const wRow = b.op('Unsqueeze', [weights, i64([1])]);
-  const x0 = b.op('Reshape', [b.op('MatMul', [wRow, b.op('Reshape', [mu, i64([0, M, N * C])])]), i64([0, g.frames, hw, C])]);
+  // x̂0 = Σ_m w_m·μ_m, part by part, → [F, h, B, C, w] → [B, C, F, h, w].
+  const x0Parts = parts.map((p) => {
+    const wp = b.op('Slice', [weightsT, i64([p.first]), i64([p.first + p.count]), i64([0])]);
+    return b.op('ReduceSum', [b.op('Mul', [p.mu, b.op('Reshape', [wp, i64([p.count, 1, 1, -1, 1, 1])])]), i64([0])], { keepdims: 0 });
+  });
+  const x0T = x0Parts.reduce((acc, v) => b.op('Add', [acc, v]));
+  const x0 = b.op('Transpose', [x0T], { perm: [2, 3, 0, 1, 4] });
 
   // Leak: x̂0 ← x̂0 + λ(t)·(c − x̂0), c repeated over frames by broadcasting.
-  const condRep = b.op('Unsqueeze', [condCl, i64([1])]); // [B, 1, h·w, C]
-  const lam = b.op('Unsqueeze', [lambda, i64([3])]);
-  const x0Leak = b.op('Add', [x0, b.op('Mul', [lam, b.op('Sub', [condRep, x0])])]);
+  const lam = b.op('Reshape', [lambda, i64([-1, 1, 1, 1, 1])]);
+  const x0Leak = b.op('Add', [x0, b.op('Mul', [lam, b.op('Sub', [cond, x0])])]);
 
   // v = (√ᾱ·x_t − x̂0)/√(1−ᾱ), so that the sampler's x̂0 = √ᾱ·x_t − √(1−ᾱ)·v is x̂0 again.
-  const xtF = b.op('Reshape', [xtCl, i64([0, g.frames, hw, C])]);
-  const sa = b.op('Unsqueeze', [sqrtA, i64([3])]);
-  const isv = b.op('Unsqueeze', [invSqrtVar, i64([3])]);
-  const vCl = b.op('Mul', [b.op('Sub', [b.op('Mul', [xtF, sa]), x0Leak]), isv]); // [B, F, h·w, C]
-  const v = b.op('Transpose', [b.op('Reshape', [vCl, i64([0, N, C])])], { perm: [0, 2, 1] });
-  declareOutput(b, spec, b.op('Reshape', [v, i64([0, C, g.frames, g.h, g.w])]));
+  const r5 = (v: string): string => b.op('Reshape', [v, i64([-1, 1, 1, 1, 1])]);
+  const v = b.op('Mul', [b.op('Sub', [b.op('Mul', [xt, r5(sqrtA)]), x0Leak]), r5(invSqrtVar)]);
+  declareOutput(b, spec, v);
   return b;
 }
 
