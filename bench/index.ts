@@ -3,6 +3,8 @@
  * own them; each prints its own fields. See the README's "Benchmarks" section for how to read them.
  */
 import { benchSampler } from './sampler.ts';
+import { benchHost } from './host.ts';
+import { benchStartup } from './startup.ts';
 import { benchTorch } from './torch.ts';
 import { benchStats } from './stats.ts';
 import { benchDemo } from './demo.ts';
@@ -26,6 +28,18 @@ Object.assign(out, {
   eulerStepGBps: round(s.eulerStepGBps, 2),
   ddimStepVsMemcpy: round(s.ddimStepVsMemcpy, 2),
 });
+log('host work per step around a stub UNet of real tensor sizes (DynamiCrafter 320×512, SVD 576×1024)…');
+const hd = await benchHost('dynamicrafter');
+const hs = await benchHost('svd');
+Object.assign(out, {
+  hostAllocMBPerStep: round(hd.hostAllocMBPerStep, 2),
+  hostAllocMBPerStepSvd: round(hs.hostAllocMBPerStep, 2),
+  hostMsPerStep: round(hd.hostMsPerStep),
+  hostMsPerStepSvd: round(hs.hostMsPerStep),
+});
+log('CLI start-up: cil --help against node -e 0…');
+const st = benchStartup();
+Object.assign(out, { cliHelpS: round(st.cliHelpS), nodeStartS: round(st.nodeStartS), cliHelpVsNode: round(st.cliHelpS / st.nodeStartS, 2) });
 log('PyTorch op-by-op step on CPU, one thread (where the Python environment has torch)…');
 const t = await benchTorch();
 if (t) {

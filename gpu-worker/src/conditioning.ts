@@ -10,7 +10,7 @@ import { tensor } from '#shared/sampler';
 import type { Tensor } from '#shared/sampler';
 import type { Manifest } from '#shared/schemas';
 import type { Bundle } from './bundle.ts';
-import type { Feed, OnnxSessions } from './runtime/sessions.ts';
+import type { Binding, BoundBuffer, BoundSpec, OnnxSessions } from './runtime/sessions.ts';
 import { loadTokenizer } from './tokenizer.ts';
 
 export const concat = (parts: readonly Float32Array[]): Float32Array => {
@@ -28,27 +28,60 @@ export function batchable(sessions: OnnxSessions, component: string): boolean {
   return typeof sessions.info(component).inputs[0].shape[0] === 'string';
 }
 
-/** Splits a [B, …] output into B tensors of [1, …]. */
+/** Splits a [B, …] output into B tensors of [1, …] (views, not copies). */
 function splitBatch(t: Tensor, n: number, dims: readonly number[]): Tensor[] {
   const per = t.data.length / n;
   return Array.from({ length: n }, (_, b) => tensor(t.data.subarray(b * per, (b + 1) * per), dims, `unet.out[${b}]`));
 }
 
 /**
- * Runs the UNet over the requested branches; `feedsFor(branches)` builds the batched feeds.
- * Batch-2 (or 3) when possible, else one call per branch.
+ * The UNet's feeds for one batch of branches, kept in shared memory for the whole job: `init`
+ * writes what never changes (the conditioning context, the image latent, the frame rate) once,
+ * `step` what each step changes (the latent, the time). Zero copies per step beyond the latent
+ * itself into its batch slots.
+ */
+export interface UnetBatch {
+  readonly specs: Readonly<Record<string, BoundSpec>>;
+  init(feeds: Readonly<Record<string, BoundBuffer>>): void;
+  step(feeds: Readonly<Record<string, BoundBuffer>>, input: DenoiserInput): void;
+}
+
+/** Writes `v` (an integer-valued time or rate) into every slot of an int64 feed. */
+export function fillInts(b: BoundBuffer, v: number): void {
+  (b as BigInt64Array).fill(BigInt(Math.round(v)));
+}
+
+/**
+ * Runs the UNet over the requested branches; `batchFor(branches)` lays out the batched feeds,
+ * bound once per set of branches at its first step. Batch-2 (or 3) when possible, else one call
+ * per branch.
  */
 export function branchedUnet(
   sessions: OnnxSessions,
   latentDims: readonly number[],
-  feedsFor: (input: DenoiserInput, branches: readonly BranchName[]) => Record<string, Feed>,
+  batchFor: (branches: readonly BranchName[]) => UnetBatch,
 ): { model: BranchedModel; unetCalls: (n: number) => number } {
   const oneCall = batchable(sessions, 'unet');
+  const bound = new Map<string, { batch: UnetBatch; binding: Binding }>();
+  const bindingFor = async (g: readonly BranchName[]) => {
+    const key = g.join(',');
+    let b = bound.get(key);
+    if (!b) {
+      const batch = batchFor(g);
+      const binding = await sessions.bind('unet', batch.specs);
+      batch.init(binding.inputs);
+      b = { batch, binding };
+      bound.set(key, b);
+    }
+    return b;
+  };
   const model: BranchedModel = async (input, branches) => {
     const groups = oneCall ? [branches] : branches.map((b) => [b]);
     const out: Branches = {};
     for (const g of groups) {
-      const r = await sessions.run('unet', feedsFor(input, g), input.signal);
+      const { batch, binding } = await bindingFor(g);
+      batch.step(binding.inputs, input);
+      const r = await sessions.runBound(binding, input.signal);
       const o = r.out;
       if (!o) throw new Error('unet produced no output named "out"');
       if (o.data.length !== g.length * latentDims.reduce((a, b) => a * b, 1)) {

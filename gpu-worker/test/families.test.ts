@@ -19,7 +19,7 @@ import { imageToTensor } from '../src/image.ts';
 import type { GenerateParams } from '../src/params.ts';
 import { GenerateInputError } from '../src/params.ts';
 import { OnnxSessions } from '../src/runtime/sessions.ts';
-import type { Feed } from '../src/runtime/sessions.ts';
+import type { BoundSpec, Feed } from '../src/runtime/sessions.ts';
 import { testImage } from '../../test/golden/cases.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -52,6 +52,24 @@ async function standIn(family: FamilyName) {
   sessions.run = (component, feeds, signal) => {
     runs.push({ component, feeds });
     return run(component, feeds, signal);
+  };
+  // The UNet's bound feeds (shared memory, rewritten each step): recorded as they are at the call.
+  const runBound = sessions.runBound.bind(sessions);
+  sessions.runBound = (b, signal) => {
+    const feeds: Record<string, Feed> = {};
+    const specs = boundSpecs.get(b.id)!;
+    for (const [k, v] of Object.entries(b.inputs)) {
+      feeds[k] = v instanceof Float32Array ? tensor(v.slice(), specs[k].dims) : { ints: Array.from(v, Number), dims: specs[k].dims };
+    }
+    runs.push({ component: b.component, feeds });
+    return runBound(b, signal);
+  };
+  const boundSpecs = new Map<number, Readonly<Record<string, BoundSpec>>>();
+  const bind = sessions.bind.bind(sessions);
+  sessions.bind = async (component, specs) => {
+    const b = await bind(component, specs);
+    boundSpecs.set(b.id, specs);
+    return b;
   };
   const { height: H, width: W } = bundle.manifest.resolution;
   const file = join(dir, `${family}.png`);

@@ -215,13 +215,13 @@ export const FINETUNE_STATES = Object.freeze({
 
 /**
  * The fine-tuning image (tools/finetune/Dockerfile) runs `python3 -m tools.finetune.batch <step>`;
- * each job reads the run's spec from CIL_FINETUNE_SPEC (tools/finetune/batch.py parse_spec).
+ * each job reads the run's spec from CIL_FINETUNE_SPEC (tools/finetune/spec.py parse_spec).
  */
 export const FINETUNE_COMMANDS = Object.freeze({ train: ['train'], export: ['export'], publish: ['publish'] });
 export const FINETUNE_ENV = Object.freeze({ spec: 'CIL_FINETUNE_SPEC', scratch: 'CIL_SCRATCH' });
 
 /**
- * S3 prefixes of fine-tuning (tools/finetune/batch.py uses the same): the user's inputs, the runs'
+ * S3 prefixes of fine-tuning (tools/finetune/spec.py uses the same): the user's inputs, the runs'
  * checkpoints and exports, and the staging areas of a bundle and its statistics before publication.
  * `_staging` can be neither a model id nor a statistics id (ids start with a letter or digit), so
  * no job request can reach a bundle before it is published.

@@ -383,8 +383,8 @@ describe('the rest of the stack', () => {
     expect(rules.find((r) => r.Id === 'finetune-runs-noncurrent')).toMatchObject({ Prefix: P.runs, NoncurrentVersionExpiration: { NoncurrentDays: 1 } });
   });
 
-  it('shares its names with tools/finetune/batch.py', () => {
-    const py = readFileSync(join(REPO_ROOT, 'tools', 'finetune', 'batch.py'), 'utf8');
+  it('shares its names with tools/finetune/ (spec.py, nodes.py)', () => {
+    const py = ['spec.py', 'nodes.py'].map((f) => readFileSync(join(REPO_ROOT, 'tools', 'finetune', f), 'utf8')).join('\n');
     const constant = (name: string): string => new RegExp(`^${name} = "?([^"\\n]+)"?$`, 'm').exec(py)?.[1] ?? `(no ${name})`;
     expect(constant('SPEC_ENV')).toBe(FINETUNE_ENV.spec);
     expect(constant('INPUTS_PREFIX')).toBe(P.inputs);

@@ -5,6 +5,9 @@
     tools.finetune.recipes     what the loop needs from a model family (lvdm, svd, or your own)
     tools.finetune.storage     checkpoints in a folder or under s3:// (through the AWS CLI), resumable
     tools.finetune.batch       the AWS Batch steps of the CDK workflow: train, export, publish
+    tools.finetune.spec        the run's spec those steps read ($CIL_FINETUNE_SPEC) and its S3 keys
+    tools.finetune.nodes       one node's training processes (rank layout, torch.distributed environment)
+    tools.finetune.toyvideos   synthetic moving-shape clips (tests, the real-class fine-tune)
 
 Dependencies: the Python standard library and torch (numpy in the tests); the model's own code is
 imported from the checkout the user names, at run time.

@@ -5,7 +5,8 @@
     python3 -m tools.finetune.batch publish   # CPU: staging → models/<id>/ and statistics/<id>.safetensors
 
 Each reads the run's spec, JSON in $CIL_FINETUNE_SPEC (the workflow builds it from the execution
-input; `parse_spec` documents and checks every field), and talks to S3 through the AWS CLI. S3 keys:
+input; tools/finetune/spec.py `parse_spec` documents and checks every field), and talks to S3 through
+the AWS CLI; one node's training processes are tools/finetune/nodes.py. S3 keys:
     finetune/inputs/…                 what the user uploaded: code, configs, base checkpoint, data, tokenizer
     finetune/runs/<run>/              checkpoints, export/, cil-finetune.json, parity/, published.json
     models/_staging/<run>/            the exported bundle before publication
@@ -23,163 +24,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import time
 
+# Re-exported: the steps' names as their callers and tests know them.
+from .nodes import node_layout, process_envs, spawn_workers  # noqa: F401
+from .spec import EXIT_REFUSED, SAFE_KEY, SPEC_ENV, SpecError, locations, parse_spec, s3, statistics_id  # noqa: F401
 from .storage import MissingCliError, StorageError, run_aws
-
-SPEC_ENV = "CIL_FINETUNE_SPEC"
-SPEC_FORMAT = "cil-finetune-spec/1"
-EXIT_REFUSED = 3
-EXIT_INTERRUPTED = 143
-FAMILIES = ("dynamicrafter", "videocrafter", "svd")
-INPUTS_PREFIX = "finetune/inputs/"
-RUNS_PREFIX = "finetune/runs/"
-STAGING_MODELS = "models/_staging/"
-STAGING_STATISTICS = "statistics/_staging/"
-DATASETS_PREFIX = "statistics/datasets/"
-# shared/src/schemas/common.ts MODEL_ID_PATTERN
-MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*/?$")
-BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-MASTER_PORT = 29500
-
-
-class SpecError(ValueError):
-    """The run spec is malformed; the message names the field and what is allowed."""
-
-
-def _key(spec, field, prefix, folder=None, required=True):
-    v = spec.get(field)
-    if v is None and not required:
-        return None
-    if not isinstance(v, str) or not SAFE_KEY.match(v) or ".." in v.split("/"):
-        raise SpecError(f"{field}: must be an S3 key of safe segments (A-Z a-z 0-9 . _ -), got {v!r}")
-    if not v.startswith(prefix):
-        raise SpecError(f"{field}: {v!r} must be under {prefix}")
-    if folder is True and not v.endswith("/"):
-        raise SpecError(f"{field}: {v!r} must be a prefix ending in '/'")
-    if folder is False and v.endswith("/"):
-        raise SpecError(f"{field}: {v!r} must be an object key, not a prefix")
-    return v
-
-
-def _args(v, field):
-    if v is None:
-        return []
-    if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
-        raise SpecError(f"{field}: must be a list of strings (extra command-line arguments)")
-    return list(v)
-
-
-def parse_spec(raw):
-    """The run spec (JSON text or dict) → a checked dict. Fields:
-
-    bucket, runId                  set by the workflow (the data bucket, the execution name)
-    modelId                        the id to publish under (a-z 0-9 . _ -, 1–64, starting a-z0-9)
-    family                         dynamicrafter | videocrafter | svd
-    code                           key of a .tar.gz of the model's code checkout, or a prefix of it
-                                   (lvdm: required; svd: optional, for your dataset class)
-    checkpoint                     lvdm: the base .ckpt; svd: the diffusers pipeline folder (prefix)
-    trainConfig                    lvdm: the checkout's training config (model + data.params.train)
-    inferenceConfig                lvdm: the inference config the exporter builds the model from
-    tokenizer                      lvdm: tokenizer.json of the text encoder (docs/models.md §3)
-    data                           optional prefix synced to the node before training ($CIL_FINETUNE_DATA)
-    train                          {steps (required), batchSize, gradAccum, lr, a, betaM, imageEmbedding,
-                                    replaceProb, precision, checkpointEvery, emaDecay, seed,
-                                    dataset, datasetArgs (svd), extraArgs}
-    export                         {fp16, extraArgs}
-    statistics                     optional {videosPrefix: statistics/datasets/…/, shards}: compute
-                                   the bundle's statistics; else statisticsId names existing ones,
-                                   else the bundle defaults to no Analytic-Init
-    statisticsId                   optional existing statistics id (e.g. the base model's: the VAE
-                                   is not fine-tuned, so base and CIL share statistics)
-    """
-    try:
-        spec = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError as e:
-        raise SpecError(f"${SPEC_ENV}: not JSON ({e})") from e
-    if not isinstance(spec, dict):
-        raise SpecError(f"${SPEC_ENV}: must be a JSON object")
-    out = {}
-    if not isinstance(spec.get("bucket"), str) or not BUCKET.match(spec["bucket"]):
-        raise SpecError(f"bucket: not an S3 bucket name: {spec.get('bucket')!r}")
-    out["bucket"] = spec["bucket"]
-    if not isinstance(spec.get("runId"), str) or not RUN_ID.match(spec["runId"]):
-        raise SpecError(f"runId: must be 1–80 characters of A-Z a-z 0-9 . _ - starting with a letter or digit (the execution name), got {spec.get('runId')!r}")
-    out["runId"] = spec["runId"]
-    if not isinstance(spec.get("modelId"), str) or not MODEL_ID.match(spec["modelId"]):
-        raise SpecError(f"modelId: must be 1–64 characters of a-z 0-9 . _ - starting with a letter or digit, got {spec.get('modelId')!r}")
-    out["modelId"] = spec["modelId"]
-    if spec.get("family") not in FAMILIES:
-        raise SpecError(f"family: one of {', '.join(FAMILIES)}, got {spec.get('family')!r}")
-    fam = out["family"] = spec["family"]
-    lvdm = fam != "svd"
-    out["code"] = _key(spec, "code", INPUTS_PREFIX, required=lvdm)
-    out["checkpoint"] = _key(spec, "checkpoint", INPUTS_PREFIX, folder=not lvdm)
-    out["trainConfig"] = _key(spec, "trainConfig", INPUTS_PREFIX, folder=False, required=lvdm)
-    out["inferenceConfig"] = _key(spec, "inferenceConfig", INPUTS_PREFIX, folder=False, required=lvdm)
-    out["tokenizer"] = _key(spec, "tokenizer", INPUTS_PREFIX, folder=False, required=lvdm)
-    out["data"] = _key(spec, "data", INPUTS_PREFIX, folder=True, required=False)
-    train = spec.get("train")
-    if not isinstance(train, dict):
-        raise SpecError("train: must be an object with at least {\"steps\": n}")
-    if not isinstance(train.get("steps"), int) or isinstance(train.get("steps"), bool) or not 1 <= train["steps"] <= 10_000_000:
-        raise SpecError(f"train.steps: an integer 1 … 10 000 000, got {train.get('steps')!r}")
-    known = {"steps", "batchSize", "gradAccum", "lr", "a", "betaM", "imageEmbedding", "replaceProb", "precision",
-             "checkpointEvery", "emaDecay", "seed", "dataset", "datasetArgs", "extraArgs"}
-    unknown = sorted(set(train) - known)
-    if unknown:
-        raise SpecError(f"train: unknown field(s) {unknown}; known: {sorted(known)}")
-    train = dict(train)
-    train["extraArgs"] = _args(train.get("extraArgs"), "train.extraArgs")
-    if not lvdm and not isinstance(train.get("dataset"), str):
-        raise SpecError("train.dataset: svd needs the dataset class as package.module:Class (in your code)")
-    out["train"] = train
-    export = spec.get("export") or {}
-    if not isinstance(export, dict):
-        raise SpecError("export: must be an object {fp16, extraArgs}")
-    out["export"] = {"fp16": bool(export.get("fp16", True)), "extraArgs": _args(export.get("extraArgs"), "export.extraArgs")}
-    stats = spec.get("statistics")
-    if stats is not None:
-        if not isinstance(stats, dict):
-            raise SpecError("statistics: must be an object {videosPrefix, shards}")
-        vp = _key(stats, "videosPrefix", DATASETS_PREFIX, folder=True)
-        shards = stats.get("shards")
-        if not isinstance(shards, int) or isinstance(shards, bool) or not 2 <= shards <= 10_000:
-            raise SpecError(f"statistics.shards: an integer 2 … 10000, got {shards!r}")
-        out["statistics"] = {"videosPrefix": vp, "shards": shards}
-    sid = spec.get("statisticsId")
-    if sid is not None:
-        if stats is not None:
-            raise SpecError("statistics and statisticsId: give one (compute new statistics, or name existing ones)")
-        if not isinstance(sid, str) or not MODEL_ID.match(sid):
-            raise SpecError(f"statisticsId: must look like a model id, got {sid!r}")
-    out["statisticsId"] = sid
-    return out
-
-
-def locations(spec):
-    """Every S3 key of the run."""
-    run = f"{RUNS_PREFIX}{spec['runId']}/"
-    return {
-        "run": run,
-        "parity": f"{run}parity/",
-        "published": f"{run}published.json",
-        "stagingModel": f"{STAGING_MODELS}{spec['runId']}/",
-        "stagingStatistics": f"{STAGING_STATISTICS}{spec['runId']}.safetensors",
-        "model": f"models/{spec['modelId']}/",
-        "statistics": f"statistics/{spec['modelId']}.safetensors",
-    }
-
-
-def s3(spec, key):
-    return f"s3://{spec['bucket']}/{key}"
 
 
 # --------------------------------------------------------------------------- downloads
@@ -221,90 +74,6 @@ def fetch_code(spec, scratch):
         return download(spec, key, os.path.join(scratch, "code"))
     archive = download(spec, key, os.path.join(scratch, "code.tar"))
     return safe_extract(archive, os.path.join(scratch, "code"))
-
-
-# --------------------------------------------------------------------------- train
-
-
-def node_layout(env, gpus):
-    """(node index, node count, processes per node, main address) from AWS Batch's multi-node
-    parallel variables; a single-node job (or a local run) is node 0 of 1."""
-    nodes = int(env.get("AWS_BATCH_JOB_NUM_NODES", "1"))
-    index = int(env.get("AWS_BATCH_JOB_NODE_INDEX", "0"))
-    main = int(env.get("AWS_BATCH_JOB_MAIN_NODE_INDEX", "0"))
-    if not 0 <= index < nodes:
-        raise SpecError(f"AWS_BATCH_JOB_NODE_INDEX {index} is not in 0 … {nodes - 1}")
-    if index == main:
-        addr = env.get("CIL_MAIN_ADDR") or _own_address()
-    else:
-        addr = env.get("AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS")
-        if not addr:
-            raise SpecError("a child node of a multi-node job without AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS")
-    # The main node is rank block 0 whatever its Batch index, so the global ranks are contiguous.
-    rank_block = 0 if index == main else (index + 1 if index < main else index)
-    return {"node": rank_block, "nodes": nodes, "procs": max(1, gpus), "addr": addr}
-
-
-def _own_address():
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-
-
-def process_envs(layout, base_env, port=MASTER_PORT):
-    """The torch.distributed environment of each local process (what torchrun would set)."""
-    world = layout["nodes"] * layout["procs"]
-    envs = []
-    for local in range(layout["procs"]):
-        e = dict(base_env)
-        e.update({
-            "RANK": str(layout["node"] * layout["procs"] + local), "LOCAL_RANK": str(local), "WORLD_SIZE": str(world),
-            "LOCAL_WORLD_SIZE": str(layout["procs"]), "GROUP_RANK": str(layout["node"]),
-            "MASTER_ADDR": layout["addr"], "MASTER_PORT": str(port),
-        })
-        if world == 1:
-            for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK"):
-                e.pop(k)
-        envs.append(e)
-    return envs
-
-
-def spawn_workers(argv, envs, poll=0.2, stdout=None):
-    """Starts one `python3 -m tools.finetune.train` per environment and waits. The first process
-    to fail stops the others (a DDP job cannot continue short of a rank); SIGTERM is forwarded, so
-    every rank saves its part of the checkpoint. Returns the exit code (143 when interrupted).
-
-    Written instead of calling torchrun: Batch restarts a failed job as a whole, so torchrun's
-    elastic agent adds nothing, and the launcher stays the same on every torch build."""
-    procs = [subprocess.Popen([sys.executable, "-m", "tools.finetune.train", *argv], env=e, stdout=stdout) for e in envs]
-
-    def forward(signum, frame):
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-
-    previous = signal.signal(signal.SIGTERM, forward)
-    try:
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
-            if failed:
-                time.sleep(5 * poll)
-                for p in procs:
-                    if p.poll() is None:
-                        p.terminate()
-                for p in procs:
-                    try:
-                        p.wait(timeout=120)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                return EXIT_INTERRUPTED if all(c in (None, 0, EXIT_INTERRUPTED) for c in codes) else failed[0]
-            if all(c == 0 for c in codes):
-                return 0
-            time.sleep(poll)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def train_argv(spec, local):
@@ -353,12 +122,6 @@ def cmd_train(spec, scratch, env=os.environ, gpus=None):
 
 
 # --------------------------------------------------------------------------- export
-
-
-def statistics_id(spec):
-    if spec.get("statistics"):
-        return spec["modelId"]
-    return spec.get("statisticsId")
 
 
 def export_argv(spec, local):

@@ -6,19 +6,74 @@
  * over the frames; and a temporal VAE decoder that decodes all frames in one call.
  */
 import { perFrameGuidance, tensor } from '#shared/sampler';
+import type { BranchName } from '#shared/sampler';
 import { CLIP_SIZE } from '#shared/schemas';
 import { clipResize } from '../clipResize.ts';
 import { branchedUnet, encodeImageLatent } from '../conditioning.ts';
+import type { UnetBatch } from '../conditioning.ts';
 import { required } from '../params.ts';
 import { latentAxesOf } from './adapter.ts';
 import type { Conditioned, EncodeInput, FamilyAdapter } from './adapter.ts';
 import { FRAMES_FIRST } from './layout.ts';
+import type { LatentAxes } from './layout.ts';
+
+/** What SVD's UNet batch is made of (`svdUnetBatch`). */
+export interface SvdBatchParts {
+  readonly axes: LatentAxes;
+  readonly branches: readonly BranchName[];
+  /** The noise-augmented image latent, [C, h, w]. */
+  readonly imageLatent: Float32Array;
+  /** The CLIP image embedding, [dim]. */
+  readonly embedding: Float32Array;
+  /** fps − 1, motion bucket, augmentation strength. */
+  readonly timeIds: Float32Array;
+}
+
+/** SVD's batched feeds: the scaled sample with the image latent per frame, timestep, CLIP embedding, time ids. */
+export function svdUnetBatch(p: SvdBatchParts): UnetBatch {
+  const { channels: C, frames: F, h, w } = p.axes;
+  const B = p.branches.length;
+  const plane = C * h * w;
+  const dim = p.embedding.length;
+  return {
+    specs: {
+      sample: { dtype: 'float32', dims: [B, F, 2 * C, h, w] },
+      timestep: { dtype: 'float32', dims: [B] },
+      encoder_hidden_states: { dtype: 'float32', dims: [B, 1, dim] },
+      added_time_ids: { dtype: 'float32', dims: [B, 3] },
+    },
+    // The image latent on every frame of the conditional branch (zeros for the other), the CLIP
+    // embedding likewise, and the time ids: written once.
+    init: (fd) => {
+      const sample = fd.sample as Float32Array;
+      p.branches.forEach((br, b) => {
+        if (br === 'cond') {
+          for (let f = 0; f < F; f++) sample.set(p.imageLatent, (b * F + f) * 2 * plane + plane);
+          (fd.encoder_hidden_states as Float32Array).set(p.embedding, b * dim);
+        }
+        (fd.added_time_ids as Float32Array).set(p.timeIds, b * 3);
+      });
+    },
+    step: (fd, input) => {
+      const sample = fd.sample as Float32Array;
+      const s = input.inputScale;
+      const x = input.x.data;
+      for (let b = 0; b < B; b++) {
+        for (let f = 0; f < F; f++) {
+          const o = (b * F + f) * 2 * plane;
+          const xo = f * plane;
+          for (let i = 0; i < plane; i++) sample[o + i] = s * x[xo + i];
+        }
+      }
+      (fd.timestep as Float32Array).fill(input.modelTime);
+    },
+  };
+}
 
 async function condition({ bundle, sessions, image, params: p, gen }: EncodeInput): Promise<Conditioned> {
   const m = bundle.manifest;
   const t0 = performance.now();
   const axes = latentAxesOf(m, p.frames);
-  const { channels: C, frames: F, h, w } = axes;
   const aug = required(p, 'noiseAugStrength');
   // The noise-augmentation noise is the generator's first draw (docs/rng.md: stream layout).
   const z = new Float32Array(image.data.length);
@@ -26,32 +81,11 @@ async function condition({ bundle, sessions, image, params: p, gen }: EncodeInpu
   const noisy = Float32Array.from(image.data, (v, i) => v + aug * z[i]);
   const lat = await encodeImageLatent(sessions, tensor(noisy, image.dims, 'image'), m);
   const emb = (await sessions.run('image_encoder', { image: clipResize(image, CLIP_SIZE) })).image_embeds;
-  const dim = emb.dims[emb.dims.length - 1];
   const timeIds = Float32Array.of(p.fps - 1, required(p, 'motionBucketId'), aug);
   const encodeMs = performance.now() - t0;
-  const plane = C * h * w;
-  const { model, unetCalls } = branchedUnet(sessions, FRAMES_FIRST.dims(axes), (input, branches) => {
-    const B = branches.length;
-    const sample = new Float32Array(B * F * 2 * plane);
-    const ehs = new Float32Array(B * dim);
-    const ids = new Float32Array(B * 3);
-    const s = input.inputScale;
-    branches.forEach((br, b) => {
-      for (let f = 0; f < F; f++) {
-        const o = (b * F + f) * 2 * plane;
-        for (let i = 0; i < plane; i++) sample[o + i] = s * input.x.data[f * plane + i];
-        if (br === 'cond') sample.set(lat.data, o + plane);
-      }
-      if (br === 'cond') ehs.set(emb.data, b * dim);
-      ids.set(timeIds, b * 3);
-    });
-    return {
-      sample: tensor(sample, [B, F, 2 * C, h, w], 'unet.sample'),
-      timestep: tensor(Float32Array.from(branches, () => input.modelTime), [B], 'unet.timestep'),
-      encoder_hidden_states: tensor(ehs, [B, 1, dim], 'unet.encoder_hidden_states'),
-      added_time_ids: tensor(ids, [B, 3], 'unet.added_time_ids'),
-    };
-  });
+  const { model, unetCalls } = branchedUnet(sessions, FRAMES_FIRST.dims(axes), (branches) =>
+    svdUnetBatch({ axes, branches, imageLatent: lat.data, embedding: emb.data, timeIds }),
+  );
   return { model, unetCalls, encodeMs };
 }
 

@@ -9,12 +9,13 @@ import { cfg, REQUEST_FALLBACKS, tensor, twoScaleGuidance } from '#shared/sample
 import type { BranchName, FamilyName, Tensor } from '#shared/sampler';
 import { CLIP_SIZE } from '#shared/schemas';
 import { clipResize } from '../clipResize.ts';
-import { branchedUnet, concat, encodeImageLatent, textEmbeds } from '../conditioning.ts';
+import { branchedUnet, concat, encodeImageLatent, fillInts, textEmbeds } from '../conditioning.ts';
+import type { UnetBatch } from '../conditioning.ts';
 import { required } from '../params.ts';
-import type { Feed } from '../runtime/sessions.ts';
 import { latentAxesOf } from './adapter.ts';
 import type { Conditioned, EncodeInput, FamilyAdapter } from './adapter.ts';
 import { CHANNELS_FIRST } from './layout.ts';
+import type { LatentAxes } from './layout.ts';
 
 export interface VpFamilyOptions {
   readonly name: FamilyName;
@@ -35,6 +36,47 @@ function repeatedImageLatent(lat: Tensor, channels: number, frames: number, hw: 
     }
   }
   return out;
+}
+
+/** What a VP family's UNet batch is made of (`vpUnetBatch`). */
+export interface VpBatchParts {
+  readonly axes: LatentAxes;
+  readonly branches: readonly BranchName[];
+  /** Each branch's cross-attention context, [ctxTokens, dim]. */
+  readonly contexts: Readonly<Record<BranchName, Float32Array>>;
+  readonly ctxTokens: number;
+  readonly dim: number;
+  /** DynamiCrafter's repeated image latent [C, F, h, w], concatenated to x on the channel axis. */
+  readonly concatLatent: Float32Array | null;
+  readonly rateInput: 'fs' | 'fps';
+  readonly rate: number;
+}
+
+/** The VP UNet's batched feeds: x (with the image latent), timestep, context and the rate. */
+export function vpUnetBatch(p: VpBatchParts): UnetBatch {
+  const { channels: C, frames: F, h, w } = p.axes;
+  const B = p.branches.length;
+  const perX = C * F * h * w;
+  const chans = p.concatLatent ? 2 * C : C;
+  return {
+    specs: {
+      x: { dtype: 'float32', dims: [B, chans, F, h, w] },
+      timestep: { dtype: 'int64', dims: [B] },
+      context: { dtype: 'float32', dims: [B, p.ctxTokens, p.dim] },
+      [p.rateInput]: { dtype: 'int64', dims: [B] },
+    },
+    init: (f) => {
+      const x = f.x as Float32Array;
+      if (p.concatLatent) for (let b = 0; b < B; b++) x.set(p.concatLatent, b * chans * F * h * w + perX);
+      (f.context as Float32Array).set(concat(p.branches.map((br) => p.contexts[br])));
+      fillInts(f[p.rateInput], p.rate);
+    },
+    step: (f, input) => {
+      const x = f.x as Float32Array;
+      for (let b = 0; b < B; b++) x.set(input.x.data, b * chans * F * h * w);
+      fillInts(f.timestep, input.modelTime);
+    },
+  };
 }
 
 async function condition(o: VpFamilyOptions, { bundle, sessions, image, params: p }: EncodeInput): Promise<Conditioned> {
@@ -60,25 +102,9 @@ async function condition(o: VpFamilyOptions, { bundle, sessions, image, params: 
     : null;
   const rate = o.rateInput === 'fs' ? required(p, 'frameStride') : p.fps;
   const encodeMs = performance.now() - t0;
-  const perX = C * F * h * w;
-  const { model, unetCalls } = branchedUnet(sessions, CHANNELS_FIRST.dims(axes), (input, branches) => {
-    const B = branches.length;
-    const chans = concatLatent ? 2 * C : C;
-    const x = new Float32Array(B * chans * F * h * w);
-    for (let b = 0; b < B; b++) {
-      const base = b * chans * F * h * w;
-      x.set(input.x.data, base);
-      if (concatLatent) x.set(concatLatent, base + perX);
-    }
-    const context = concat(branches.map((br) => contexts[br]));
-    const feeds: Record<string, Feed> = {
-      x: tensor(x, [B, chans, F, h, w], 'unet.x'),
-      timestep: { ints: branches.map(() => input.modelTime), dims: [B] },
-      context: tensor(context, [B, ctxTokens, dim], 'unet.context'),
-    };
-    feeds[o.rateInput] = { ints: branches.map(() => rate), dims: [B] };
-    return feeds;
-  });
+  const { model, unetCalls } = branchedUnet(sessions, CHANNELS_FIRST.dims(axes), (branches) =>
+    vpUnetBatch({ axes, branches, contexts, ctxTokens, dim, concatLatent, rateInput: o.rateInput, rate }),
+  );
   return { model, unetCalls, encodeMs };
 }
 

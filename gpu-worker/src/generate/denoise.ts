@@ -40,9 +40,27 @@ export interface DenoiseOptions {
 
 export async function denoise(o: DenoiseOptions): Promise<Tensor> {
   const noise = o.resume ? NormalGenerator.fromState(o.resume.state) : o.gen;
-  let last: Position | null = null;
+  // The position after the last completed step is the sampler's own latent and the generator as
+  // they stand between steps (a step draws its noise and updates x only after its network call,
+  // with no await in between), so it is copied only when a checkpoint is written, never per step.
+  let completed = o.resume?.completed ?? 0;
+  let latest: Tensor | null = null;
+  const position = (): Position | null => (latest ? { completed, x: latest.data.slice(), state: noise.state() } : null);
+  // Periodic checkpoints leave the step's critical path: the copy is taken at its step, and the
+  // upload overlaps the next step's network call; that step's end waits for it (on a GPU a step
+  // outlasts the upload, so nobody waits), which keeps a checkpoint durable one step after it was
+  // taken, as a host lost a step later still finds it.
+  const upload: { pending: Promise<void> | null } = { pending: null };
+  const writePeriodic = (now: Position): void => {
+    upload.pending = o.checkpoints
+      .write(now)
+      // A storage hiccup (S3 restarting, throttling past the SDK's retries) must not fail a run
+      // that is otherwise healthy. The next period tries again; an interruption still writes one.
+      .catch((err: unknown) => o.onWarning?.(`checkpoint after step ${now.completed} not written (the run goes on; a restart would resume from an earlier one): ${(err as Error).message}`))
+      .finally(() => (upload.pending = null));
+  };
   try {
-    return await sample({
+    const out = await sample({
       steps: o.steps,
       x: o.resume ? o.resume.x : o.x0,
       startStep: o.resume ? o.resume.completed : 0,
@@ -50,24 +68,20 @@ export async function denoise(o: DenoiseOptions): Promise<Tensor> {
       noise,
       signal: o.signal,
       onStep: async (e) => {
-        const now: Position = { completed: e.completed, x: e.x.data.slice(), state: noise.state() };
-        last = now;
+        completed = e.completed;
+        latest = e.x;
         o.onStep?.(e.completed, e.total);
-        if (o.checkpointEvery && e.completed % o.checkpointEvery === 0 && e.completed < e.total) {
-          // Periodic checkpoints are insurance, not output: a storage hiccup (S3 restarting,
-          // throttling past the SDK's retries) must not fail a run that is otherwise healthy.
-          // The next period tries again; an interruption still writes one (below).
-          try {
-            await o.checkpoints.write(now);
-          } catch (err) {
-            o.onWarning?.(`checkpoint after step ${e.completed} not written (the run goes on; a restart would resume from an earlier one): ${(err as Error).message}`);
-          }
-        }
+        if (upload.pending) await upload.pending;
+        if (o.checkpointEvery && e.completed % o.checkpointEvery === 0 && e.completed < e.total) writePeriodic(position()!);
       },
     });
+    // The job clears its checkpoint next: no upload may land after that.
+    await upload.pending;
+    return out;
   } catch (e) {
+    await upload.pending;
     if (!o.signal?.aborted) throw e;
-    const c = last as Position | null;
+    const c = position();
     let written = c !== null;
     if (c) {
       try {

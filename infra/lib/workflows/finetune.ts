@@ -19,7 +19,7 @@
  *    "tokenizer": "finetune/inputs/tokenizer.json", "data": "finetune/inputs/datasets/webvid/",
  *    "train": {"steps": 20000, "batchSize": 2, "precision": "fp16"},
  *    "statistics": {"videosPrefix": "statistics/datasets/webvid/", "shards": 16}}
- * (every field: tools/finetune/batch.py parse_spec, which each job checks first; exit 3 = refused).
+ * (every field: tools/finetune/spec.py parse_spec, which each job checks first; exit 3 = refused).
  *
  * Multi-node parallel jobs cannot run on Spot and want their nodes close together, so the workflow
  * has its own on-demand compute environment in one subnet with a cluster placement group, a
@@ -56,7 +56,7 @@ export const FINETUNE_DOCKERFILE = 'tools/finetune/Dockerfile';
 export const EXPORT_PROFILE = Object.freeze({ vcpus: 8, memoryMiB: 60_000, gpus: 1 });
 /** Publishing copies objects: CPU only, on the pipeline's GPU queue as the statistics merge does. */
 export const PUBLISH_PROFILE = Object.freeze({ vcpus: 2, memoryMiB: 4096 });
-/** torch.distributed's rendezvous port on the main node (tools/finetune/batch.py MASTER_PORT). */
+/** torch.distributed's rendezvous port on the main node (tools/finetune/nodes.py MASTER_PORT). */
 export const RENDEZVOUS_PORT = 29500;
 const SCRATCH = '/scratch';
 
@@ -341,7 +341,7 @@ export class FinetuneWorkflow extends Construct {
 
     // The run's spec: the input, with the bucket and the run id (the execution name) added.
     const buildSpec = new sfn.Pass(this, S.buildSpec, {
-      comment: 'The spec every job reads from CIL_FINETUNE_SPEC (tools/finetune/batch.py parse_spec)',
+      comment: 'The spec every job reads from CIL_FINETUNE_SPEC (tools/finetune/spec.py parse_spec)',
       parameters: {
         'input.$': '$.input',
         'runId.$': '$.ids.runId',

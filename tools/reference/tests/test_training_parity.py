@@ -77,7 +77,7 @@ class TrainingParity(unittest.TestCase):
         self.assertEqual(len(r["patches"]), 2)
 
     def test_svd_authors_settings_both_cfg_outcomes(self):
-        from tools.reference.training import svd_parity
+        from tools.reference.training_svd import svd_parity
 
         for coin in (0.5, 0.05):  # conditions kept (> 0.1) and dropped
             r = svd_parity(REPO, coin, log=lambda *a: None)
