@@ -13,7 +13,7 @@ export interface StepProgress {
 }
 
 /** Workflow states that only route (Choice, sizing Pass states) are not worth a line. */
-const QUIET_STATES = /^(SizeForModel|SizeFor-.*|UnknownFamily|Succeeded|BatchSucceeded|BatchOutcome)$/;
+const QUIET_STATES = /^(SizeForModel|SizeFor-.*|NoFleetForModel|ChooseTier|Tier(Interactive|Production)|GenerateFailureKind|ReadGenerateFailure|SpotCapacityCheck|Succeeded|BatchSucceeded|BatchOutcome)$/;
 
 export class JobReporter {
   readonly #out: NodeJS.WritableStream;

@@ -77,7 +77,7 @@ describe('the demo path, end to end on the local pipeline', () => {
     expect(result.jobId).toBe(jobIdFor(t.pipeline.bucket, result.key, createHash('md5').update(card).digest('hex')));
     expect(rec.name).toBe(result.jobId);
     const top = rec.states.map((s) => s.name);
-    expect(top).toEqual(['Validate', 'SizeForModel', 'SizeFor-dynamicrafter', 'Generate', 'PostProcess', 'NotifySuccess', 'Succeeded']);
+    expect(top).toEqual(['Validate', 'SizeForModel', 'SizeFor-dynamicrafter-160x256', 'ChooseTier', 'TierInteractive', 'Generate', 'PostProcess', 'NotifySuccess', 'Succeeded']);
     expect(rec.batchJobs).toHaveLength(1);
     expect(rec.batchJobs[0]).toMatchObject({ status: 'SUCCEEDED', attempts: 1, exitCode: 0 });
     // The worker's progress reached the record: the last denoising step of 25.

@@ -15,7 +15,8 @@ export const LAMBDA_ENV = Object.freeze({
   presignExpirySeconds: 'CIL_PRESIGN_EXPIRY_SECONDS',
   generationStateMachineArn: 'CIL_GENERATION_STATE_MACHINE_ARN',
   batchStateMachineArn: 'CIL_BATCH_STATE_MACHINE_ARN',
-  jobQueueArn: 'CIL_JOB_QUEUE_ARN',
+  /** JSON list of the Batch queues the metrics function watches: `[{arn, fleet, tier, hourlyUsd}]`. */
+  jobQueues: 'CIL_JOB_QUEUES',
   metricsNamespace: 'CIL_METRICS_NAMESPACE',
 });
 

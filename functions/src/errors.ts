@@ -26,6 +26,30 @@ export class PipelineError extends Error {
   }
 }
 
+/**
+ * Errors a failed execution can end with that the user's input caused, not the system: a bad
+ * image, key or request, a model or statistics they named that does not exist, a sidecar written
+ * after its image, a bad manifest line, a statistics request refused. Alarms count every other
+ * error as a system failure (infra/lib/observability.ts); these are counted, not alarmed on.
+ */
+export const USER_ERROR_NAMES: ReadonlySet<string> = new Set([
+  'InvalidImage',
+  'InvalidRequest',
+  'InvalidKey',
+  'InputNotFound',
+  'RequestChanged',
+  'ModelNotFound',
+  'StatisticsNotFound',
+  'InvalidManifestLine',
+  'CIL.InvalidStatisticsInput',
+  'CIL.InvalidFinetuneInput',
+]);
+
+/** 'user' for the errors in USER_ERROR_NAMES, else 'system'. */
+export function failureKind(errorName: string | null | undefined): 'user' | 'system' {
+  return errorName !== null && errorName !== undefined && USER_ERROR_NAMES.has(errorName) ? 'user' : 'system';
+}
+
 /** The step's input is not the event/document it takes (wrong shape, wrong bucket). */
 export class InvalidEvent extends PipelineError {
   override readonly name = 'InvalidEvent';

@@ -65,12 +65,12 @@ export interface StepLogging {
 }
 
 /**
- * A step's handler: `perInvocation`, the Lambda context and the `step` key added first, the end
- * logged as StepLogging says when `work` throws (the error still propagates), the keys reset after.
+ * A step's handler: `perInvocation`, the Lambda context (Powertools' injectLambdaContext) and the
+ * `step` key added first, the end logged as StepLogging says when `work` throws (the error still
+ * propagates), the keys reset after (injectLambdaContext's resetKeys).
  */
 export function stepHandler<R>(o: StepLogging, work: (input: unknown) => Promise<R>): (input: unknown, context?: Context) => Promise<R> {
-  return perInvocation(async (input: unknown, context?: Context) => {
-    if (context) logger.addContext(context);
+  const run = async (input: unknown): Promise<R> => {
     logger.appendKeys({ step: o.step });
     try {
       return await work(input);
@@ -78,9 +78,16 @@ export function stepHandler<R>(o: StepLogging, work: (input: unknown) => Promise
       if (o.refused !== undefined && e instanceof PipelineError) logger.warn(o.refused, { error: e.name, reason: o.reason ? o.reason(e.reason) : e.reason });
       else logger.error(o.failed, e as Error);
       throw e;
-    } finally {
-      logger.resetKeys();
     }
+  };
+  return perInvocation(async (input: unknown, context?: Context) => {
+    // Local mode invokes without a Lambda context; its per-invocation logger is dropped afterwards.
+    if (!context) return run(input);
+    // Powertools' context injection (the decorator, applied by hand): the Lambda context on every
+    // line, and the appended keys reset when the invocation ends, whatever happens.
+    const d: TypedPropertyDescriptor<(input: unknown, context: Context) => Promise<R>> = { value: (i) => run(i) };
+    (logger.injectLambdaContext({ resetKeys: true }) as unknown as (t: unknown, k: string, desc: typeof d) => void)(undefined, 'handler', d);
+    return d.value!(input, context);
   });
 }
 

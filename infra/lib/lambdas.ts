@@ -40,6 +40,8 @@ export interface NodeFunctionProps {
   readonly jsonLogs?: boolean;
   /** Where asynchronous invocations go after Lambda's own retries have failed. */
   readonly deadLetterQueue?: sqs.IQueue;
+  /** X-Ray tracing (functions that use Powertools Tracer); default off. */
+  readonly tracing?: lambda.Tracing;
 }
 
 export interface NodeFunction extends FunctionBase {
@@ -65,6 +67,7 @@ export function nodeFunction(scope: Construct, id: string, config: CilConfig, pr
     loggingFormat: props.jsonLogs === false ? lambda.LoggingFormat.TEXT : lambda.LoggingFormat.JSON,
     environment: props.environment,
     deadLetterQueue: props.deadLetterQueue,
+    tracing: props.tracing,
     projectRoot: REPO_ROOT,
     depsLockFilePath: repoPath('package-lock.json'),
     bundling: {

@@ -12,7 +12,19 @@ export const DEFAULT_STACK_NAME = 'CilVideo';
 export const GENERATION_STATES = Object.freeze({
   validate: 'Validate',
   sizeForModel: 'SizeForModel',
+  /** An upload (interactive queue) or a manifest line (production queue)? */
+  chooseTier: 'ChooseTier',
+  tierInteractive: 'TierInteractive',
+  tierProduction: 'TierProduction',
   generate: 'Generate',
+  /** Reads a failed Generate's job description (the .sync error's Cause) to see why it failed. */
+  readGenerateFailure: 'ReadGenerateFailure',
+  /** Spot had no capacity (the queue's time-limit action cancelled the job)? Then on-demand. */
+  spotCapacityCheck: 'SpotCapacityCheck',
+  /** Records the Spot job that was cancelled, before the resubmission. */
+  recordResubmission: 'RecordResubmission',
+  /** The same job, resubmitted to the on-demand queue of its GPU fleet. */
+  generateOnDemand: 'GenerateOnDemand',
   postProcess: 'PostProcess',
   notifySuccess: 'NotifySuccess',
   succeeded: 'Succeeded',
@@ -27,10 +39,22 @@ export function failedStateName(step: string): string {
   return `${step}Failed`;
 }
 
-/** Pass state that sets the Batch resources for a family (`SizeFor-svd`, …). */
-export function sizeStateName(family: string): string {
-  return `SizeFor-${family}`;
+/** Pass state that sets the Batch resources and queues for a family (`SizeFor-svd`, …), or a family at a resolution (`SizeFor-svd-576x1024`). */
+export function sizeStateName(family: string, resolution?: string): string {
+  return resolution === undefined ? `SizeFor-${family}` : `SizeFor-${family}-${resolution}`;
 }
+
+/**
+ * The Batch job queues' tiers, in the order Batch serves them on a shared compute environment
+ * (a higher priority is scheduled first): uploads a user waits for, then manifest production,
+ * then statistics shards. `onDemand` is the queue a job is resubmitted to when Spot had no
+ * capacity for it; it outranks the others, since its jobs have already waited.
+ */
+export const QUEUE_PRIORITIES = Object.freeze({ onDemand: 400, interactive: 300, production: 200, statistics: 100 });
+export type QueueTier = keyof typeof QUEUE_PRIORITIES;
+
+/** Which tier a generation execution's Batch job goes to: the starter's `batch` field is null for a single upload. */
+export const GENERATION_TIERS = Object.freeze(['interactive', 'production'] as const);
 
 /** States of the batch-production workflow (one manifest → many jobs). */
 export const BATCH_STATES = Object.freeze({
@@ -94,6 +118,14 @@ export const WORKER_ENV = Object.freeze({
   progressBus: 'CIL_PROGRESS_BUS',
   /** Model-bundle cache (the host volume, shared by the jobs on one instance). */
   modelCache: 'CIL_MODEL_CACHE',
+  /**
+   * Root of the instance's cache volume in the container: the NVMe instance store where the
+   * instance type has one, else the gp3 root volume (the launch template mounts it; see
+   * `cacheStorageMarker` for which). Shared by the jobs on one instance.
+   */
+  cacheDir: 'CIL_CACHE_DIR',
+  /** ONNX Runtime execution provider: `cuda` in every Batch GPU job (fail fast off-GPU), `auto` locally. */
+  executionProvider: 'CIL_EXECUTION_PROVIDER',
 });
 
 /** Environment the Lambda functions receive (owned by the functions, which read it). */
@@ -101,10 +133,16 @@ export { LAMBDA_ENV } from '../../functions/src/env.ts';
 
 /** Container paths inside the worker (the Dockerfile creates them for the worker user). */
 export const WORKER_PATHS = Object.freeze({
+  /** The instance's cache volume in the container ($CIL_CACHE_DIR). */
+  cacheRoot: '/var/cache/cil',
   modelCache: '/var/cache/cil/models',
   scratch: '/scratch',
+  /** Host mount point of the cache volume: the NVMe instance store when there is one (launch template). */
+  hostCacheRoot: '/var/lib/cil',
   /** Host directory that keeps downloaded model bundles across jobs on one instance. */
   hostModelCache: '/var/lib/cil/models',
+  /** File in the cache root naming what backs it: `instance-store` or `ebs` (written at boot). */
+  cacheStorageMarker: '.storage',
 });
 
 /** The worker image's user (gpu-worker/Dockerfile); the host cache directory is chowned to it. */
@@ -116,6 +154,13 @@ export const WORKER_EXIT = Object.freeze({
   refused: 3,
   /** SIGTERM (Spot reclaim): checkpoint written, the next attempt resumes. */
   interrupted: 143,
+  /**
+   * Asked for CUDA (CIL_EXECUTION_PROVIDER=cuda) and could not get it (GpuUnavailable: driver,
+   * CUDA or cuDNN mismatch, no GPU). 78 is sysexits' EX_CONFIG: the instance or image is wrong, so
+   * Batch does not retry it on the same kind of host; the workflow records the failure and the
+   * ExecutionProviderFallback / system-failure alarms fire. gpu-worker/src/worker.ts exits with it.
+   */
+  gpuUnavailable: 78,
 });
 
 /** EventBridge `source` values on the project's event bus. */
@@ -129,7 +174,7 @@ export const EVENT_DETAIL_TYPES = Object.freeze({
 });
 
 /** The metrics the BatchMetrics function writes (its namespace and names feed the dashboard and alarms). */
-export { METRIC_NAMES, METRICS_NAMESPACE } from '../../functions/src/batchMetrics/core.ts';
+export { METRIC_NAMES, METRICS_NAMESPACE, METRICS_SERVICE } from '../../functions/src/batchMetrics/core.ts';
 
 /** CloudFormation outputs (the remote CLI reads them with DescribeStacks). */
 export const OUTPUTS = Object.freeze({

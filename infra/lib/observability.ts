@@ -1,31 +1,40 @@
 /**
- * Alarms, a dashboard, and the metrics Batch does not publish itself: failed executions of each
- * workflow; Batch jobs waiting RUNNABLE too long (a scheduled check of the queue, see
- * functions/src/batchMetrics/core.ts); undelivered upload events; and GPU-minutes per job.
+ * Alarms, a dashboard, and the metrics Batch and Step Functions do not publish themselves
+ * (functions/src/batchMetrics/core.ts, written with Powertools Metrics): system failures of the
+ * workflows (user-caused ones — InvalidImage, InvalidRequest, … — are counted, not alarmed on);
+ * Batch jobs waiting RUNNABLE too long (a scheduled check of every queue); the worker falling back
+ * to the CPU; the estimated GPU spend of a day; undelivered upload events; GPU-minutes per job.
+ * docs/operations.md has the runbook of each alarm.
  */
-import { Duration } from 'aws-cdk-lib';
+import { Duration, Stack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
-import type * as batch from 'aws-cdk-lib/aws-batch';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { Construct } from 'constructs';
+import type { GpuBatch } from './compute.ts';
 import type { CilConfig } from './config.ts';
 import { nodeFunction } from './lambdas.ts';
-import { LAMBDA_ENV, METRIC_NAMES, METRICS_NAMESPACE } from './names.ts';
+import { LAMBDA_ENV, METRIC_NAMES, METRICS_NAMESPACE, METRICS_SERVICE } from './names.ts';
 import { RUNTIME_ENTRIES } from './paths.ts';
 
 export interface ObservabilityProps {
+  /** Deployment parameters (thresholds, prices). */
   readonly config: CilConfig;
+  /** Where every alarm publishes. */
   readonly alarmTopic: sns.ITopic;
+  /** The workflows whose failures are counted (user or system) and alarmed on (system). */
   readonly workflows: { readonly generation: sfn.IStateMachine; readonly batch: sfn.IStateMachine; readonly statistics: sfn.IStateMachine };
-  readonly jobQueue: batch.IJobQueue;
+  /** The GPU fleets: every queue is watched (RUNNABLE age, finished jobs, spend). */
+  readonly gpu: Pick<GpuBatch, 'fleets'>;
+  /** The starter's dead-letter queue. */
   readonly startFailures: sqs.IQueue;
+  /** Lambdas whose errors the dashboard shows. */
   readonly functions: Readonly<Record<string, lambda.IFunction>>;
 }
 
@@ -36,26 +45,50 @@ export class Observability extends Construct {
   readonly metricsFunction: lambda.Function;
   readonly alarms: cloudwatch.Alarm[] = [];
   readonly dashboard: cloudwatch.Dashboard;
+  /** A job has waited RUNNABLE longer than `runnableAlarmMinutes` (queue wait). */
   readonly runnableAlarm: cloudwatch.Alarm;
+  /** Executions failed for system reasons (not the user's input). */
+  readonly systemFailuresAlarm: cloudwatch.Alarm;
+  /** The worker ran (or would have run) a GPU job on the CPU. */
+  readonly cpuFallbackAlarm: cloudwatch.Alarm;
+  /** The estimated GPU spend of the last day is over `dailyGpuSpendAlarmUsd`. */
+  readonly gpuSpendAlarm: cloudwatch.Alarm;
 
   constructor(scope: Construct, id: string, props: ObservabilityProps) {
     super(scope, id);
     const c = props.config;
     const action = new cwActions.SnsAction(props.alarmTopic);
+    // Powertools Metrics adds the `service` dimension to what the metrics function writes.
     const metric = (name: string, statistic: string, period = Duration.minutes(5)): cloudwatch.Metric =>
-      new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: name, statistic, period });
+      new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: name, statistic, period, dimensionsMap: { service: METRICS_SERVICE } });
 
+    const queues: { arn: string; fleet: string; tier: string; hourlyUsd: number }[] = [];
+    for (const [fleet, f] of Object.entries(props.gpu.fleets)) {
+      // The fleet's dearest type: the spend estimate errs high.
+      const hourlyUsd = Math.max(...f.instanceTypes.map((t) => c.instanceHourlyUsd[t] ?? 0));
+      for (const [tier, q] of Object.entries(f.queues)) queues.push({ arn: q.jobQueueArn, fleet, tier, hourlyUsd });
+    }
     const m = nodeFunction(this, 'BatchMetrics', c, {
       entry: RUNTIME_ENTRIES.batchMetrics,
-      description: 'CIL metrics: GPU-minutes per Batch job, and RUNNABLE queue age',
+      description: 'CIL metrics: GPU-minutes and spend per Batch job, user and system failures, RUNNABLE queue age',
       timeout: Duration.seconds(60),
       // Embedded Metric Format lines must reach CloudWatch Logs unwrapped.
       jsonLogs: false,
-      environment: { [LAMBDA_ENV.jobQueueArn]: props.jobQueue.jobQueueArn, [LAMBDA_ENV.metricsNamespace]: METRICS_NAMESPACE },
+      tracing: lambda.Tracing.ACTIVE,
+      environment: { [LAMBDA_ENV.jobQueues]: Stack.of(this).toJsonString(queues), [LAMBDA_ENV.metricsNamespace]: METRICS_NAMESPACE, POWERTOOLS_SERVICE_NAME: METRICS_SERVICE },
     });
     this.metricsFunction = m.fn;
     // ListJobs has no resource-level permissions.
     m.role.addToPolicy(new iam.PolicyStatement({ actions: ['batch:ListJobs'], resources: ['*'] }));
+    new events.Rule(this, 'ExecutionFailed', {
+      description: 'Counts failed executions of the CIL workflows as user-caused or system failures',
+      eventPattern: {
+        source: ['aws.states'],
+        detailType: ['Step Functions Execution Status Change'],
+        detail: { stateMachineArn: Object.values(props.workflows).map((w) => w.stateMachineArn), status: ['FAILED', 'TIMED_OUT', 'ABORTED'] },
+      },
+      targets: [new targets.LambdaFunction(m.fn, { retryAttempts: 4 })],
+    });
     new events.Rule(this, 'RunnableCheck', {
       description: 'Measures how long Batch jobs have waited RUNNABLE',
       schedule: events.Schedule.rate(RUNNABLE_CHECK_PERIOD),
@@ -66,38 +99,71 @@ export class Observability extends Construct {
       eventPattern: {
         source: ['aws.batch'],
         detailType: ['Batch Job State Change'],
-        detail: { jobQueue: [props.jobQueue.jobQueueArn], status: ['SUCCEEDED', 'FAILED'] },
+        detail: { jobQueue: queues.map((q) => q.arn), status: ['SUCCEEDED', 'FAILED'] },
       },
       targets: [new targets.LambdaFunction(m.fn, { retryAttempts: 4 })],
     });
 
-    const failedMath = (sm: sfn.IStateMachine): cloudwatch.MathExpression =>
-      new cloudwatch.MathExpression({
-        expression: 'failed + timedOut + aborted',
-        usingMetrics: { failed: sm.metricFailed({ statistic: 'Sum' }), timedOut: sm.metricTimedOut({ statistic: 'Sum' }), aborted: sm.metricAborted({ statistic: 'Sum' }) },
-        period: Duration.minutes(5),
-        label: 'failed, timed out or aborted',
-      });
     const add = (a: cloudwatch.Alarm): cloudwatch.Alarm => {
       a.addAlarmAction(action);
       this.alarms.push(a);
       return a;
     };
+    // Executions that failed for system reasons; a user's bad image or request is counted as a
+    // UserFailures metric and shown on the dashboard, never alarmed on.
+    this.systemFailuresAlarm = add(
+      new cloudwatch.Alarm(this, 'SystemFailures', {
+        alarmDescription: 'CIL: workflow executions failed, timed out or were aborted for system reasons (not InvalidImage, InvalidRequest or other user input); see docs/operations.md',
+        metric: metric(METRIC_NAMES.systemFailures, 'Sum'),
+        threshold: c.failedExecutionsThreshold,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+    // Time-outs and aborts straight from Step Functions: they need no classification, and this one
+    // still fires if the metrics function itself is broken.
     for (const [name, sm] of Object.entries(props.workflows)) {
       add(
-        new cloudwatch.Alarm(this, `${name}ExecutionsFailed`, {
-          alarmDescription: `CIL ${name} workflow: executions failed, timed out or were aborted (ExecutionsFailed + ExecutionsTimedOut + ExecutionsAborted)`,
-          metric: failedMath(sm),
-          threshold: c.failedExecutionsThreshold,
+        new cloudwatch.Alarm(this, `${name}ExecutionsTimedOut`, {
+          alarmDescription: `CIL ${name} workflow: executions timed out or were aborted (ExecutionsTimedOut + ExecutionsAborted)`,
+          metric: new cloudwatch.MathExpression({
+            expression: 'timedOut + aborted',
+            usingMetrics: { timedOut: sm.metricTimedOut({ statistic: 'Sum' }), aborted: sm.metricAborted({ statistic: 'Sum' }) },
+            period: Duration.minutes(5),
+            label: 'timed out or aborted',
+          }),
+          threshold: 1,
           comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
           evaluationPeriods: 1,
           treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
         }),
       );
     }
+    this.cpuFallbackAlarm = add(
+      new cloudwatch.Alarm(this, 'ExecutionProviderFallback', {
+        alarmDescription: 'CIL worker: a GPU job could not use CUDA (driver, CUDA or cuDNN mismatch, no GPU); see docs/operations.md',
+        // The worker writes it without dimensions (functions/src/batchMetrics/core.ts METRIC_NAMES).
+        metric: new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: METRIC_NAMES.executionProviderFallback, statistic: 'Sum', period: Duration.minutes(5) }),
+        threshold: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+    this.gpuSpendAlarm = add(
+      new cloudwatch.Alarm(this, 'DailyGpuSpend', {
+        alarmDescription: `CIL Batch: estimated GPU spend of the last 24 hours is over ${c.dailyGpuSpendAlarmUsd} USD (on-demand prices; an estimate, not the bill)`,
+        metric: metric(METRIC_NAMES.gpuSpendUsd, 'Sum', Duration.days(1)),
+        threshold: c.dailyGpuSpendAlarmUsd,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
     this.runnableAlarm = add(
       new cloudwatch.Alarm(this, 'JobsStuckRunnable', {
-        alarmDescription: `CIL Batch: a job has waited RUNNABLE for more than ${c.runnableAlarmMinutes} minutes (no GPU capacity, a vCPU quota or limit, or a job that fits no instance)`,
+        alarmDescription: `CIL Batch: a job has waited RUNNABLE for more than ${c.runnableAlarmMinutes} minutes in any queue (no GPU capacity, a vCPU quota or limit, or a job that fits no instance)`,
         metric: metric(METRIC_NAMES.oldestRunnableSeconds, 'Maximum', RUNNABLE_CHECK_PERIOD),
         threshold: c.runnableAlarmMinutes * 60,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -131,7 +197,7 @@ export class Observability extends Construct {
           }),
           new cloudwatch.GraphWidget({
             title: 'Failures (per 5 min)',
-            left: Object.entries(props.workflows).map(([name, sm]) => sm.metricFailed({ label: `${name} failed`, statistic: 'Sum' })),
+            left: [metric(METRIC_NAMES.systemFailures, 'Sum'), metric(METRIC_NAMES.userFailures, 'Sum')],
             right: [metric(METRIC_NAMES.batchJobsFailed, 'Sum')],
             width: 8,
           }),
@@ -143,8 +209,9 @@ export class Observability extends Construct {
         ],
         [
           new cloudwatch.GraphWidget({
-            title: 'GPU-minutes (per hour)',
+            title: 'GPU-minutes and estimated spend, USD (per hour)',
             left: [metric(METRIC_NAMES.gpuMinutes, 'Sum', Duration.hours(1))],
+            right: [metric(METRIC_NAMES.gpuSpendUsd, 'Sum', Duration.hours(1))],
             width: 8,
           }),
           new cloudwatch.GraphWidget({

@@ -128,7 +128,7 @@ export class CilStack extends Stack {
       config: c,
       alarmTopic: this.alarmTopic,
       workflows: { generation: this.generation.stateMachine, batch: this.batchProduction.stateMachine, statistics: this.statistics.stateMachine },
-      jobQueue: this.gpu.jobQueue,
+      gpu: this.gpu,
       startFailures: this.triggers.deadLetterQueue,
       functions: {
         starter: this.triggers.starter,
@@ -158,7 +158,7 @@ export class CilStack extends Stack {
     out(OUTPUTS.generationStateMachine, this.generation.stateMachine.stateMachineArn, 'Generation workflow (execution name = job id)');
     out(OUTPUTS.batchStateMachine, this.batchProduction.stateMachine.stateMachineArn, 'Batch-production workflow');
     out(OUTPUTS.statisticsStateMachine, this.statistics.stateMachine.stateMachineArn, 'Statistics workflow (start it with a statistics request)');
-    out(OUTPUTS.jobQueue, this.gpu.jobQueue.jobQueueArn, 'AWS Batch GPU job queue');
+    out(OUTPUTS.jobQueue, this.gpu.jobQueue.jobQueueArn, 'AWS Batch GPU job queue of the statistics fleet (docs/infra.md lists every queue)');
     out(OUTPUTS.eventBus, this.eventBus.eventBusName, 'Event bus with job progress and outcome events');
     out(OUTPUTS.notificationTopic, this.notificationTopic.topicArn, 'SNS topic of job notifications');
     out(OUTPUTS.dashboard, this.observability.dashboard.dashboardName, 'CloudWatch dashboard');

@@ -2,10 +2,15 @@
  * The synthesized stack, resource by resource: what matters for safety, cost and the contracts
  * with the worker and the functions (no whole-template snapshot).
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Match } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PREFIX } from '#shared/schemas';
-import { LAMBDA_ENV, METRIC_NAMES, OUTPUTS, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, WORKER_ENV, WORKER_EXIT } from '../lib/names.ts';
+import { LAMBDA_ENV, METRIC_NAMES, METRICS_SERVICE, OUTPUTS, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, WORKER_ENV, WORKER_EXIT } from '../lib/names.ts';
+import type { GpuBatch } from '../lib/compute.ts';
+import { instanceStoreCommands } from '../lib/compute.ts';
+import { DEFAULT_CONFIG, GPU_MEMORY_RESERVE_GIB, gpuMemoryGiB } from '../lib/config.ts';
 import type { Statement, Synthesized } from './helpers.ts';
 import { allStatements, logicalIdOf, objectPrefix, refOf, s3Grants, statementsOfRole, synth } from './helpers.ts';
 
@@ -232,42 +237,108 @@ describe('least privilege across the stack', () => {
 });
 
 describe('batch', () => {
-  it('runs GPU instances on Spot first, on-demand after, with the configured types', () => {
-    const ces = resourcesOf('AWS::Batch::ComputeEnvironment').map(([id, p]) => [id, (p.ComputeResources as Record<string, unknown>)] as const);
-    expect(ces).toHaveLength(2);
-    const spot = ces.find(([, r]) => r.Type === 'SPOT')!;
-    const ec2 = ces.find(([, r]) => r.Type === 'EC2')!;
-    expect(spot[1]).toMatchObject({ AllocationStrategy: 'SPOT_PRICE_CAPACITY_OPTIMIZED', MaxvCpus: 32, MinvCpus: 0, InstanceTypes: ['g5.xlarge', 'g5.2xlarge', 'g6.xlarge', 'g6.2xlarge'] });
-    expect(ec2[1]).toMatchObject({ MaxvCpus: 16, MinvCpus: 0 });
-    for (const [, r] of ces) expect(r.Ec2Configuration).toEqual([{ ImageType: 'ECS_AL2023_NVIDIA' }]);
-    const [[, queue]] = resourcesOf('AWS::Batch::JobQueue') as [[string, { ComputeEnvironmentOrder: { ComputeEnvironment: unknown; Order: number }[] }]];
-    expect(queue.ComputeEnvironmentOrder.map((o) => [refOf(o.ComputeEnvironment), o.Order])).toEqual([
-      [spot[0], 1],
-      [ec2[0], 2],
-    ]);
+  type Queue = { Priority: number; ComputeEnvironmentOrder: { ComputeEnvironment: unknown; Order: number }[]; JobStateTimeLimitActions?: Record<string, unknown>[] };
+  const fleets = (): GpuBatch['fleets'] => s.stack.gpu.fleets;
+  const queueProps = (q: { node: { defaultChild?: unknown } }): Queue => s.json.Resources[logicalIdOf(s, q)].Properties as unknown as Queue;
+  const ceProps = (ce: { node: { defaultChild?: unknown } }): Record<string, unknown> => (s.json.Resources[logicalIdOf(s, ce)].Properties as { ComputeResources: Record<string, unknown> }).ComputeResources;
+
+  it('one fleet per GPU size, each a Spot and an on-demand environment of one instance size', () => {
+    const ces = resourcesOf('AWS::Batch::ComputeEnvironment');
+    expect(ces).toHaveLength(4);
+    for (const [name, f] of Object.entries(fleets())) {
+      const spot = ceProps(f.spotEnvironment!);
+      const od = ceProps(f.onDemandEnvironment!);
+      expect(spot, name).toMatchObject({ Type: 'SPOT', AllocationStrategy: 'SPOT_PRICE_CAPACITY_OPTIMIZED', MaxvCpus: DEFAULT_CONFIG.gpuFleets[name].maxVcpus, MinvCpus: 0, InstanceTypes: DEFAULT_CONFIG.gpuFleets[name].instanceTypes });
+      expect(od, name).toMatchObject({ Type: 'EC2', MaxvCpus: DEFAULT_CONFIG.gpuFleets[name].onDemandMaxVcpus, InstanceTypes: DEFAULT_CONFIG.gpuFleets[name].instanceTypes });
+      expect(new Set((spot.InstanceTypes as string[]).map((t) => t.split('.')[1])).size, `${name}: one size`).toBe(1);
+    }
+    for (const [, p] of ces) expect((p.ComputeResources as Record<string, unknown>).Ec2Configuration).toEqual([{ ImageType: 'ECS_AL2023_NVIDIA' }]);
+  });
+
+  it("every model's queue runs on GPUs with at least the GPU memory its manifest (or the estimate) needs", () => {
+    const c = DEFAULT_CONFIG;
+    for (const [key, fleetName] of Object.entries(c.placement)) {
+      const f = fleets()[fleetName];
+      for (const tier of ['interactive', 'production', 'onDemand'] as const) {
+        const q = queueProps(f.queues[tier]!);
+        for (const o of q.ComputeEnvironmentOrder) {
+          const ceId = refOf(o.ComputeEnvironment)!;
+          const types = (s.json.Resources[ceId].Properties as { ComputeResources: { InstanceTypes: string[] } }).ComputeResources.InstanceTypes;
+          for (const t of types) expect(gpuMemoryGiB(t), `${key} → ${fleetName}/${tier} → ${t}`).toBeGreaterThanOrEqual(c.gpuMemoryGiB[key] + GPU_MEMORY_RESERVE_GIB);
+        }
+      }
+    }
+  });
+
+  it('queues by tier with distinct priorities: on-demand resubmissions > uploads > manifest production > statistics', () => {
+    const all = resourcesOf('AWS::Batch::JobQueue');
+    expect(all).toHaveLength(7);
+    for (const f of Object.values(fleets())) {
+      expect(queueProps(f.queues.onDemand!).Priority).toBe(400);
+      expect(queueProps(f.queues.interactive!).Priority).toBe(300);
+      expect(queueProps(f.queues.production!).Priority).toBe(200);
+      // The tier queues share the Spot environment; the on-demand queue has the on-demand one only.
+      for (const t of ['interactive', 'production'] as const) expect(queueProps(f.queues[t]!).ComputeEnvironmentOrder.map((o) => refOf(o.ComputeEnvironment))).toEqual([logicalIdOf(s, f.spotEnvironment!)]);
+      expect(queueProps(f.queues.onDemand!).ComputeEnvironmentOrder.map((o) => refOf(o.ComputeEnvironment))).toEqual([logicalIdOf(s, f.onDemandEnvironment!)]);
+    }
+    expect(queueProps(fleets().gpu48.queues.statistics!).Priority).toBe(100);
+    expect(fleets().gpu24.queues.statistics).toBeUndefined();
+    expect(s.stack.gpu.jobQueue).toBe(fleets().gpu48.queues.statistics);
+  });
+
+  it('each queue cancels jobs that fit nowhere; Spot queues also cancel jobs left RUNNABLE without Spot capacity', () => {
+    const unfittable = { Action: 'CANCEL', MaxTimeSeconds: 600, Reason: 'MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT', State: 'RUNNABLE' };
+    const capacity = { Action: 'CANCEL', MaxTimeSeconds: DEFAULT_CONFIG.spotCapacityWaitMinutes * 60, Reason: 'CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY', State: 'RUNNABLE' };
+    for (const f of Object.values(fleets())) {
+      for (const t of ['interactive', 'production', 'statistics'] as const) if (f.queues[t]) expect(queueProps(f.queues[t]).JobStateTimeLimitActions).toEqual([unfittable, capacity]);
+      expect(queueProps(f.queues.onDemand!).JobStateTimeLimitActions).toEqual([unfittable]);
+    }
+    const limited = synth({ spotCapacityWaitMinutes: 45 });
+    try {
+      const q = limited.json.Resources[logicalIdOf(limited, limited.stack.gpu.fleets.gpu24.queues.interactive!)].Properties as unknown as Queue;
+      expect(q.JobStateTimeLimitActions?.[1]).toMatchObject({ MaxTimeSeconds: 2700, Reason: 'CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY' });
+    } finally {
+      limited.cleanup();
+    }
   });
 
   it('drains Spot instances, blocks instance metadata from containers, and encrypts the root volume', () => {
     const [[, lt]] = resourcesOf('AWS::EC2::LaunchTemplate') as [[string, { LaunchTemplateData: Record<string, unknown> }]];
     const data = lt.LaunchTemplateData;
     expect(data.MetadataOptions).toMatchObject({ HttpTokens: 'required', HttpPutResponseHopLimit: 1 });
-    expect(data.BlockDeviceMappings).toEqual([{ DeviceName: '/dev/xvda', Ebs: { DeleteOnTermination: true, Encrypted: true, VolumeSize: 200, VolumeType: 'gp3' } }]);
+    expect(data.BlockDeviceMappings).toEqual([{ DeviceName: '/dev/xvda', Ebs: { DeleteOnTermination: true, Encrypted: true, VolumeSize: 200, VolumeType: 'gp3', Throughput: 500, Iops: 3000 } }]);
     const userData = JSON.stringify(data.UserData);
     expect(userData).toContain('ECS_ENABLE_SPOT_INSTANCE_DRAINING=true');
     expect(userData).toContain('multipart/mixed');
-    expect(userData).toContain('chown 10001:10001 /var/lib/cil/models');
+    expect(userData).toContain('chown 10001:10001 /var/lib/cil /var/lib/cil/models');
+  });
+
+  it('formats and mounts the NVMe instance store (RAID 0 over several) at the cache root, else marks it EBS', () => {
+    const cmds = instanceStoreCommands().join('\n');
+    expect(cmds).toContain('/dev/disk/by-id/nvme-Amazon_EC2_NVMe_Instance_Storage_');
+    expect(cmds).toContain('mdadm --create /dev/md0 --run --level=0');
+    expect(cmds).toContain('mkfs.xfs -f -K "$dev"');
+    expect(cmds).toContain('mount -o noatime "$dev" /var/lib/cil');
+    expect(cmds).toContain('echo instance-store > /var/lib/cil/.storage');
+    expect(cmds).toContain('echo ebs > /var/lib/cil/.storage');
+    const [[, lt]] = resourcesOf('AWS::EC2::LaunchTemplate') as [[string, { LaunchTemplateData: { UserData: unknown } }]];
+    const userData = JSON.stringify(lt.LaunchTemplateData.UserData);
+    for (const line of instanceStoreCommands()) expect(userData).toContain(JSON.stringify(line).slice(1, -1).slice(0, 40));
   });
 
   it('defines the generation job: one GPU, the default profile, a host model cache, local scratch, Batch retries', () => {
     const gen = s.json.Resources[logicalIdOf(s, s.stack.gpu.generateJob)].Properties as { ContainerProperties: Record<string, unknown>; RetryStrategy: unknown; Timeout: unknown };
     const c = gen.ContainerProperties;
     expect(c.Command).toEqual(['worker']);
-    expect(c.ResourceRequirements).toEqual(expect.arrayContaining([{ Type: 'GPU', Value: '1' }, { Type: 'VCPU', Value: '4' }, { Type: 'MEMORY', Value: '14800' }]));
-    expect(c.Volumes).toEqual([{ Host: { SourcePath: '/var/lib/cil/models' }, Name: 'model-cache' }, { Host: {}, Name: 'scratch' }]);
-    expect(c.MountPoints).toEqual([{ ContainerPath: '/var/cache/cil/models', SourceVolume: 'model-cache' }, { ContainerPath: '/scratch', SourceVolume: 'scratch' }]);
+    expect(c.ResourceRequirements).toEqual(expect.arrayContaining([{ Type: 'GPU', Value: '1' }, { Type: 'VCPU', Value: '8' }, { Type: 'MEMORY', Value: '30000' }]));
+    expect(c.Volumes).toEqual([{ Host: { SourcePath: '/var/lib/cil' }, Name: 'cache' }, { Host: {}, Name: 'scratch' }]);
+    expect(c.MountPoints).toEqual([{ ContainerPath: '/var/cache/cil', SourceVolume: 'cache' }, { ContainerPath: '/scratch', SourceVolume: 'scratch' }]);
     const env = Object.fromEntries((c.Environment as { Name: string; Value: unknown }[]).map((e) => [e.Name, e.Value]));
     expect(refOf(env[WORKER_ENV.progressBus])).toBe(logicalIdOf(s, s.stack.eventBus));
     expect(env[WORKER_ENV.modelCache]).toBe('/var/cache/cil/models');
+    expect(env[WORKER_ENV.cacheDir]).toBe('/var/cache/cil');
+    // GPU or nothing: a job that cannot get CUDA exits at once rather than running on the CPU.
+    expect(env.CIL_EXECUTION_PROVIDER).toBe('cuda');
     expect(c.LinuxParameters).toEqual({ InitProcessEnabled: true });
     expect(c.LogConfiguration).toMatchObject({ LogDriver: 'awslogs' });
     expect(gen.Timeout).toEqual({ AttemptDurationSeconds: 3600 });
@@ -277,18 +348,23 @@ describe('batch', () => {
         { Action: 'RETRY', OnStatusReason: 'Host EC2*' },
         { Action: 'RETRY', OnExitCode: String(WORKER_EXIT.interrupted) },
         { Action: 'EXIT', OnExitCode: String(WORKER_EXIT.refused) },
+        { Action: 'EXIT', OnExitCode: '78' },
         { Action: 'RETRY', OnReason: 'CannotPullContainerError:*' },
       ],
     });
+    expect(WORKER_EXIT.gpuUnavailable).toBe(78);
   });
 
   it('defines the statistics shard (GPU, array-index sharded) and merge (CPU) jobs', () => {
     const shard = (s.json.Resources[logicalIdOf(s, s.stack.gpu.statisticsShardJob)].Properties as { ContainerProperties: Record<string, unknown> }).ContainerProperties;
     expect(shard.Command).toEqual(expect.arrayContaining(['stats', 'compute', '--shards', 'Ref::shards', '--out', 'Ref::partials']));
     expect(shard.ResourceRequirements).toEqual(expect.arrayContaining([{ Type: 'GPU', Value: '1' }]));
+    expect(shard.Environment).toEqual(expect.arrayContaining([{ Name: 'CIL_EXECUTION_PROVIDER', Value: 'cuda' }]));
     const merge = (s.json.Resources[logicalIdOf(s, s.stack.gpu.statisticsMergeJob)].Properties as { ContainerProperties: Record<string, unknown> }).ContainerProperties;
     expect(merge.Command).toEqual(['stats', 'merge', 'Ref::partials', '--out', 'Ref::out']);
     expect((merge.ResourceRequirements as { Type: string }[]).map((r) => r.Type).sort()).toEqual(['MEMORY', 'VCPU']);
+    // CPU only: no execution provider demanded.
+    expect((merge.Environment as { Name: string }[]).map((e) => e.Name)).not.toContain('CIL_EXECUTION_PROVIDER');
   });
 
   it('gives each job role its prefixes, and the worker the event bus', () => {
@@ -336,10 +412,11 @@ describe('workflows', () => {
     }
   });
 
-  it('lets the generation workflow submit to its queue and job definition only, and stop its jobs', () => {
+  it('lets the generation workflow submit to its queues (not statistics) and job definition only, and stop its jobs', () => {
     const st = statementsOfRole(s, logicalIdOf(s, s.stack.generation.stateMachine.role));
     const submit = st.find((x) => x.Action === 'batch:SubmitJob')!;
-    expect((submit.Resource as unknown[]).map(refOf).sort()).toEqual([logicalIdOf(s, s.stack.gpu.jobQueue), logicalIdOf(s, s.stack.gpu.generateJob)].sort());
+    const queues = Object.values(s.stack.gpu.fleets).flatMap((f) => (['interactive', 'production', 'onDemand'] as const).map((t) => logicalIdOf(s, f.queues[t]!)));
+    expect((submit.Resource as unknown[]).map(refOf).sort()).toEqual([...queues, logicalIdOf(s, s.stack.gpu.generateJob)].sort());
     expect(st.some((x) => x.Action === 'batch:TerminateJob')).toBe(true);
   });
 
@@ -354,30 +431,47 @@ describe('workflows', () => {
 });
 
 describe('observability', () => {
-  it('alarms on failed executions of each workflow, stuck RUNNABLE jobs and undelivered uploads, to the alarm topic', () => {
+  it('alarms on system failures (not user ones), time-outs, stuck RUNNABLE jobs, CPU fallback, daily GPU spend and undelivered uploads, to the alarm topic', () => {
     const alarms = resourcesOf('AWS::CloudWatch::Alarm');
-    expect(alarms).toHaveLength(5);
+    expect(alarms).toHaveLength(8);
     const alarmTopic = logicalIdOf(s, s.stack.alarmTopic);
     for (const [, a] of alarms) expect((a.AlarmActions as unknown[]).map(refOf)).toEqual([alarmTopic]);
-    const failed = alarms.filter(([, a]) => JSON.stringify(a.Metrics ?? '').includes('ExecutionsFailed'));
-    expect(failed).toHaveLength(3);
-    for (const [, a] of failed) expect(a).toMatchObject({ Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold' });
-    const runnable = alarms.find(([, a]) => a.MetricName === METRIC_NAMES.oldestRunnableSeconds);
-    expect(runnable?.[1]).toMatchObject({ Namespace: 'CIL/Pipeline', Statistic: 'Maximum', Threshold: 1800, TreatMissingData: 'breaching' });
+    // Nothing alarms on ExecutionsFailed (which counts InvalidImage and other user errors).
+    expect(alarms.filter(([, a]) => JSON.stringify(a).includes('ExecutionsFailed'))).toEqual([]);
+    const byMetric = (name: string): Record<string, unknown> | undefined => alarms.find(([, a]) => a.MetricName === name)?.[1];
+    const service = [{ Name: 'service', Value: METRICS_SERVICE }];
+    expect(byMetric(METRIC_NAMES.systemFailures)).toMatchObject({ Namespace: 'CIL/Pipeline', Dimensions: service, Statistic: 'Sum', Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold', TreatMissingData: 'notBreaching' });
+    expect(byMetric(METRIC_NAMES.userFailures)).toBeUndefined();
+    expect(byMetric(METRIC_NAMES.executionProviderFallback)).toMatchObject({ Namespace: 'CIL/Pipeline', Statistic: 'Sum', Threshold: 1, Period: 300 });
+    expect(byMetric(METRIC_NAMES.executionProviderFallback)?.Dimensions).toBeUndefined();
+    expect(byMetric(METRIC_NAMES.gpuSpendUsd)).toMatchObject({ Dimensions: service, Statistic: 'Sum', Period: 86_400, Threshold: DEFAULT_CONFIG.dailyGpuSpendAlarmUsd, ComparisonOperator: 'GreaterThanThreshold' });
+    expect(byMetric(METRIC_NAMES.oldestRunnableSeconds)).toMatchObject({ Namespace: 'CIL/Pipeline', Dimensions: service, Statistic: 'Maximum', Threshold: 1800, TreatMissingData: 'breaching' });
+    const timedOut = alarms.filter(([, a]) => JSON.stringify(a.Metrics ?? '').includes('ExecutionsTimedOut'));
+    expect(timedOut).toHaveLength(3);
   });
 
-  it('measures RUNNABLE age on a schedule and GPU-minutes from Batch job events of its queue', () => {
-    const queueId = logicalIdOf(s, s.stack.gpu.jobQueue);
+  it('counts failed executions of the three workflows through the metrics function (user or system)', () => {
+    const rule = resourcesOf('AWS::Events::Rule').find(([, r]) => JSON.stringify(r.EventPattern ?? '').includes('aws.states'))?.[1] as { EventPattern: { detail: { stateMachineArn: unknown[]; status: string[] } }; Targets: { Arn: unknown }[] };
+    expect(rule.EventPattern.detail.status).toEqual(['FAILED', 'TIMED_OUT', 'ABORTED']);
+    const sms = [s.stack.generation.stateMachine, s.stack.batchProduction.stateMachine, s.stack.statistics.stateMachine].map((sm) => logicalIdOf(s, sm));
+    expect(rule.EventPattern.detail.stateMachineArn.map(refOf).sort()).toEqual(sms.sort());
+    expect(refOf(rule.Targets[0].Arn)).toBe(logicalIdOf(s, s.stack.observability.metricsFunction));
+  });
+
+  it('measures RUNNABLE age on a schedule and GPU-minutes and spend from Batch job events of every queue', () => {
     s.template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(5 minutes)' });
-    s.template.hasResourceProperties('AWS::Events::Rule', {
-      EventPattern: { source: ['aws.batch'], 'detail-type': ['Batch Job State Change'], detail: { jobQueue: [{ 'Fn::GetAtt': [queueId, 'JobQueueArn'] }], status: ['SUCCEEDED', 'FAILED'] } },
-    });
+    const rule = resourcesOf('AWS::Events::Rule').find(([, r]) => JSON.stringify(r.EventPattern ?? '').includes('Batch Job State Change'))?.[1] as { EventPattern: { detail: { jobQueue: unknown[] } } };
+    const queues = Object.values(s.stack.gpu.fleets).flatMap((f) => Object.values(f.queues).map((q) => logicalIdOf(s, q)));
+    expect(rule.EventPattern.detail.jobQueue.map(refOf).sort()).toEqual(queues.sort());
+    const fn = s.json.Resources[logicalIdOf(s, s.stack.observability.metricsFunction)].Properties as { Environment: { Variables: Record<string, unknown> }; TracingConfig: unknown };
+    expect(fn.TracingConfig).toEqual({ Mode: 'Active' });
+    expect(JSON.stringify(fn.Environment.Variables[LAMBDA_ENV.jobQueues])).toContain('hourlyUsd');
   });
 
-  it('has a dashboard of throughput, failures and GPU-minutes', () => {
+  it('has a dashboard of throughput, user and system failures, GPU-minutes and spend', () => {
     const [[, dash]] = resourcesOf('AWS::CloudWatch::Dashboard') as [[string, { DashboardBody: unknown }]];
     const body = JSON.stringify(dash.DashboardBody);
-    for (const m of ['ExecutionsStarted', 'ExecutionsSucceeded', 'ExecutionsFailed', METRIC_NAMES.gpuMinutes, METRIC_NAMES.oldestRunnableSeconds]) expect(body).toContain(m);
+    for (const m of ['ExecutionsStarted', 'ExecutionsSucceeded', METRIC_NAMES.systemFailures, METRIC_NAMES.userFailures, METRIC_NAMES.gpuMinutes, METRIC_NAMES.gpuSpendUsd, METRIC_NAMES.oldestRunnableSeconds]) expect(body).toContain(m);
   });
 
   it('subscribes the configured email to notifications and alarms, on KMS-encrypted topics', () => {
@@ -394,19 +488,68 @@ it('exports the outputs the remote CLI discovers', () => {
 describe('parameters', () => {
   let onDemand: Synthesized;
   beforeAll(() => {
-    onDemand = synth({ spot: false, instanceTypes: ['g6.xlarge', 'g6.2xlarge'], maxVcpus: 8, logRetentionDays: 7, batchMaxConcurrency: 25 });
+    onDemand = synth({ spot: false, gpuFleets: { gpu24: { instanceTypes: ['g6.2xlarge'], maxVcpus: 8, onDemandMaxVcpus: 8 }, gpu48: { instanceTypes: ['g6e.2xlarge'], maxVcpus: 16, onDemandMaxVcpus: 8 } }, logRetentionDays: 7, batchMaxConcurrency: 25 });
   });
   afterAll(() => onDemand.cleanup());
 
-  it('without Spot: one on-demand environment of the given types', () => {
+  it('without Spot: one on-demand environment per fleet, no capacity cancel, no on-demand resubmission', () => {
     const ces = Object.values(onDemand.json.Resources).filter((r) => r.Type === 'AWS::Batch::ComputeEnvironment');
-    expect(ces).toHaveLength(1);
-    expect(ces[0]?.Properties?.ComputeResources).toMatchObject({ Type: 'EC2', MaxvCpus: 8, InstanceTypes: ['g6.xlarge', 'g6.2xlarge'] });
+    expect(ces).toHaveLength(2);
+    expect(ces.map((c) => c.Properties?.ComputeResources)).toEqual(expect.arrayContaining([expect.objectContaining({ Type: 'EC2', MaxvCpus: 8, InstanceTypes: ['g6.2xlarge'] })]));
+    const queues = Object.values(onDemand.json.Resources).filter((r) => r.Type === 'AWS::Batch::JobQueue');
+    expect(queues).toHaveLength(5);
+    for (const q of queues) expect(JSON.stringify(q.Properties?.JobStateTimeLimitActions)).not.toContain('INSUFFICIENT_INSTANCE_CAPACITY');
+    const sm = onDemand.json.Resources[logicalIdOf(onDemand, onDemand.stack.generation.stateMachine)];
+    expect(JSON.stringify(sm.Properties?.DefinitionString)).not.toContain('GenerateOnDemand');
   });
 
   it('applies the log retention and the map concurrency', () => {
     for (const r of Object.values(onDemand.json.Resources).filter((x) => x.Type === 'AWS::Logs::LogGroup')) expect(r.Properties?.RetentionInDays).toBe(7);
     const sm = onDemand.json.Resources[logicalIdOf(onDemand, onDemand.stack.batchProduction.stateMachine)];
     expect(JSON.stringify(sm.Properties?.DefinitionString)).toContain('\\"MaxConcurrency\\":25');
+  });
+});
+
+describe('networking', () => {
+  it('nat (default): a NAT gateway per AZ, workers in private subnets with egress, S3 through the gateway endpoint', () => {
+    expect(resourcesOf('AWS::EC2::NatGateway')).toHaveLength(2);
+    expect(resourcesOf('AWS::EC2::VPCEndpoint').map(([, p]) => p.VpcEndpointType ?? 'Gateway')).toEqual(['Gateway']);
+    expect(s.stack.gpu.workerSubnets).toEqual({ subnetType: 'Private' });
+  });
+
+  describe('endpoints: no NAT, interface endpoints for what the workers use', () => {
+    let e: Synthesized;
+    beforeAll(() => {
+      e = synth({ networking: 'endpoints' }, { nag: true });
+    });
+    afterAll(() => e.cleanup());
+
+    it('has no NAT gateway or internet gateway, and isolated worker subnets', () => {
+      const types = Object.values(e.json.Resources).map((r) => r.Type);
+      expect(types).not.toContain('AWS::EC2::NatGateway');
+      expect(types).not.toContain('AWS::EC2::InternetGateway');
+      expect(e.stack.gpu.workerSubnets).toEqual({ subnetType: 'Isolated' });
+      for (const [, r] of Object.entries(e.json.Resources).filter(([, x]) => x.Type === 'AWS::Batch::ComputeEnvironment')) {
+        const subnets = ((r.Properties?.ComputeResources as { Subnets: unknown[] }).Subnets).map(refOf);
+        for (const id of subnets) expect(id).toMatch(/workersSubnet/);
+      }
+    });
+
+    it('ECR (api, dkr), CloudWatch Logs, EventBridge, STS and ECS interface endpoints, S3 as a gateway; HTTPS from the workers only', () => {
+      const eps = Object.values(e.json.Resources).filter((r) => r.Type === 'AWS::EC2::VPCEndpoint');
+      const names = eps.map((r) => JSON.stringify(r.Properties?.ServiceName)).join(' ');
+      for (const svc of ['ecr.api', 'ecr.dkr', '.logs', '.events', '.sts', '.ecs"', '.ecs-agent', '.ecs-telemetry', '.s3']) expect(names, svc).toContain(svc);
+      const iface = eps.filter((r) => r.Properties?.VpcEndpointType === 'Interface');
+      expect(iface).toHaveLength(8);
+      for (const r of iface) expect(r.Properties?.PrivateDnsEnabled).toBe(true);
+      const sgId = logicalIdOf(e, e.stack.gpu.securityGroup);
+      const ingress = Object.values(e.json.Resources).filter((r) => r.Type === 'AWS::EC2::SecurityGroupIngress');
+      expect(ingress.map((r) => [r.Properties?.FromPort, r.Properties?.ToPort, refOf(r.Properties?.SourceSecurityGroupId)])).toEqual([[443, 443, sgId]]);
+    });
+
+    it('stays cdk-nag clean', () => {
+      const report = JSON.parse(readFileSync(join(e.outdir, 'validation-report.json'), 'utf8')) as { pluginReports: { violations: unknown[] }[] };
+      for (const p of report.pluginReports) expect(p.violations).toEqual([]);
+    });
   });
 });

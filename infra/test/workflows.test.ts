@@ -89,15 +89,21 @@ describe('every workflow', () => {
 });
 
 describe('generation workflow', () => {
-  it('is Validate → SizeForModel → Generate → PostProcess → NotifySuccess, each step caught into the failure branch', () => {
+  it('is Validate → SizeForModel → ChooseTier → Generate → PostProcess → NotifySuccess, each step caught into the failure branch', () => {
     const st = defs.generation.States;
     expect(defs.generation.StartAt).toBe(G.validate);
     expect(st[G.validate].Next).toBe(G.sizeForModel);
-    for (const f of ['dynamicrafter', 'videocrafter', 'svd']) expect(st[`SizeFor-${f}`].Next).toBe(G.generate);
+    for (const key of Object.keys(DEFAULT_CONFIG.placement)) expect(st[`SizeFor-${key.replace('@', '-')}`]?.Next, key).toBe(G.chooseTier);
+    expect(st[G.tierInteractive].Next).toBe(G.generate);
+    expect(st[G.tierProduction].Next).toBe(G.generate);
     expect(st[G.generate].Next).toBe(G.postProcess);
+    expect(st[G.generateOnDemand].Next).toBe(G.postProcess);
     expect(st[G.postProcess].Next).toBe(G.notifySuccess);
     expect(st[G.notifySuccess].Next).toBe(G.succeeded);
-    for (const step of [G.validate, G.generate, G.postProcess]) {
+    // A failed Generate is looked at first (Spot capacity?), then goes to the failure branch.
+    expect(st[G.generate].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'GenerateFailureKind' }]);
+    expect(st[G.generateOnDemand].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: `${G.generate}Failed` }]);
+    for (const step of [G.validate, G.postProcess]) {
       expect(st[step].Catch, step).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: `${step}Failed` }]);
       expect(st[`${step}Failed`]).toMatchObject({ Type: 'Pass', Result: step, ResultPath: '$.failedStep', Next: G.recordFailure });
     }
@@ -106,9 +112,11 @@ describe('generation workflow', () => {
     expect(st[G.jobFailed]).toMatchObject({ Type: 'Fail', ErrorPath: '$.error.Error', CausePath: '$.error.Cause' });
   });
 
-  it('waits for the Batch job (.sync) and passes only the job spec\'s URI as the container environment', () => {
+  it('waits for the Batch job (.sync) on the queue the placement chose, and passes only the job spec\'s URI as the container environment', () => {
     const gen = defs.generation.States[G.generate];
     expect(gen.Resource).toBe('arn:aws:states:::batch:submitJob.sync');
+    expect((gen.Parameters as Json)['JobQueue.$']).toBe('$.placement.queue');
+    expect((defs.generation.States[G.generateOnDemand].Parameters as Json)['JobQueue.$']).toBe('$.placement.queue');
     expect(gen.TimeoutSeconds).toBe(DEFAULT_CONFIG.generateTimeoutHours * 3600);
     expect(gen.ResultSelector).toEqual({ 'batchJobId.$': '$.JobId', 'status.$': '$.Status' });
     expect(((gen.Parameters as Json).ContainerOverrides as Json).Environment).toEqual([{ Name: WORKER_ENV.jobSpecUri, 'Value.$': "States.Format('s3://{}/{}request.json', $.spec.bucket, $.spec.workPrefix)" }]);
@@ -149,12 +157,20 @@ const SPEC = parseJobSpec(
       outputs: ['mp4', 'gif'],
       compat: 'paper',
     },
+    resolution: { height: 576, width: 1024 },
     workPrefix: `jobs/${JOB_ID}/`,
     outputPrefix: `outputs/${JOB_ID}/`,
     createdAt: '2025-01-01T00:00:00Z',
   },
   'test spec',
 );
+
+/** The queue ARNs the definition gives svd@576x1024 (fleet gpu48), by tier. */
+function queueArns(): Record<'interactive' | 'production' | 'onDemand', string> {
+  const r = defs.generation.States['SizeFor-svd-576x1024'].Result as { fleet: string; queues: Record<'interactive' | 'production' | 'onDemand', string> };
+  expect(r.fleet).toBe('gpu48');
+  return r.queues;
+}
 const RESULT = { format: 'cil-result/1', status: 'succeeded', jobId: JOB_ID, resultKey: `outputs/${JOB_ID}/result.json` };
 const CONTEXT = { Execution: { Id: `arn:aws:states:us-east-1:123456789012:execution:Generation:${JOB_ID}`, Name: JOB_ID, StartTime: '2025-01-01T00:00:00Z' } };
 
@@ -211,12 +227,15 @@ describe('generation workflow, executed', () => {
       [G.notifySuccess]: ok({ jobId: JOB_ID, status: 'succeeded' }),
     });
     expect(r.error).toBeUndefined();
-    expect(r.entered).toEqual([G.validate, G.sizeForModel, 'SizeFor-svd', G.generate, G.postProcess, G.notifySuccess, G.succeeded]);
+    expect(r.entered).toEqual([G.validate, G.sizeForModel, 'SizeFor-svd-576x1024', G.chooseTier, G.tierInteractive, G.generate, G.postProcess, G.notifySuccess, G.succeeded]);
     // Validate gets the starter's input as is.
     expect(r.calls[G.validate]).toEqual([INPUT]);
     // Batch: named by the job id, only the spec's URI in the environment (Validate wrote it there), SVD's vCPUs and memory.
     const submit = r.calls[G.generate][0];
     expect(submit.JobName).toBe(JOB_ID);
+    // An upload: the interactive queue of the 48 GB fleet (SVD at 576×1024).
+    expect(submit.JobQueue).toBe(queueArns().interactive);
+    expect(submit.JobQueue).toMatch(/job-queue\/GpuGpu48InteractiveQueue/);
     const overrides = submit.ContainerOverrides as { Environment: { Name: string; Value: string }[]; ResourceRequirements: { Type: string; Value: string }[] };
     expect(overrides.Environment).toEqual([{ Name: WORKER_ENV.jobSpecUri, Value: jobSpecUri(SPEC.bucket, SPEC.jobId) }]);
     expect(overrides.Environment[0].Value).toBe(`s3://${SPEC.bucket}/${jobKeys(JOB_ID).request}`);
@@ -276,8 +295,62 @@ describe('generation workflow, executed', () => {
       [G.notifyFailure]: ok({}),
     });
     expect(r.calls[G.generate]).toHaveLength(1);
+    expect(r.calls[G.generateOnDemand]).toBeUndefined();
     expect(r.calls[G.recordFailure][0]).toMatchObject({ failedStep: 'Generate', spec: SPEC, error: { Error: 'States.TaskFailed', Cause: cause } });
     expect(r.error?.name).toBe('States.TaskFailed');
+  });
+
+  const CAPACITY_CAUSE = JSON.stringify({ JobId: 'spot-1', Status: 'FAILED', StatusReason: 'Canceled by JobStateTimeLimit action due to reason: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY', Attempts: [] });
+
+  it('a job its Spot queue cancelled for want of capacity is resubmitted once to the on-demand queue, and the state records it', async () => {
+    const r = await run(defs.generation, INPUT, {
+      [G.validate]: ok(SPEC),
+      [G.generate]: () => {
+        throw typedError('States.TaskFailed', CAPACITY_CAUSE);
+      },
+      [G.generateOnDemand]: ok({ ...BATCH_OK, JobId: 'od-1' }),
+      [G.postProcess]: ok(RESULT),
+      [G.notifySuccess]: ok({}),
+    });
+    expect(r.error).toBeUndefined();
+    expect(r.entered).toEqual([G.validate, G.sizeForModel, 'SizeFor-svd-576x1024', G.chooseTier, G.tierInteractive, G.generate, 'GenerateFailureKind', G.readGenerateFailure, G.spotCapacityCheck, G.recordResubmission, G.generateOnDemand, G.postProcess, G.notifySuccess, G.succeeded]);
+    const q = queueArns();
+    expect(r.calls[G.generate][0].JobQueue).toBe(q.interactive);
+    const od = r.calls[G.generateOnDemand][0];
+    expect(od.JobQueue).toBe(q.onDemand);
+    expect(od.JobName).toBe(JOB_ID);
+    expect(od.ContainerOverrides).toEqual(r.calls[G.generate][0].ContainerOverrides);
+    expect(r.calls[G.postProcess]).toEqual([{ spec: SPEC, generate: { batchJobId: 'od-1', status: 'SUCCEEDED' } }]);
+    expect(r.output?.placement).toEqual({ tier: 'interactive', queue: q.onDemand, capacity: 'on-demand', resubmittedFrom: 'spot-1', resubmitReason: 'Canceled by JobStateTimeLimit action due to reason: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY' });
+  });
+
+  it('resubmits only once: an on-demand job that fails is recorded against Generate', async () => {
+    const r = await run(defs.generation, INPUT, {
+      [G.validate]: ok(SPEC),
+      [G.generate]: () => {
+        throw typedError('States.TaskFailed', CAPACITY_CAUSE);
+      },
+      [G.generateOnDemand]: () => {
+        throw typedError('States.TaskFailed', CAPACITY_CAUSE);
+      },
+      [G.recordFailure]: ok({}),
+      [G.notifyFailure]: ok({}),
+    });
+    expect(r.calls[G.generateOnDemand]).toHaveLength(1);
+    expect(r.calls[G.recordFailure][0]).toMatchObject({ failedStep: 'Generate', placement: { capacity: 'on-demand', resubmittedFrom: 'spot-1' } });
+    expect(r.error?.name).toBe('States.TaskFailed');
+  });
+
+  it('a manifest line goes to the production queue; a model with no fleet fails at SizeForModel', async () => {
+    const batchInput = { ...INPUT, batch: { name: 'spring', manifestKey: 'batches/spring.jsonl', line: 1 } };
+    const r = await run(defs.generation, batchInput, { [G.validate]: ok(SPEC), [G.generate]: ok(BATCH_OK), [G.postProcess]: ok(RESULT), [G.notifySuccess]: ok({}) });
+    expect(r.entered).toContain(G.tierProduction);
+    expect(r.calls[G.generate][0].JobQueue).toBe(queueArns().production);
+    for (const spec of [{ ...SPEC, resolution: { height: 320, width: 320 } }, { ...SPEC, resolution: undefined }]) {
+      const bad = await run(defs.generation, INPUT, { [G.validate]: ok(spec), [G.recordFailure]: ok({}), [G.notifyFailure]: ok({}) });
+      expect(bad.calls[G.generate]).toBeUndefined();
+      expect(bad.calls[G.recordFailure][0]).toMatchObject({ failedStep: G.sizeForModel, error: { Error: 'CIL.NoFleetForModel' } });
+    }
   });
 
   it('still notifies when the failure record cannot be written', async () => {
@@ -292,7 +365,7 @@ describe('generation workflow, executed', () => {
       },
       [G.notifyFailure]: ok({}),
     });
-    expect(r.entered).toEqual([G.validate, G.sizeForModel, 'SizeFor-svd', G.generate, G.postProcess, `${G.postProcess}Failed`, G.recordFailure, G.notifyFailure, G.jobFailed]);
+    expect(r.entered).toEqual([G.validate, G.sizeForModel, 'SizeFor-svd-576x1024', G.chooseTier, G.tierInteractive, G.generate, G.postProcess, `${G.postProcess}Failed`, G.recordFailure, G.notifyFailure, G.jobFailed]);
     expect(r.calls[G.notifyFailure][0]).toMatchObject({ status: 'FAILED', job: { failedStep: 'PostProcess', recordError: { Error: 'AccessDenied' } } });
     expect(r.error?.name).toBe('EncodeFailed');
   });

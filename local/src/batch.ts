@@ -6,7 +6,10 @@
  * (attempts, EvaluateOnExit rules in order, no match = retry while attempts remain), the attempt
  * timeout (SIGTERM, then SIGKILL; a timed-out attempt is not retried), a bounded number of jobs
  * running at once (the others wait RUNNABLE), and a `.sync` result shaped like DescribeJobs.
- * Not kept: GPUs, vCPU/memory reservations, queues' compute environments, array jobs.
+ * A queue can be marked as having no capacity (`withoutCapacity`): its jobs are then cancelled
+ * as a Spot queue's time-limit action cancels them in AWS, which the generation workflow answers
+ * by resubmitting on-demand. Not kept: GPUs, vCPU/memory reservations, queues' compute
+ * environments, queue priorities, array jobs.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -109,6 +112,8 @@ export function retryDecision(rules: readonly EvaluateOnExit[], exitCode: number
 export const MAX_CONTAINER_OVERRIDES_CHARS = 8192;
 
 const CONTAINER_EXITED = 'Essential container in task exited';
+/** Batch's status reason of a job its queue's time-limit action cancelled for want of capacity. */
+export const CAPACITY_CANCELLED = 'Canceled by JobStateTimeLimit action due to reason: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY';
 const TIMED_OUT = 'Job attempt duration exceeded timeout';
 const STOPPED = 'Terminated: the local pipeline stopped';
 
@@ -124,10 +129,25 @@ export class LocalBatch {
   readonly #running = new Set<Running>();
   #active = 0;
   #stopping = false;
+  readonly #noCapacity = new Set<string>();
 
   constructor(o: LocalBatchOptions) {
     if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new BatchJobError(`worker concurrency must be an integer ≥ 1, got ${o.concurrency}`);
     this.#o = o;
+  }
+
+  /**
+   * Queues (ARNs, or the tail after `job-queue/`) whose jobs find no capacity: each is cancelled
+   * RUNNABLE with CAPACITY_CANCELLED, without an attempt. Empty the list to give capacity back.
+   */
+  withoutCapacity(queues: readonly string[]): void {
+    this.#noCapacity.clear();
+    for (const q of queues) this.#noCapacity.add(q);
+  }
+
+  #hasCapacity(queueArn: string): boolean {
+    const name = queueArn.replace(/^.*job-queue\//, '');
+    return !this.#noCapacity.has(queueArn) && !this.#noCapacity.has(name);
   }
 
   describe(jobId: string): BatchJobDescription | undefined {
@@ -174,6 +194,7 @@ export class LocalBatch {
     for (const e of p.ContainerOverrides?.Environment ?? []) env[e.Name] = e.Value;
 
     this.#set(job, 'RUNNABLE');
+    if (!this.#hasCapacity(p.JobQueue)) return this.#finish(job, 'FAILED', CAPACITY_CANCELLED);
     for (let attempt = 1; ; attempt++) {
       await this.#acquire();
       try {

@@ -153,11 +153,10 @@ export function wireBatch(o: LocalPipelineOptions, defs: LocalDefinitions, endpo
     },
     envSubstitutes: {
       [WORKER_ENV.modelCache]: modelCache,
-      // The job definitions require CUDA (GPU or nothing); here the worker runs on this machine's CPU
-      // unless the caller's environment or `workerEnv` (a drill) says otherwise.
-      CIL_EXECUTION_PROVIDER: process.env.CIL_EXECUTION_PROVIDER ?? 'auto',
-      // The instance's cache volume ($CIL_CACHE_DIR in the job definition) is the data folder's cache.
-      CIL_CACHE_DIR: dirname(modelCache),
+      [WORKER_ENV.cacheDir]: dirname(modelCache),
+      // Batch jobs demand CUDA (GPU or nothing); here the worker runs on this machine's CPU unless the
+      // caller's environment or `workerEnv` (a drill) says otherwise.
+      [WORKER_ENV.executionProvider]: process.env.CIL_EXECUTION_PROVIDER ?? 'auto',
       // No EventBridge locally: progress comes from the worker's JSON lines on stdout.
       [WORKER_ENV.progressBus]: null,
     },
@@ -228,15 +227,18 @@ export function wireFunctions(o: { readonly s3: S3Client; readonly bucket: strin
   const recordFailure = createRecordFailureHandler({ s3, dataBucket: bucket });
   const G = GENERATION_STATES;
   const B = BATCH_STATES;
+  const submitSync = async (params: unknown): Promise<unknown> => {
+    const job = await batch.submitAndWait(params as SubmitJobParameters);
+    // submitJob.sync: a FAILED job fails the task with the job's description as the cause.
+    if (job.Status !== 'SUCCEEDED') throw new TaskFailed(JSON.stringify(job));
+    return job;
+  };
   return {
     generation: () => ({
       [G.validate]: lambdaTask(validate),
-      [G.generate]: async (params) => {
-        const job = await batch.submitAndWait(params as SubmitJobParameters);
-        // submitJob.sync: a FAILED job fails the task with the job's description as the cause.
-        if (job.Status !== 'SUCCEEDED') throw new TaskFailed(JSON.stringify(job));
-        return job;
-      },
+      [G.generate]: submitSync,
+      // The resubmission to the fleet's on-demand queue after Spot had no capacity.
+      [G.generateOnDemand]: submitSync,
       [G.postProcess]: lambdaTask(postprocess),
       [G.notifySuccess]: lambdaTask(notify),
       [G.notifyFailure]: lambdaTask(notify),

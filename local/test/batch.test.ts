@@ -10,7 +10,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GENERATION_STATES, WORKER_ENV, WORKER_EXIT } from '../../infra/lib/names.ts';
 import type { BatchJobDescription, SubmitJobParameters, WorkerLine } from '../src/batch.ts';
-import { globMatch, LocalBatch, MAX_CONTAINER_OVERRIDES_CHARS, retryDecision } from '../src/batch.ts';
+import { CAPACITY_CANCELLED, globMatch, LocalBatch, MAX_CONTAINER_OVERRIDES_CHARS, retryDecision } from '../src/batch.ts';
+import { TaskFailed } from '../src/errors.ts';
+import { StateMachine } from 'aws-local-stepfunctions';
+import { DEMO_DEFAULTS } from '../../demo/src/bundle.ts';
 import type { LocalDefinitions, LocalJobDefinition } from '../src/definitions.ts';
 import { loadLocalDefinitions } from '../src/definitions.ts';
 import { DEFINITIONS_CACHE } from '../../test/helpers/local.ts';
@@ -189,6 +192,65 @@ describe('the synthesized Generate job definition, run locally', () => {
     expect(spans).toHaveLength(6);
     spans.sort((x, y) => x[0] - y[0]);
     for (let i = 1; i < spans.length; i++) expect(spans[i][0]).toBeGreaterThanOrEqual(spans[i - 1][1]);
+  });
+
+  it('exit 78 (GpuUnavailable) is final: FAILED after one attempt, not run again on the CPU', async () => {
+    const { job } = await runOne('78,0');
+    expect(job.Status).toBe('FAILED');
+    expect(job.Attempts.map((a) => a.Container.ExitCode)).toEqual([WORKER_EXIT.gpuUnavailable]);
+  });
+
+  it('the job definition demands CUDA; locally the worker gets auto (or what CIL_EXECUTION_PROVIDER says)', () => {
+    expect(defs.jobDefinitions[generateDef].environment[WORKER_ENV.executionProvider]).toBe('cuda');
+  });
+
+  it('a queue without capacity cancels its jobs RUNNABLE as the Spot time-limit action does; other queues run', async () => {
+    const { batch } = batchWith(defs.jobDefinitions);
+    batch.withoutCapacity(['q']);
+    const cancelled = await batch.submitAndWait(submit('no-capacity', '0'));
+    expect(cancelled).toMatchObject({ Status: 'FAILED', StatusReason: CAPACITY_CANCELLED, Attempts: [] });
+    const ran = await batch.submitAndWait({ ...submit('elsewhere', '0'), JobQueue: 'arn:aws:batch:us-east-1:000000000000:job-queue/od' });
+    expect(ran.Status).toBe('SUCCEEDED');
+  });
+
+  it('drives the synthesized generation workflow: a job its Spot queue cancelled for capacity is resubmitted to the on-demand queue and runs', async () => {
+    const G = GENERATION_STATES;
+    // The default placement has the demo model (the one local mode runs), at its own resolution.
+    const size = `SizeFor-dynamicrafter-${DEMO_DEFAULTS.height}x${DEMO_DEFAULTS.width}`;
+    expect(defs.generation.States[size], size).toBeDefined();
+    const queues = (defs.generation.States[size].Result as { queues: Record<string, string> }).queues;
+    const { batch } = batchWith(defs.jobDefinitions);
+    batch.withoutCapacity([queues.interactive]);
+    const submitted: { queue: string; status: string; reason?: string }[] = [];
+    const submitSync = async (p: unknown): Promise<unknown> => {
+      const params = p as SubmitJobParameters;
+      const job = await batch.submitAndWait({ ...params, ContainerOverrides: { ...params.ContainerOverrides, Environment: [...(params.ContainerOverrides?.Environment ?? []), { Name: 'FAKE_EXITS', Value: '0' }] } });
+      submitted.push({ queue: params.JobQueue, status: job.Status, reason: job.StatusReason });
+      if (job.Status !== 'SUCCEEDED') throw new TaskFailed(JSON.stringify(job));
+      return job;
+    };
+    const jobId = 'j-0123456789abcdef01234567';
+    const spec = { jobId, request: { family: 'dynamicrafter' }, resolution: { height: DEMO_DEFAULTS.height, width: DEMO_DEFAULTS.width } };
+    const retryIntervalOverrides = Object.fromEntries(Object.keys(defs.generation.States).map((n) => [n, 0]));
+    const exec = new StateMachine(defs.generation as never).run({ jobId, batch: null }, {
+      overrides: {
+        retryIntervalOverrides,
+        taskResourceLocalHandlers: {
+          [G.validate]: () => Promise.resolve(spec as never),
+          [G.generate]: submitSync as never,
+          [G.generateOnDemand]: submitSync as never,
+          [G.postProcess]: () => Promise.resolve({ status: 'succeeded' } as never),
+          [G.notifySuccess]: () => Promise.resolve({} as never),
+        },
+      },
+      context: { Execution: { Id: `arn:aws:states:us-east-1:000000000000:execution:g:${jobId}`, Name: jobId } },
+    });
+    const out = (await exec.result) as { placement: Record<string, unknown> };
+    expect(submitted).toEqual([
+      { queue: queues.interactive, status: 'FAILED', reason: CAPACITY_CANCELLED },
+      { queue: queues.onDemand, status: 'SUCCEEDED', reason: 'Essential container in task exited' },
+    ]);
+    expect(out.placement).toMatchObject({ tier: 'interactive', capacity: 'on-demand', queue: queues.onDemand, resubmitReason: CAPACITY_CANCELLED });
   });
 
   it('refuses an unknown job definition and array jobs as Batch client errors', async () => {

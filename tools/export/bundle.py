@@ -283,6 +283,28 @@ def prepare_tokenizer(src, dst, pad_id=0, max_length=TEXT_LENGTH):
         json.dump(tok, f, ensure_ascii=False)
 
 
+# Attention heads of the UNet's first (largest) level: 320 channels in heads of 64, for all three families.
+_FIRST_LEVEL_HEADS = 5
+# The worker's UNet call: both guidance branches in one batch.
+_UNET_BATCH = 2
+# CUDA/cuDNN workspaces, ONNX Runtime's arena slack and the VAE decode, GiB (a rough allowance).
+_WORKSPACE_GIB = 2.0
+_SAFETY = 1.25
+
+
+def estimate_gpu_memory(resolution, frames, latent_downsample, weight_bytes, fp16):
+    """The GPU memory (GiB) a job of this bundle is estimated to need at its resolution: the
+    weights as exported, plus the largest activation — the first level's spatial self-attention
+    matrix, materialised as exported (batch 2 × frames × heads × tokens², float16 or float32) —
+    plus a workspace allowance, times 1.25. Marked `estimated`: measure on the GPU and record
+    `measured` where one was used (docs/models.md §5)."""
+    tokens = (resolution["height"] // latent_downsample) * (resolution["width"] // latent_downsample)
+    attn = _UNET_BATCH * frames * _FIRST_LEVEL_HEADS * tokens * tokens * (2 if fp16 else 4)
+    gib = _SAFETY * ((weight_bytes + attn) / 2**30 + _WORKSPACE_GIB)
+    key = f"{resolution['height']}x{resolution['width']}"
+    return {key: {"gib": round(gib, 1), "source": "estimated", "frames": frames, "batch": _UNET_BATCH}}
+
+
 def write_bundle(out_dir, family, components, manifest_base, opts, tokenizer_json=None):
     """Exports every component into `out_dir`, then writes parity/index.json and manifest.json
     (last, so an interrupted export never looks complete). Returns the manifest dict."""
@@ -308,6 +330,11 @@ def write_bundle(out_dir, family, components, manifest_base, opts, tokenizer_jso
         if os.path.abspath(tokenizer_json) != os.path.abspath(os.path.join(out_dir, "tokenizer.json")):
             prepare_tokenizer(tokenizer_json, os.path.join(out_dir, "tokenizer.json"))
         manifest["tokenizer"] = {"file": "tokenizer.json", "maxLength": TEXT_LENGTH}
+    weight_bytes = 0
+    for entry in manifest["components"].values():
+        for f in [entry["file"]] + entry.get("externalData", []):
+            weight_bytes += os.path.getsize(os.path.join(out_dir, f))
+    manifest["gpuMemory"] = estimate_gpu_memory(manifest["resolution"], manifest["frames"], manifest["latent"]["downsample"], weight_bytes, opts.fp16)
     # Every file's SHA-256 (external data and the tokenizer have no component hash of their own):
     # the worker checks each file it downloads against it (docs/worker.md, Model loading).
     files = set()
@@ -327,6 +354,6 @@ def write_bundle(out_dir, family, components, manifest_base, opts, tokenizer_jso
     return manifest
 
 
-_MANIFEST_ORDER = ("format", "id", "family", "description", "cil", "resolution", "frames", "latent", "schedule", "tokenizer", "defaults", "components", "files")
+_MANIFEST_ORDER = ("format", "id", "family", "description", "cil", "resolution", "frames", "latent", "schedule", "tokenizer", "defaults", "gpuMemory", "components", "files")
 
-__all__ = ["ComponentExport", "ExportOptions", "ExportError", "write_bundle", "prepare_tokenizer", "tokenizer_vocab_size", "MANIFEST_FORMAT", "TOLERANCE_FP16", "TOLERANCE_FP32"]
+__all__ = ["ComponentExport", "ExportOptions", "ExportError", "write_bundle", "estimate_gpu_memory", "prepare_tokenizer", "tokenizer_vocab_size", "MANIFEST_FORMAT", "TOLERANCE_FP16", "TOLERANCE_FP32"]

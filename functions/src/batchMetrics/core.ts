@@ -1,28 +1,55 @@
 /**
- * Metrics AWS Batch does not publish itself, for the dashboard and the alarms:
+ * Metrics AWS Batch and Step Functions do not publish themselves, for the dashboard and alarms:
  *
- * - on each "Batch Job State Change" to SUCCEEDED or FAILED of the stack's queue: GPU-minutes
- *   used (every attempt, including those a Spot reclaim cut short) and a job outcome count;
+ * - on each "Batch Job State Change" to SUCCEEDED or FAILED of one of the stack's queues:
+ *   GPU-minutes used (every attempt, including those a Spot reclaim cut short), the estimated
+ *   spend (instance-hours at the on-demand price of the queue's fleet) and a job outcome count;
+ * - on each "Step Functions Execution Status Change" to FAILED, TIMED_OUT or ABORTED of the
+ *   stack's workflows: a failure count, user-caused (InvalidImage, InvalidRequest, …:
+ *   USER_ERROR_NAMES) or system — alarms watch the system failures only;
  * - every few minutes (a schedule): how many jobs wait RUNNABLE and how long the oldest has
- *   waited, which is what the "stuck RUNNABLE" alarm watches (no capacity, a quota, or a job
- *   that fits no instance).
+ *   waited, which the queue-wait alarm watches (no capacity, a quota, a job that fits nowhere).
  *
- * Metrics are written as CloudWatch Embedded Metric Format log lines, which CloudWatch Logs turns
- * into metrics: no PutMetricData call, no permission for it, no extra SDK in the bundle. This
- * module is pure (handler.ts is the Lambda adapter); the metric names are a contract with the
- * dashboard and alarms (infra/lib/observability.ts).
+ * Metrics are written with Powertools for AWS Lambda's Metrics (CloudWatch Embedded Metric Format
+ * lines on stdout, turned into metrics by CloudWatch Logs: no PutMetricData call). This module is
+ * pure (handler.ts is the Lambda adapter); the names are a contract with the dashboard and the
+ * alarms (infra/lib/observability.ts).
  */
+import { failureKind } from '../errors.ts';
 
-/** CloudWatch namespace of the metrics this stack publishes itself. */
+/** CloudWatch namespace of the metrics this stack publishes itself (the worker's too). */
 export const METRICS_NAMESPACE = 'CIL/Pipeline';
+
+/** Powertools Metrics' `service` dimension of the metrics this function writes. */
+export const METRICS_SERVICE = 'cil-pipeline';
 
 export const METRIC_NAMES = Object.freeze({
   gpuMinutes: 'GpuMinutes',
+  /** US dollars, an estimate: instance-hours × the on-demand price of the job's fleet. */
+  gpuSpendUsd: 'EstimatedGpuSpendUsd',
   batchJobsSucceeded: 'BatchJobsSucceeded',
   batchJobsFailed: 'BatchJobsFailed',
   runnableJobs: 'RunnableJobs',
   oldestRunnableSeconds: 'OldestRunnableSeconds',
+  /** Executions that failed because of the user's input (counted, not alarmed on). */
+  userFailures: 'UserFailures',
+  /** Every other failed, timed-out or aborted execution (alarmed on). */
+  systemFailures: 'SystemFailures',
+  /**
+   * Written by the GPU worker (not this function), no dimensions: a job asked for CUDA and ran
+   * (or would have run) on the CPU. Alarmed on.
+   */
+  executionProviderFallback: 'ExecutionProviderFallback',
 });
+
+/** One queue the function watches (the CIL_JOB_QUEUES variable). */
+export interface WatchedQueue {
+  readonly arn: string;
+  readonly fleet: string;
+  readonly tier: string;
+  /** On-demand price of one instance of the fleet, per hour (an estimate). */
+  readonly hourlyUsd: number;
+}
 
 interface ResourceRequirement {
   readonly type?: string;
@@ -45,6 +72,15 @@ export interface BatchJobStateDetail {
   readonly attempts?: readonly Attempt[];
   readonly container?: { readonly resourceRequirements?: readonly ResourceRequirement[] };
   readonly arrayProperties?: { readonly size?: number };
+}
+
+/** The fields of a Step Functions Execution Status Change event's detail that are used here. */
+export interface ExecutionStatusDetail {
+  readonly executionArn?: string;
+  readonly stateMachineArn?: string;
+  readonly status?: string;
+  readonly error?: string | null;
+  readonly cause?: string | null;
 }
 
 export interface Metric {
@@ -70,15 +106,31 @@ export function runMinutes(detail: BatchJobStateDetail): number {
   return ms / 60_000;
 }
 
-/** Metrics for one finished job. */
-export function jobMetrics(detail: BatchJobStateDetail): Metric[] {
+/**
+ * Metrics for one finished job. The spend assumes one GPU job per instance (every fleet is of
+ * one-GPU instances, and a job asks for the whole instance): run hours × the fleet's price.
+ */
+export function jobMetrics(detail: BatchJobStateDetail, queues: readonly WatchedQueue[] = []): Metric[] {
   const out: Metric[] = [];
   if (detail.status === 'SUCCEEDED') out.push({ name: METRIC_NAMES.batchJobsSucceeded, value: 1, unit: 'Count' });
   else if (detail.status === 'FAILED') out.push({ name: METRIC_NAMES.batchJobsFailed, value: 1, unit: 'Count' });
   else return out;
   const gpus = gpuCount(detail);
-  if (gpus > 0) out.push({ name: METRIC_NAMES.gpuMinutes, value: gpus * runMinutes(detail), unit: 'None' });
+  if (gpus > 0) {
+    const minutes = runMinutes(detail);
+    out.push({ name: METRIC_NAMES.gpuMinutes, value: gpus * minutes, unit: 'None' });
+    const q = queues.find((x) => x.arn === detail.jobQueue);
+    if (q) out.push({ name: METRIC_NAMES.gpuSpendUsd, value: (minutes / 60) * q.hourlyUsd, unit: 'None' });
+  }
   return out;
+}
+
+/** A failed, timed-out or aborted execution: one user or system failure. Nothing for other statuses. */
+export function executionMetrics(detail: ExecutionStatusDetail): Metric[] {
+  if (detail.status !== 'FAILED' && detail.status !== 'TIMED_OUT' && detail.status !== 'ABORTED') return [];
+  // A time-out or an abort is never the user's doing.
+  const kind = detail.status === 'FAILED' ? failureKind(detail.error) : 'system';
+  return [{ name: kind === 'user' ? METRIC_NAMES.userFailures : METRIC_NAMES.systemFailures, value: 1, unit: 'Count' }];
 }
 
 /** Count and oldest wait of RUNNABLE jobs, from their createdAt (ms since epoch). */
@@ -91,15 +143,20 @@ export function runnableMetrics(createdAt: readonly number[], nowMs: number): Me
   ];
 }
 
-/** One Embedded Metric Format record (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html). */
-export function emfRecord(namespace: string, metrics: readonly Metric[], nowMs: number, properties: Readonly<Record<string, string>> = {}): string {
-  const record: Record<string, unknown> = {
-    _aws: {
-      Timestamp: nowMs,
-      CloudWatchMetrics: [{ Namespace: namespace, Dimensions: [[]], Metrics: metrics.map((m) => ({ Name: m.name, Unit: m.unit })) }],
-    },
-    ...properties,
-  };
-  for (const m of metrics) record[m.name] = m.value;
-  return JSON.stringify(record);
+/** Parses CIL_JOB_QUEUES; throws with what is wrong. */
+export function parseWatchedQueues(raw: string): WatchedQueue[] {
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    throw new Error('CIL_JOB_QUEUES is not JSON');
+  }
+  if (!Array.isArray(v) || v.length === 0) throw new Error('CIL_JOB_QUEUES must be a non-empty JSON list of {arn, fleet, tier, hourlyUsd}');
+  return v.map((q: unknown, i) => {
+    const o = q as Partial<WatchedQueue> | null;
+    if (!o || typeof o.arn !== 'string' || typeof o.fleet !== 'string' || typeof o.tier !== 'string' || typeof o.hourlyUsd !== 'number') {
+      throw new Error(`CIL_JOB_QUEUES[${i}] must be {arn, fleet, tier, hourlyUsd}`);
+    }
+    return { arn: o.arn, fleet: o.fleet, tier: o.tier, hourlyUsd: o.hourlyUsd };
+  });
 }

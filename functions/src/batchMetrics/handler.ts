@@ -1,15 +1,30 @@
 /**
- * The BatchMetrics Lambda: a Batch job state change or the schedule in, one Embedded Metric
- * Format line out (core.ts builds it; this adapter reads the queue and the clock).
+ * The metrics Lambda: a Batch job state change, a Step Functions execution status change or the
+ * schedule in; metrics out through Powertools Metrics (core.ts decides which), the Batch client
+ * traced with Powertools Tracer.
  */
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { Tracer } from '@aws-lambda-powertools/tracer';
 import { BatchClient, paginateListJobs } from '@aws-sdk/client-batch';
 import type { EventBridgeEvent } from 'aws-lambda';
 import { LAMBDA_ENV, requiredVar } from '../env.ts';
 import { MetricsConfigError } from '../errors.ts';
-import type { BatchJobStateDetail } from './core.ts';
-import { emfRecord, jobMetrics, METRICS_NAMESPACE, runnableMetrics } from './core.ts';
+import type { BatchJobStateDetail, ExecutionStatusDetail, Metric, WatchedQueue } from './core.ts';
+import { executionMetrics, jobMetrics, METRICS_NAMESPACE, METRICS_SERVICE, parseWatchedQueues, runnableMetrics } from './core.ts';
 
+const tracer = new Tracer({ serviceName: METRICS_SERVICE });
 let batch: BatchClient | undefined;
+let queues: WatchedQueue[] | undefined;
+
+function watchedQueues(): WatchedQueue[] {
+  if (queues) return queues;
+  const raw = requiredVar(process.env, LAMBDA_ENV.jobQueues, MetricsConfigError);
+  try {
+    return (queues = parseWatchedQueues(raw));
+  } catch (e) {
+    throw new MetricsConfigError((e as Error).message);
+  }
+}
 
 async function runnableCreatedAt(client: BatchClient, jobQueue: string): Promise<number[]> {
   const out: number[] = [];
@@ -19,20 +34,35 @@ async function runnableCreatedAt(client: BatchClient, jobQueue: string): Promise
   return out;
 }
 
-type Event = EventBridgeEvent<'Batch Job State Change', BatchJobStateDetail> | EventBridgeEvent<'Scheduled Event', unknown>;
+const UNITS: Readonly<Record<Metric['unit'], (typeof MetricUnit)[keyof typeof MetricUnit]>> = { Count: MetricUnit.Count, Seconds: MetricUnit.Seconds, None: MetricUnit.NoUnit };
+
+/** One EMF record of these metrics (and metadata: searchable in the log line, not dimensions). */
+function publish(metrics: readonly Metric[], metadata: Readonly<Record<string, string>> = {}): void {
+  if (metrics.length === 0) return;
+  const m = new Metrics({ namespace: process.env[LAMBDA_ENV.metricsNamespace] ?? METRICS_NAMESPACE, serviceName: METRICS_SERVICE });
+  for (const x of metrics) m.addMetric(x.name, UNITS[x.unit], x.value);
+  for (const [k, v] of Object.entries(metadata)) m.addMetadata(k, v);
+  m.publishStoredMetrics();
+}
+
+type Event =
+  | EventBridgeEvent<'Batch Job State Change', BatchJobStateDetail>
+  | EventBridgeEvent<'Step Functions Execution Status Change', ExecutionStatusDetail>
+  | EventBridgeEvent<'Scheduled Event', unknown>;
 
 export async function handler(event: Event): Promise<void> {
-  const namespace = process.env[LAMBDA_ENV.metricsNamespace] ?? METRICS_NAMESPACE;
-  const now = Date.now();
   if (event['detail-type'] === 'Batch Job State Change') {
-    const detail = event.detail;
-    const metrics = jobMetrics(detail);
-    if (metrics.length > 0) process.stdout.write(`${emfRecord(namespace, metrics, now, { jobId: detail.jobId ?? '', jobName: detail.jobName ?? '' })}\n`);
+    const d = event.detail;
+    publish(jobMetrics(d, watchedQueues()), { jobId: d.jobId ?? '', jobName: d.jobName ?? '', jobQueue: d.jobQueue ?? '' });
     return;
   }
-  const queue = requiredVar(process.env, LAMBDA_ENV.jobQueueArn, MetricsConfigError);
-  batch ??= new BatchClient({});
-  const created = await runnableCreatedAt(batch, queue);
-  // Written with process.stdout, not console: EMF must be the whole log line.
-  process.stdout.write(`${emfRecord(namespace, runnableMetrics(created, now), now)}\n`);
+  if (event['detail-type'] === 'Step Functions Execution Status Change') {
+    const d = event.detail;
+    publish(executionMetrics(d), { executionArn: d.executionArn ?? '', error: d.error ?? '' });
+    return;
+  }
+  batch ??= tracer.captureAWSv3Client(new BatchClient({}));
+  const client = batch;
+  const created = (await Promise.all(watchedQueues().map((q) => runnableCreatedAt(client, q.arn)))).flat();
+  publish(runnableMetrics(created, Date.now()));
 }

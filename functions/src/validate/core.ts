@@ -309,7 +309,7 @@ export function resolveRequest(parsed: ParsedRequest, manifest: Manifest, choose
 // ---------------------------------------------------------------- the job spec
 
 /** The job spec Validate returns (and writes as `jobs/<jobId>/request.json`). */
-export function buildJobSpec(upload: UploadRef, size: number, resolved: ResolvedRequest, createdAt: string): JobSpec {
+export function buildJobSpec(upload: UploadRef, size: number, resolved: ResolvedRequest, createdAt: string, resolution?: { readonly height: number; readonly width: number }): JobSpec {
   const keys = jobKeys(upload.jobId);
   return JobSpec.parse({
     jobId: upload.jobId,
@@ -319,6 +319,8 @@ export function buildJobSpec(upload: UploadRef, size: number, resolved: Resolved
     // The schema's SafeRelativeKey has no trailing '/': `models/<id>`.
     modelPrefix: modelPrefix(resolved.model).replace(/\/$/, ''),
     request: resolved,
+    // The workflow places the job on a GPU fleet by family and resolution.
+    ...(resolution ? { resolution: { height: resolution.height, width: resolution.width } } : {}),
     workPrefix: keys.work,
     outputPrefix: keys.output,
     createdAt,

@@ -97,7 +97,7 @@ export function createValidateHandler(deps: ValidateDeps): (event: unknown, cont
     const normalised = await normaliseImage(img.bytes, manifest.resolution, upload.key, limits);
 
     const createdAt = upload.time ?? img.info.lastModified?.toISOString() ?? now().toISOString();
-    const spec = buildJobSpec(upload, img.bytes.length, resolved, createdAt);
+    const spec = buildJobSpec(upload, img.bytes.length, resolved, createdAt, manifest.resolution);
     const keys = jobKeys(spec.jobId);
     await putObject(s3, bucket, keys.normalisedImage, normalised.png, 'image/png');
     await putObject(s3, bucket, keys.request, `${JSON.stringify(spec, null, 2)}\n`, 'application/json');

@@ -97,7 +97,9 @@ export function retrierJson(r: sfn.RetryProps): Record<string, unknown> {
 export interface BatchTaskProps {
   readonly comment: string;
   readonly jobName: Record<string, string>;
-  readonly jobQueueArn: string;
+  /** The queue: an ARN, or a JSONPath giving one (`jobQueuePath`). */
+  readonly jobQueueArn?: string;
+  readonly jobQueuePath?: string;
   readonly jobDefinitionArn: string;
   /** Container environment: name → JSONPath or intrinsic giving a string. */
   readonly environment?: Record<string, string>;
@@ -121,9 +123,10 @@ export function batchSubmitJobSync(scope: Construct, id: string, p: BatchTaskPro
       { Type: 'MEMORY', 'Value.$': p.resources.memoryPath },
     ];
   }
+  if ((p.jobQueueArn === undefined) === (p.jobQueuePath === undefined)) throw new Error(`${id}: give jobQueueArn or jobQueuePath, not both or neither`);
   const parameters: Record<string, unknown> = {
     ...p.jobName,
-    JobQueue: p.jobQueueArn,
+    ...(p.jobQueuePath !== undefined ? { 'JobQueue.$': p.jobQueuePath } : { JobQueue: p.jobQueueArn }),
     JobDefinition: p.jobDefinitionArn,
   };
   if (Object.keys(overrides).length > 0) parameters.ContainerOverrides = overrides;

@@ -64,7 +64,7 @@ export interface FinetuneWorkflowProps {
   readonly config: CilConfig;
   readonly storage: DataStorage;
   /** The pipeline's Batch pieces this workflow shares: VPC, instance and execution roles, logs, the GPU queue (publish). */
-  readonly gpu: Pick<GpuBatch, 'vpc' | 'instanceRole' | 'executionRole' | 'logGroup' | 'jobQueue'>;
+  readonly gpu: Pick<GpuBatch, 'vpc' | 'workerSubnets' | 'instanceRole' | 'executionRole' | 'logGroup' | 'jobQueue'>;
   /** The statistics workflow, run as a nested execution. */
   readonly statistics: sfn.IStateMachine;
   readonly topic: sns.ITopic;
@@ -132,7 +132,7 @@ export class FinetuneWorkflow extends Construct {
     });
 
     // One subnet: a cluster placement group lives in one Availability Zone.
-    const subnets = gpu.vpc.selectSubnets({ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }).subnets.slice(0, 1);
+    const subnets = gpu.vpc.selectSubnets(gpu.workerSubnets).subnets.slice(0, 1);
     this.computeEnvironment = new batch.ManagedEc2EcsComputeEnvironment(this, 'Environment', {
       vpc: gpu.vpc,
       vpcSubnets: { subnets },

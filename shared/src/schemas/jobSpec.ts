@@ -48,6 +48,12 @@ export const JobSpec = z.strictObject({
   /** Key prefix of the model bundle, without a trailing '/': `models/<id>` (so `${modelPrefix}/manifest.json`). */
   modelPrefix: SafeRelativeKey,
   request: ResolvedRequest,
+  /**
+   * The model's resolution (its manifest's): with the family it picks the GPU fleet the job runs
+   * on (the generation workflow's SizeForModel). Optional only so that specs written before it
+   * still parse; Validate always sets it.
+   */
+  resolution: z.strictObject({ height: z.int().min(8).max(8192), width: z.int().min(8).max(8192) }).optional(),
   /** Where the worker writes frames, metadata and checkpoints (`jobs/<jobId>/`). */
   workPrefix: S3Key,
   /** Where post-process writes the finished outputs (`outputs/<jobId>/`). */

@@ -121,6 +121,20 @@ export const REQUIRED_DEFAULTS: Readonly<Record<Family, readonly (keyof ModelDef
   Object.fromEntries(FAMILY_NAMES.map((f) => [f, FAMILY_TABLE[f].requiredDefaults])) as Record<Family, readonly (keyof ModelDefaults)[]>,
 );
 
+/**
+ * GPU memory a job of the bundle needs at one resolution (`HEIGHTxWIDTH`): `measured` on a GPU, or
+ * `estimated` by the exporter from the parameter count, the activations at that resolution and
+ * frame count, and the worker's batch-2 UNet call. The deployment checks it against the GPU of the
+ * fleet it places the model on (infra/lib/config.ts).
+ */
+export const GpuMemoryNeed = z.strictObject({
+  gib: z.number().gt(0).max(1024),
+  source: z.enum(['measured', 'estimated']),
+  frames: z.int().min(1).max(64),
+  batch: z.int().min(1).max(16),
+});
+export type GpuMemoryNeed = z.infer<typeof GpuMemoryNeed>;
+
 export const Manifest = z
   .strictObject({
     format: z.literal(MANIFEST_FORMAT),
@@ -146,6 +160,8 @@ export const Manifest = z
      */
     files: z.record(SafeRelativeKey, z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be 64 lower-case hex digits' })).optional(),
     defaults: ModelDefaults,
+    /** GPU memory per resolution (`HEIGHTxWIDTH` → need); when present it must cover `resolution`. */
+    gpuMemory: z.record(z.string().regex(/^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$/, { error: 'must be HEIGHTxWIDTH, such as 576x1024' }), GpuMemoryNeed).optional(),
     components: z
       .record(z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,63}$/), Component)
       .refine((c) => Object.keys(c).length > 0, { error: 'must list at least one component' }),
@@ -161,6 +177,8 @@ export const Manifest = z
         issue(['resolution', dim], `${m.resolution[dim]} is not a multiple of latent.downsample (${m.latent.downsample})`);
       }
     }
+    const res = `${m.resolution.height}x${m.resolution.width}`;
+    if (m.gpuMemory !== undefined && m.gpuMemory[res] === undefined) issue(['gpuMemory'], `has no entry for the bundle's resolution ${res}`);
     if (FAMILY_TABLE[m.family].textPrompt && m.tokenizer === undefined) issue(['tokenizer'], `required for ${m.family} models (text conditioning)`);
     for (const [name, c] of Object.entries(m.components)) {
       const f = m.files?.[c.file];

@@ -87,6 +87,21 @@ class Bundles(unittest.TestCase):
             with open(self.path(name, "manifest.json"), encoding="utf-8") as f:
                 self.assertEqual(json.load(f), m, name)
 
+    def test_gpu_memory_estimate_recorded_at_the_bundle_resolution(self):
+        from tools.export.bundle import estimate_gpu_memory
+        for name, m in self.manifests.items():
+            res = f"{m['resolution']['height']}x{m['resolution']['width']}"
+            self.assertEqual(list(m["gpuMemory"]), [res], name)
+            need = m["gpuMemory"][res]
+            self.assertEqual((need["source"], need["frames"], need["batch"]), ("estimated", m["frames"], 2), name)
+            weights = sum(os.path.getsize(self.path(name, f)) for c in m["components"].values() for f in [c["file"]] + c.get("externalData", []))
+            self.assertGreater(need["gib"] * 2**30, weights, name)
+        # The documented sizes (docs/models.md §5): a 576×1024 DynamiCrafter needs the 48 GB class, 320×512 fits 24 GB.
+        big = estimate_gpu_memory({"height": 576, "width": 1024}, 16, 8, 5e9, True)["576x1024"]["gib"]
+        small = estimate_gpu_memory({"height": 320, "width": 512}, 16, 8, 5e9, True)["320x512"]["gib"]
+        self.assertTrue(23 < big < 44, big)
+        self.assertTrue(small < 21, small)
+
     def test_dynamicrafter_manifest(self):
         m = self.manifests["dynamicrafter"]
         self.assertEqual(m["format"], "cil-bundle/1")
