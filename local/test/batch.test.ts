@@ -230,7 +230,7 @@ describe('the synthesized Generate job definition, run locally', () => {
       return job;
     };
     const jobId = 'j-0123456789abcdef01234567';
-    const spec = { jobId, request: { family: 'dynamicrafter' }, resolution: { height: DEMO_DEFAULTS.height, width: DEMO_DEFAULTS.width } };
+    const spec = { jobId, bucket: 'data', workPrefix: `jobs/${jobId}/`, request: { family: 'dynamicrafter' }, resolution: { height: DEMO_DEFAULTS.height, width: DEMO_DEFAULTS.width } };
     const retryIntervalOverrides = Object.fromEntries(Object.keys(defs.generation.States).map((n) => [n, 0]));
     const exec = new StateMachine(defs.generation as never).run({ jobId, batch: null }, {
       overrides: {
