@@ -6,10 +6,10 @@
  * volume shared by containers) downloads a model once.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, link, mkdir, readFile, rename, rm, stat, writeFile, access } from 'node:fs/promises';
+import { copyFile, link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { downloadRanged, downloadSettings, DownloadError, fetchVerifiedBlob, Pool, sha256File } from './download.ts';
+import { downloadRanged, downloadSettings, DownloadError, exists, fetchVerifiedBlob, Pool, sha256File } from './download.ts';
 import type { DownloadOptions } from './download.ts';
 import { ManifestError, parseManifest } from '#shared/schemas';
 import type { Manifest, TensorSpec } from '#shared/schemas';
@@ -152,14 +152,6 @@ export function checkSessionAgainstManifest(m: Manifest, component: string, file
   if (problems.length) throw new BundleError(`${file} (component '${component}') does not match manifest.json:\n  - ${problems.join('\n  - ')}`);
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function verifyHashes(root: string, m: Manifest, where: string): Promise<void> {
   for (const f of bundleFiles(m)) {

@@ -147,7 +147,8 @@ export async function sha256File(p: string): Promise<string> {
   return h.digest('hex');
 }
 
-async function exists(p: string): Promise<boolean> {
+/** Whether a path exists (file or folder). */
+export async function exists(p: string): Promise<boolean> {
   try {
     await access(p);
     return true;

@@ -1,5 +1,5 @@
 /** Test inputs for the functions: a tiny valid manifest, images, crafted files, events. */
-import { crc32, deflateSync } from 'node:zlib';
+import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import type { Sharp } from 'sharp';
 import type { ManifestInput } from '#shared/schemas';
@@ -7,6 +7,7 @@ import { parseManifest } from '#shared/schemas';
 import type { JobSpec } from '#shared/schemas';
 import type { JobResult, OutputKind } from '../../src/postprocess/core.ts';
 import { buildJobSpec, parseRequest, parseUploadEvent, resolveRequest } from '../../src/validate/core.ts';
+import { pngChunk } from '../../../test/fuzz/images.ts';
 
 /** A minimal valid DynamiCrafter manifest at 96×64 (w×h), 4 frames, written by hand for the tests. */
 export function tinyManifest(over: Partial<ManifestInput> = {}): ManifestInput {
@@ -74,14 +75,6 @@ export function noiseImage(width: number, height: number, seed = 7): Sharp {
   return sharp(pseudoRandomBytes(width * height * 3, seed), { raw: { width, height, channels: 3 } });
 }
 
-function chunk(type: string, data: Buffer): Buffer {
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(data.length);
-  const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(body));
-  return Buffer.concat([len, body, crc]);
-}
 
 /** A PNG written by hand: signature, IHDR declaring width × height (8-bit RGB, valid CRC), a small IDAT, IEND. */
 export function handmadePng(width: number, height: number, extraChunks: Buffer[] = []): Buffer {
@@ -92,10 +85,10 @@ export function handmadePng(width: number, height: number, extraChunks: Buffer[]
   ihdr[9] = 2; // colour type RGB
   return Buffer.concat([
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', ihdr),
+    pngChunk('IHDR', ihdr),
     ...extraChunks,
-    chunk('IDAT', deflateSync(Buffer.alloc(1024))),
-    chunk('IEND', Buffer.alloc(0)),
+    pngChunk('IDAT', deflateSync(Buffer.alloc(1024))),
+    pngChunk('IEND', Buffer.alloc(0)),
   ]);
 }
 
@@ -103,7 +96,7 @@ export function handmadePng(width: number, height: number, extraChunks: Buffer[]
 export function actlChunk(): Buffer {
   const d = Buffer.alloc(8);
   d.writeUInt32BE(2, 0);
-  return chunk('acTL', d);
+  return pngChunk('acTL', d);
 }
 
 /** An S3 "Object Created" event as EventBridge delivers it (Step Functions passes it whole). */
