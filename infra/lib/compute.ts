@@ -152,6 +152,31 @@ export function instanceStoreCommands(): string[] {
   ];
 }
 
+/**
+ * The host half of the worker's Spot watch (gpu-worker/src/spot.ts): containers cannot reach the
+ * instance metadata service (hop limit 1 keeps the instance role from them), so a host loop polls
+ * IMDSv2 every 5 s and copies EC2's instance-action notice into the cache volume, where every
+ * job's worker sees it as $CIL_CACHE_DIR/.spot-instance-action, checkpoints and exits 143.
+ */
+export function spotNoticeCommands(): string[] {
+  const notice = `${WORKER_PATHS.hostCacheRoot}/${WORKER_PATHS.spotNotice}`;
+  const imds = 'http://169.254.169.254/latest';
+  return [
+    "cat > /usr/local/bin/cil-spot-watch <<'WATCH'",
+    '#!/bin/bash',
+    'while true; do',
+    `  token=$(curl -s -m 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' ${imds}/api/token || true)`,
+    `  if [ -n "$token" ] && notice=$(curl -sf -m 2 -H "X-aws-ec2-metadata-token: $token" ${imds}/meta-data/spot/instance-action); then`,
+    `    printf '%s' "$notice" > ${notice}.tmp && mv ${notice}.tmp ${notice}`,
+    '  fi',
+    '  sleep 5',
+    'done',
+    'WATCH',
+    'chmod 755 /usr/local/bin/cil-spot-watch',
+    'systemd-run --unit=cil-spot-watch /usr/local/bin/cil-spot-watch',
+  ];
+}
+
 /** User data of the GPU instances (Batch requires MIME multipart in launch templates). */
 export function instanceUserData(): ec2.MultipartUserData {
   const script = ec2.UserData.forLinux();
@@ -169,6 +194,7 @@ export function instanceUserData(): ec2.MultipartUserData {
     // Model bundles cached across jobs on this instance, writable by the worker's user.
     `mkdir -p ${WORKER_PATHS.hostModelCache}`,
     `chown ${WORKER_UID}:${WORKER_UID} ${WORKER_PATHS.hostCacheRoot} ${WORKER_PATHS.hostModelCache}`,
+    ...spotNoticeCommands(),
   );
   const ud = new ec2.MultipartUserData();
   ud.addUserDataPart(script, ec2.MultipartBody.SHELL_SCRIPT, true);

@@ -143,6 +143,8 @@ export const WORKER_PATHS = Object.freeze({
   hostModelCache: '/var/lib/cil/models',
   /** File in the cache root naming what backs it: `instance-store` or `ebs` (written at boot). */
   cacheStorageMarker: '.storage',
+  /** File in the cache root where the host copies EC2's Spot instance-action notice (the worker watches it). */
+  spotNotice: '.spot-instance-action',
 });
 
 /** The worker image's user (gpu-worker/Dockerfile); the host cache directory is chowned to it. */

@@ -7,9 +7,10 @@ import { join } from 'node:path';
 import { Match } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PREFIX } from '#shared/schemas';
-import { LAMBDA_ENV, METRIC_NAMES, METRICS_SERVICE, OUTPUTS, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, WORKER_ENV, WORKER_EXIT } from '../lib/names.ts';
+import { LAMBDA_ENV, METRIC_NAMES, METRICS_SERVICE, OUTPUTS, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, WORKER_ENV, WORKER_EXIT, WORKER_PATHS } from '../lib/names.ts';
 import type { GpuBatch } from '../lib/compute.ts';
-import { instanceStoreCommands } from '../lib/compute.ts';
+import { instanceStoreCommands, spotNoticeCommands } from '../lib/compute.ts';
+import { SPOT_NOTICE_FILE_NAME } from '../../gpu-worker/src/spot.ts';
 import { DEFAULT_CONFIG, GPU_MEMORY_RESERVE_GIB, gpuMemoryGiB } from '../lib/config.ts';
 import type { Statement, Synthesized } from './helpers.ts';
 import { allStatements, logicalIdOf, objectPrefix, refOf, s3Grants, statementsOfRole, synth } from './helpers.ts';
@@ -311,6 +312,20 @@ describe('batch', () => {
     expect(userData).toContain('ECS_ENABLE_SPOT_INSTANCE_DRAINING=true');
     expect(userData).toContain('multipart/mixed');
     expect(userData).toContain('chown 10001:10001 /var/lib/cil /var/lib/cil/models');
+  });
+
+  it('runs a host loop that copies the Spot instance-action notice (IMDSv2) to the file the worker watches', () => {
+    const cmds = spotNoticeCommands().join('\n');
+    expect(cmds).toContain('/latest/api/token');
+    expect(cmds).toContain('X-aws-ec2-metadata-token: $token');
+    expect(cmds).toContain('/latest/meta-data/spot/instance-action');
+    // The host path is the cache volume the worker sees as $CIL_CACHE_DIR, under the worker's file name.
+    expect(WORKER_PATHS.spotNotice).toBe(SPOT_NOTICE_FILE_NAME);
+    expect(cmds).toContain(`mv /var/lib/cil/${SPOT_NOTICE_FILE_NAME}.tmp /var/lib/cil/${SPOT_NOTICE_FILE_NAME}`);
+    expect(cmds).toContain('systemd-run --unit=cil-spot-watch /usr/local/bin/cil-spot-watch');
+    const [[, lt]] = resourcesOf('AWS::EC2::LaunchTemplate') as [[string, { LaunchTemplateData: { UserData: unknown } }]];
+    const userData = JSON.stringify(lt.LaunchTemplateData.UserData);
+    for (const line of spotNoticeCommands()) expect(userData).toContain(JSON.stringify(line).slice(1, -1).slice(0, 40));
   });
 
   it('formats and mounts the NVMe instance store (RAID 0 over several) at the cache root, else marks it EBS', () => {
