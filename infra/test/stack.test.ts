@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PREFIX } from '#shared/schemas';
 import { LAMBDA_ENV, METRIC_NAMES, METRICS_SERVICE, OUTPUTS, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, WORKER_ENV, WORKER_EXIT, WORKER_PATHS } from '../lib/names.ts';
 import type { GpuBatch } from '../lib/compute.ts';
-import { instanceStoreCommands, spotNoticeCommands } from '../lib/compute.ts';
+import { instanceStoreCommands, spotNoticeCommands } from '../lib/instanceSetup.ts';
 import { SPOT_NOTICE_FILE_NAME } from '../../gpu-worker/src/spot.ts';
 import { DEFAULT_CONFIG, GPU_MEMORY_RESERVE_GIB, gpuMemoryGiB } from '../lib/config.ts';
 import type { Statement, Synthesized } from './helpers.ts';
