@@ -49,7 +49,9 @@ describe.skipIf(missing !== null)('generated tokenizer.json through the worker e
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('the Python suite passes (vocabulary, 56 prompts, truncation, the exporter\'s bundle copy)', () => {
-    suite = runPython(['-m', 'unittest', 'discover', '-v', '-s', 'tools/reference/tests', '-t', '.']);
+    // The tokenizer module only: the training-parity module beside it needs the authors' checkout and
+    // runs in test/finetune-real.test.ts.
+    suite = runPython(['-m', 'unittest', 'discover', '-v', '-s', 'tools/reference/tests', '-t', '.', '-p', 'test_tokenizer.py']);
     expect(unittestProblem(suite), suite.output.slice(-4000)).toBeNull();
   }, 120_000);
 
