@@ -126,20 +126,22 @@ export async function openVideoSource(location: string, s3?: S3Client): Promise<
   }
   const { bucket, key: prefix } = parseLocation(location, 'prefix');
   const client = s3 ?? new S3Client({});
-  let tmp: string | null = null;
+  // The promise, not the path: concurrent materialize calls (the prefetch) share one folder
+  // instead of each making one that close() never sees.
+  let tmp: Promise<string> | null = null;
   let counter = 0;
   return {
     location,
     ids,
     materialize: async (id) => {
-      tmp ??= await mkdtemp(join(tmpdir(), 'cil-stats-'));
-      const path = join(tmp, `${counter++}${extname(id).toLowerCase()}`);
+      tmp ??= mkdtemp(join(tmpdir(), 'cil-stats-'));
+      const path = join(await tmp, `${counter++}${extname(id).toLowerCase()}`);
       const r = await client.send(new GetObjectCommand({ Bucket: bucket, Key: prefix + id }));
       await pipeline(r.Body as Readable, createWriteStream(path));
       return { path, release: () => rm(path, { force: true }) };
     },
     close: async () => {
-      if (tmp !== null) await rm(tmp, { recursive: true, force: true });
+      if (tmp !== null) await rm(await tmp, { recursive: true, force: true });
     },
   };
 }
