@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Match } from 'aws-cdk-lib/assertions';
+import { Match, Template } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PREFIX } from '#shared/schemas';
 import { LAMBDA_ENV, METRIC_NAMES, METRICS_SERVICE, OUTPUTS, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, WORKER_ENV, WORKER_EXIT, WORKER_PATHS } from '../lib/names.ts';
@@ -312,6 +312,15 @@ describe('batch', () => {
     expect(userData).toContain('ECS_ENABLE_SPOT_INSTANCE_DRAINING=true');
     expect(userData).toContain('multipart/mixed');
     expect(userData).toContain('chown 10001:10001 /var/lib/cil /var/lib/cil/models');
+  });
+
+  it('turns the worker\'s EMF lines for CPU fallback and GpuUnavailable into metrics (the awslogs driver does not extract EMF)', () => {
+    for (const name of ['ExecutionProviderFallback', 'GpuUnavailable']) {
+      Template.fromJSON(s.json).hasResourceProperties('AWS::Logs::MetricFilter', {
+        FilterPattern: `{ $.${name} >= 1 }`,
+        MetricTransformations: [{ MetricNamespace: 'CIL/Pipeline', MetricName: name, MetricValue: `$.${name}` }],
+      });
+    }
   });
 
   it('runs a host loop that copies the Spot instance-action notice (IMDSv2) to the file the worker watches', () => {

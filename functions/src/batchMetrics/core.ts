@@ -40,6 +40,8 @@ export const METRIC_NAMES = Object.freeze({
    * (or would have run) on the CPU. Alarmed on.
    */
   executionProviderFallback: 'ExecutionProviderFallback',
+  /** Written by the GPU worker, no dimensions: CUDA was required and could not be had (exit 78). */
+  gpuUnavailable: 'GpuUnavailable',
 });
 
 /** One queue the function watches (the CIL_JOB_QUEUES variable). */
