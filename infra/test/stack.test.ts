@@ -11,6 +11,7 @@ import { LAMBDA_ENV, METRIC_NAMES, METRICS_SERVICE, OUTPUTS, STATISTICS_DATASETS
 import type { GpuBatch } from '../lib/compute.ts';
 import { instanceStoreCommands, spotNoticeCommands } from '../lib/instanceSetup.ts';
 import { SPOT_NOTICE_FILE_NAME } from '../../gpu-worker/src/spot.ts';
+import { WORKER_METRICS } from '../../gpu-worker/src/metrics.ts';
 import { DEFAULT_CONFIG, GPU_MEMORY_RESERVE_GIB, gpuMemoryGiB } from '../lib/config.ts';
 import type { Statement, Synthesized } from './helpers.ts';
 import { allStatements, logicalIdOf, objectPrefix, refOf, s3Grants, statementsOfRole, synth } from './helpers.ts';
@@ -315,6 +316,8 @@ describe('batch', () => {
   });
 
   it('turns the worker\'s EMF lines for CPU fallback and GpuUnavailable into metrics (the awslogs driver does not extract EMF)', () => {
+    // The names the worker prints (gpu-worker/src/metrics.ts) are the ones the filters read.
+    expect([WORKER_METRICS.executionProviderFallback, WORKER_METRICS.gpuUnavailable]).toEqual([METRIC_NAMES.executionProviderFallback, METRIC_NAMES.gpuUnavailable]);
     for (const name of ['ExecutionProviderFallback', 'GpuUnavailable']) {
       Template.fromJSON(s.json).hasResourceProperties('AWS::Logs::MetricFilter', {
         FilterPattern: `{ $.${name} >= 1 }`,
