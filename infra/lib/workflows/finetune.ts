@@ -260,16 +260,23 @@ export class FinetuneWorkflow extends Construct {
     const notifyFailed = notify(S.notifyFailed, 'FAILED', failed);
     const notifySucceeded = notify(S.notifySucceeded, 'SUCCEEDED', succeeded);
 
-    const specEnv = [{ Name: FINETUNE_ENV.spec, 'Value.$': '$.spec' }];
-    const batchTask = (sid: string, comment: string, parameters: Record<string, unknown>, resultPath: string, timeout: Duration): sfn.CustomState => {
-      const state = new sfn.CustomState(this, sid, {
+    // Every job gets only the spec's location; a multi-node job through its main node's container.
+    const specOverrides = { ContainerOverrides: { Environment: [{ Name: FINETUNE_ENV.spec, 'Value.$': '$.spec' }] } };
+    /** State S[job], a `submitJob.sync` of Batch job `cil-finetune-<job>`; its result goes to `$.<job>Result`. */
+    const batchTask = (
+      job: 'train' | 'export' | 'publish',
+      comment: string,
+      target: { readonly queue: batch.IJobQueue; readonly definition: batch.IJobDefinition; readonly overrides: Record<string, unknown> },
+      timeout: Duration,
+    ): sfn.CustomState => {
+      const state = new sfn.CustomState(this, S[job], {
         stateJson: {
           Type: 'Task',
           Comment: comment,
           Resource: `arn:${Aws.PARTITION}:states:::batch:submitJob.sync`,
-          Parameters: parameters,
+          Parameters: { JobName: `cil-finetune-${job}`, JobQueue: target.queue.jobQueueArn, JobDefinition: target.definition.jobDefinitionArn, ...target.overrides },
           ResultSelector: { 'batchJobId.$': '$.JobId', 'status.$': '$.Status' },
-          ResultPath: resultPath,
+          ResultPath: `$.${job}Result`,
           TimeoutSeconds: timeout.toSeconds(),
         },
       });
@@ -279,32 +286,21 @@ export class FinetuneWorkflow extends Construct {
     };
     const trainTimeout = Duration.hours(c.finetuneTimeoutHours * c.batchRetryAttempts + 12);
     const train = batchTask(
-      S.train,
+      'train',
       'Multi-node parallel job: TimeNoise fine-tuning on every GPU; checkpoints and the export under finetune/runs/<run>/',
-      {
-        JobName: 'cil-finetune-train',
-        JobQueue: this.jobQueue.jobQueueArn,
-        JobDefinition: this.trainJob.jobDefinitionArn,
-        NodeOverrides: {
-          'NumNodes.$': '$.nodes',
-          NodePropertyOverrides: [{ TargetNodes: '0:', ContainerOverrides: { Environment: specEnv } }],
-        },
-      },
-      '$.trainResult',
+      { queue: this.jobQueue, definition: this.trainJob, overrides: { NodeOverrides: { 'NumNodes.$': '$.nodes', NodePropertyOverrides: [{ TargetNodes: '0:', ...specOverrides }] } } },
       trainTimeout,
     );
     const exportBundle = batchTask(
-      S.export,
+      'export',
       'tools/export: the fine-tuned weights → a CIL bundle in models/_staging/<run>/',
-      { JobName: 'cil-finetune-export', JobQueue: this.jobQueue.jobQueueArn, JobDefinition: this.exportJob.jobDefinitionArn, ContainerOverrides: { Environment: specEnv } },
-      '$.exportResult',
+      { queue: this.jobQueue, definition: this.exportJob, overrides: specOverrides },
       Duration.hours(6),
     );
     const publish = batchTask(
-      S.publish,
+      'publish',
       'statistics/<id>.safetensors, then models/<id>/ (manifest.json last); refuses an id already published',
-      { JobName: 'cil-finetune-publish', JobQueue: gpu.jobQueue.jobQueueArn, JobDefinition: this.publishJob.jobDefinitionArn, ContainerOverrides: { Environment: specEnv } },
-      '$.publishResult',
+      { queue: gpu.jobQueue, definition: this.publishJob, overrides: specOverrides },
       Duration.hours(4),
     );
     const statistics = new sfn.CustomState(this, S.statistics, {
