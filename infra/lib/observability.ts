@@ -20,7 +20,7 @@ import { Construct } from 'constructs';
 import type { GpuBatch } from './compute.ts';
 import type { CilConfig } from './config.ts';
 import { nodeFunction } from './lambdas.ts';
-import { LAMBDA_ENV, METRIC_NAMES, METRICS_NAMESPACE, METRICS_SERVICE } from './names.ts';
+import { LAMBDA_ENV, METRIC_NAMES, METRICS_NAMESPACE, METRICS_SERVICE, WORKER_METRICS } from './names.ts';
 import { RUNTIME_ENTRIES } from './paths.ts';
 
 export interface ObservabilityProps {
@@ -142,8 +142,8 @@ export class Observability extends Construct {
     }
     this.cpuFallbackAlarm = alarm('ExecutionProviderFallback', {
       alarmDescription: 'CIL worker: a GPU job could not use CUDA (driver, CUDA or cuDNN mismatch, no GPU); see docs/operations.md',
-      // The worker writes it without dimensions (functions/src/batchMetrics/core.ts METRIC_NAMES).
-      metric: new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: METRIC_NAMES.executionProviderFallback, statistic: 'Sum', period: Duration.minutes(5) }),
+      // The worker writes it without dimensions (WORKER_METRICS).
+      metric: new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: WORKER_METRICS.executionProviderFallback, statistic: 'Sum', period: Duration.minutes(5) }),
       threshold: 1,
     });
     this.gpuSpendAlarm = alarm('DailyGpuSpend', {

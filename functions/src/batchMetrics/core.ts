@@ -17,12 +17,10 @@
  */
 import { failureKind } from '../errors.ts';
 
-/** CloudWatch namespace of the metrics this stack publishes itself (the worker's too). */
-export const METRICS_NAMESPACE = 'CIL/Pipeline';
-
 /** Powertools Metrics' `service` dimension of the metrics this function writes. */
 export const METRICS_SERVICE = 'cil-pipeline';
 
+/** The metrics this function writes, in METRICS_NAMESPACE (#shared/schemas; the worker's are WORKER_METRICS there). */
 export const METRIC_NAMES = Object.freeze({
   gpuMinutes: 'GpuMinutes',
   /** US dollars, an estimate: instance-hours × the on-demand price of the job's fleet. */
@@ -35,13 +33,6 @@ export const METRIC_NAMES = Object.freeze({
   userFailures: 'UserFailures',
   /** Every other failed, timed-out or aborted execution (alarmed on). */
   systemFailures: 'SystemFailures',
-  /**
-   * Written by the GPU worker (not this function), no dimensions: a job asked for CUDA and ran
-   * (or would have run) on the CPU. Alarmed on.
-   */
-  executionProviderFallback: 'ExecutionProviderFallback',
-  /** Written by the GPU worker, no dimensions: CUDA was required and could not be had (exit 78). */
-  gpuUnavailable: 'GpuUnavailable',
 });
 
 /** One queue the function watches (the CIL_JOB_QUEUES variable). */
