@@ -41,50 +41,16 @@ export const SFN_TRANSIENT_ERRORS = ['StepFunctions.ExecutionLimitExceeded', 'St
 
 export const SNS_TRANSIENT_ERRORS = ['SNS.AmazonSNSException', 'SNS.SdkClientException', 'SNS.ThrottledException'] as const;
 
-export const LAMBDA_RETRY: sfn.RetryProps = {
-  errors: [...LAMBDA_TRANSIENT_ERRORS],
-  interval: Duration.seconds(2),
-  maxAttempts: 5,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(30),
-  jitterStrategy: sfn.JitterType.FULL,
-};
+/** Retries of transient errors: exponential backoff (×2) with full jitter, each wait capped at `maxDelay`. */
+function transientRetry(errors: readonly string[], interval: Duration, maxAttempts: number, maxDelay: Duration): sfn.RetryProps {
+  return { errors: [...errors], interval, maxAttempts, backoffRate: 2, maxDelay, jitterStrategy: sfn.JitterType.FULL };
+}
 
-export const HANDLER_RETRY: sfn.RetryProps = {
-  errors: [...HANDLER_TRANSIENT_ERRORS],
-  interval: Duration.seconds(5),
-  maxAttempts: 3,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(60),
-  jitterStrategy: sfn.JitterType.FULL,
-};
-
-export const BATCH_RETRY: sfn.RetryProps = {
-  errors: [...BATCH_TRANSIENT_ERRORS],
-  interval: Duration.seconds(5),
-  maxAttempts: 6,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(120),
-  jitterStrategy: sfn.JitterType.FULL,
-};
-
-export const SFN_RETRY: sfn.RetryProps = {
-  errors: [...SFN_TRANSIENT_ERRORS],
-  interval: Duration.seconds(5),
-  maxAttempts: 6,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(120),
-  jitterStrategy: sfn.JitterType.FULL,
-};
-
-export const SNS_RETRY: sfn.RetryProps = {
-  errors: [...SNS_TRANSIENT_ERRORS],
-  interval: Duration.seconds(2),
-  maxAttempts: 4,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(30),
-  jitterStrategy: sfn.JitterType.FULL,
-};
+export const LAMBDA_RETRY = transientRetry(LAMBDA_TRANSIENT_ERRORS, Duration.seconds(2), 5, Duration.seconds(30));
+export const HANDLER_RETRY = transientRetry(HANDLER_TRANSIENT_ERRORS, Duration.seconds(5), 3, Duration.seconds(60));
+export const BATCH_RETRY = transientRetry(BATCH_TRANSIENT_ERRORS, Duration.seconds(5), 6, Duration.seconds(120));
+export const SFN_RETRY = transientRetry(SFN_TRANSIENT_ERRORS, Duration.seconds(5), 6, Duration.seconds(120));
+export const SNS_RETRY = transientRetry(SNS_TRANSIENT_ERRORS, Duration.seconds(2), 4, Duration.seconds(30));
 
 /** The ASL form of a RetryProps (for states written as JSON). */
 export function retrierJson(r: sfn.RetryProps): Record<string, unknown> {
