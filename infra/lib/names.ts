@@ -175,10 +175,8 @@ export const EVENT_DETAIL_TYPES = Object.freeze({
   failed: 'Job Failed',
 });
 
-/** The metrics the BatchMetrics function writes (its names feed the dashboard and alarms). */
-export { METRIC_NAMES, METRICS_SERVICE } from '../../functions/src/batchMetrics/core.ts';
-/** The stack's metrics namespace, and the worker's metrics (the log group's metric filters and the CPU-fallback alarm read them). */
-export { METRICS_NAMESPACE, WORKER_METRICS } from '#shared/schemas';
+/** The metrics the BatchMetrics function and the worker write (the dashboard, the alarms and the worker log's metric filters read them). */
+export { METRIC_NAMES, METRICS_NAMESPACE, METRICS_SERVICE, WORKER_METRICS } from '#shared/schemas';
 
 /** CloudFormation outputs (the remote CLI reads them with DescribeStacks). */
 export const OUTPUTS = Object.freeze({

@@ -7,11 +7,11 @@ import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { Tracer } from '@aws-lambda-powertools/tracer';
 import { BatchClient, paginateListJobs } from '@aws-sdk/client-batch';
 import type { EventBridgeEvent } from 'aws-lambda';
-import { METRICS_NAMESPACE } from '#shared/schemas';
+import { METRICS_NAMESPACE, METRICS_SERVICE } from '#shared/schemas';
 import { LAMBDA_ENV, requiredVar } from '../env.ts';
 import { MetricsConfigError } from '../errors.ts';
 import type { BatchJobStateDetail, ExecutionStatusDetail, Metric, WatchedQueue } from './core.ts';
-import { executionMetrics, jobMetrics, METRICS_SERVICE, parseWatchedQueues, runnableMetrics } from './core.ts';
+import { executionMetrics, jobMetrics, parseWatchedQueues, runnableMetrics } from './core.ts';
 
 const tracer = new Tracer({ serviceName: METRICS_SERVICE });
 let batch: BatchClient | undefined;
