@@ -92,35 +92,40 @@ export class StrictJson {
     }
   }
 
-  private array(depth: number): Json[] {
+  /** Steps past an opening bracket; true (and past `close`) when it closes at once: `[]`, `{}`. */
+  private opensEmpty(close: ']' | '}'): boolean {
     this.pos++;
-    const out: Json[] = [];
     this.ws();
-    if (this.s[this.pos] === ']') {
-      this.pos++;
-      return out;
+    if (this.s[this.pos] !== close) return false;
+    this.pos++;
+    return true;
+  }
+
+  /** After an item: true past `close`, false past a ','; anything else is refused. */
+  private closes(close: ']' | '}'): boolean {
+    this.ws();
+    const c = this.s[this.pos++];
+    if (c === close) return true;
+    if (c !== ',') {
+      this.pos--;
+      this.bad(`expected ',' or '${close}'`);
     }
-    for (;;) {
+    return false;
+  }
+
+  private array(depth: number): Json[] {
+    const out: Json[] = [];
+    if (this.opensEmpty(']')) return out;
+    do {
       out.push(this.value(depth + 1));
-      this.ws();
-      const c = this.s[this.pos++];
-      if (c === ']') return out;
-      if (c !== ',') {
-        this.pos--;
-        this.bad("expected ',' or ']'");
-      }
-    }
+    } while (!this.closes(']'));
+    return out;
   }
 
   private object(depth: number): Map<string, Json> {
-    this.pos++;
     const out = new Map<string, Json>();
-    this.ws();
-    if (this.s[this.pos] === '}') {
-      this.pos++;
-      return out;
-    }
-    for (;;) {
+    if (this.opensEmpty('}')) return out;
+    do {
       this.ws();
       if (this.s[this.pos] !== '"') this.bad('expected a string key');
       const key = this.string();
@@ -129,14 +134,8 @@ export class StrictJson {
       if (this.s[this.pos] !== ':') this.bad("expected ':'");
       this.pos++;
       out.set(key, this.value(depth + 1));
-      this.ws();
-      const c = this.s[this.pos++];
-      if (c === '}') return out;
-      if (c !== ',') {
-        this.pos--;
-        this.bad("expected ',' or '}'");
-      }
-    }
+    } while (!this.closes('}'));
+    return out;
   }
 }
 
