@@ -13,6 +13,7 @@
  * Changing anything below that alters the stream must also change ALGORITHM.
  */
 import { tensor, numel, formatDims, ShapeError } from './tensor.ts';
+import { setZigguratTables, wasmKernels } from './kernels.ts';
 import type { Tensor } from './tensor.ts';
 
 /** Names the exact stream; stored in every state so a checkpoint is never resumed by another algorithm. */
@@ -75,6 +76,7 @@ const F = new Float64Array(LAYERS + 1);
     X_SCALED[i] = x[i] * TWO_POW_M24;
   }
 }
+setZigguratTables(X_NEXT, X_SCALED, F, R, INV_R);
 
 // ---------------------------------------------------------------------------------------------
 // Seeding: splitmix64 needs 64-bit wrap-around multiplies; BigInt is exact and runs once per seed.
@@ -316,7 +318,7 @@ export class NormalGenerator {
         `NormalGenerator.fill: range [${start}, ${end}) must be integers with 0 ≤ start ≤ end ≤ ${out.length} (out.length)`,
       );
     }
-    fillNormals(this.st, out, start, end);
+    if (!wasmKernels()?.fillNormals(this.st, out, start, end)) fillNormals(this.st, out, start, end);
     this.drawnCount += end - start;
   }
 }
