@@ -43,6 +43,8 @@ const DATA_AT = 4096;
 const PAGE = 65536;
 /** Larger operands (5 slots of them would pass 640 MiB) take the JavaScript loops. */
 const MAX_ELEMENTS = 1 << 25;
+/** Elements per kernel in the load-time warm-up: enough to spend V8's tier-up budget. */
+const WARM_UP = 1 << 17;
 
 /** The compiled kernels over one growable memory; views are renewed when it grows. */
 class WasmKernels {
@@ -60,6 +62,22 @@ class WasmKernels {
     const instance = new wasm.Instance(module, { m: { mem: this.memory, exp: Math.exp, log: Math.log } });
     this.k = instance.exports as unknown as Exports;
     this.views();
+  }
+
+  /**
+   * Runs every kernel once on WARM_UP scratch elements (the state and sums slots are overwritten,
+   * no generator's stream is touched). V8 compiles wasm functions lazily with its baseline
+   * compiler (Liftoff, ≈4× slower here) and recompiles hot ones with TurboFan in the background;
+   * doing this at load time means the first sampling step already runs optimised code.
+   */
+  warmUp(): void {
+    const n = WARM_UP;
+    const stride = this.reserve(5, n);
+    const at = DATA_AT + 16;
+    this.i32.set([1, 2, 3, 4], STATE_AT / 4);
+    this.k.normals(at, n);
+    this.k.stats(at, at + stride, n);
+    this.k.update(at, at + stride, at + 2 * stride, at + 3 * stride, at + 4 * stride, n, 3, 1, 1, 1, 1, 1, 1);
   }
 
   private views(): void {
@@ -192,9 +210,10 @@ export function setKernelBackend(backend: KernelBackend): void {
   else throw new RangeError(`kernel backend '${String(backend)}' is not available here; available: ${kernelBackends().join(', ')}`);
 }
 
-/** rng.ts hands its Ziggurat tables over once (one source for both backends). */
+/** rng.ts hands its Ziggurat tables over once (one source for both backends); then the warm-up runs. */
 export function setZigguratTables(xNext: Float64Array, xScaled: Float64Array, f: Float64Array, r: number, invR: number): void {
   compiled?.setTables(xNext, xScaled, f, r, invR);
+  compiled?.warmUp();
 }
 
 /** The WebAssembly kernels when they are the active backend (internal to the sampler). */
