@@ -98,8 +98,11 @@ export const STATISTICS_STATES = Object.freeze({
  * parameters the workflow passes (Batch substitutes them as whole arguments, with no shell).
  */
 export const WORKER_COMMANDS = Object.freeze({
-  /** docs/worker.md: the JobSpec comes from $CIL_JOB_SPEC_URI. */
-  generate: ['worker'],
+  /**
+   * docs/worker.md: the JobSpec comes from $CIL_JOB_SPEC_URI; the workflow's placement (queue,
+   * capacity, Spot cancellations) from the `placement` parameter (default `none`), for metadata.json.
+   */
+  generate: ['worker', '--placement', 'Ref::placement'],
   /** One shard of a Batch array job (`--shards n` takes the index from AWS_BATCH_JOB_ARRAY_INDEX). */
   statisticsShard: ['stats', 'compute', '--videos', 'Ref::videos', '--model', 'Ref::model', '--out', 'Ref::partials', '--shards', 'Ref::shards', '--progress', 'json'],
   statisticsMerge: ['stats', 'merge', 'Ref::partials', '--out', 'Ref::out'],

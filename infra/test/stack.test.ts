@@ -354,9 +354,11 @@ describe('batch', () => {
   });
 
   it('defines the generation job: one GPU, the default profile, a host model cache, local scratch, Batch retries', () => {
-    const gen = s.json.Resources[logicalIdOf(s, s.stack.gpu.generateJob)].Properties as { ContainerProperties: Record<string, unknown>; RetryStrategy: unknown; Timeout: unknown };
+    const gen = s.json.Resources[logicalIdOf(s, s.stack.gpu.generateJob)].Properties as { ContainerProperties: Record<string, unknown>; RetryStrategy: unknown; Timeout: unknown; Parameters: unknown };
     const c = gen.ContainerProperties;
-    expect(c.Command).toEqual(['worker']);
+    // The placement comes as a job parameter (default: none), not a container override.
+    expect(c.Command).toEqual(['worker', '--placement', 'Ref::placement']);
+    expect(gen.Parameters).toEqual({ placement: 'none' });
     expect(c.ResourceRequirements).toEqual(expect.arrayContaining([{ Type: 'GPU', Value: '1' }, { Type: 'VCPU', Value: '8' }, { Type: 'MEMORY', Value: '30000' }]));
     expect(c.Volumes).toEqual([{ Host: { SourcePath: '/var/lib/cil' }, Name: 'cache' }, { Host: {}, Name: 'scratch' }]);
     expect(c.MountPoints).toEqual([{ ContainerPath: '/var/cache/cil', SourceVolume: 'cache' }, { ContainerPath: '/scratch', SourceVolume: 'scratch' }]);

@@ -265,6 +265,8 @@ export interface NotificationDetail {
   readonly outputs?: readonly NotifiedOutput[];
   readonly video?: JobResult['video'];
   readonly timings?: Readonly<Record<string, number>> | null;
+  /** Where the Batch job ran (result.json `placement`), when the worker recorded it. */
+  readonly placement?: JobResult['placement'];
   readonly urlsExpireAt?: string;
   readonly failedStep?: string;
   readonly error?: string;
@@ -298,9 +300,12 @@ export function buildNotification(n: NotifyInput, urls: { readonly byKey: Readon
       outputs,
       video: r.video,
       timings: r.timings,
+      ...(r.placement ? { placement: r.placement } : {}),
       ...(urls !== null && urls.byKey.size > 0 ? { urlsExpireAt: urls.expiresAt } : {}),
     };
-    return { subject: `CIL job ${r.jobId} succeeded`, detailType: DETAIL_TYPE.succeeded, detail, attributes: { jobId: r.jobId, status: 'succeeded' } };
+    // capacity as an attribute: subscribers can filter the jobs that ran on-demand after a Spot cancellation.
+    const attributes: Record<string, string> = { jobId: r.jobId, status: 'succeeded', ...(r.placement ? { capacity: r.placement.capacity } : {}) };
+    return { subject: `CIL job ${r.jobId} succeeded`, detailType: DETAIL_TYPE.succeeded, detail, attributes };
   }
   const f = n.failure;
   const detail: NotificationDetail = {
