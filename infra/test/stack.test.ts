@@ -112,6 +112,19 @@ describe('upload triggers', () => {
 });
 
 describe('lambda functions', () => {
+  it('traces every function to X-Ray (Powertools Tracer in each handler), with the role to write traces; Validate records no error messages', () => {
+    const fns = resourcesOf('AWS::Lambda::Function');
+    // Validate, PostProcess, Notify, RecordFailure, PrepareItem, BatchSummary, Starter, BatchMetrics, Reconciler.
+    expect(fns).toHaveLength(9);
+    for (const [id, p] of fns) {
+      expect(p.TracingConfig, id).toEqual({ Mode: 'Active' });
+      const actions = statementsOfRole(s, refOf(p.Role)!).flatMap((st) => [st.Action].flat());
+      expect(actions, id).toEqual(expect.arrayContaining(['xray:PutTraceSegments', 'xray:PutTelemetryRecords']));
+    }
+    const validate = s.json.Resources[logicalIdOf(s, s.stack.functions.validate)].Properties as { Environment: { Variables: Record<string, unknown> } };
+    expect(validate.Environment.Variables.POWERTOOLS_TRACER_CAPTURE_ERROR).toBe('false');
+  });
+
   it('runs the TypeScript handlers on Node.js 24 and Validate/Post-process as one container image', () => {
     const fns = resourcesOf('AWS::Lambda::Function');
     const zip = fns.filter(([, p]) => p.PackageType !== 'Image');
