@@ -13,6 +13,7 @@ import { instanceStoreCommands, spotNoticeCommands } from '../lib/instanceSetup.
 import { SPOT_NOTICE_FILE_NAME } from '../../gpu-worker/src/spot.ts';
 import { WORKER_METRICS } from '../../gpu-worker/src/metrics.ts';
 import { DEFAULT_CONFIG, GPU_MEMORY_RESERVE_GIB, gpuMemoryGiB } from '../lib/config.ts';
+import { EC2_COMPUTE_SERVICE } from '../lib/budget.ts';
 import type { Statement, Synthesized } from './helpers.ts';
 import { allStatements, logicalIdOf, objectPrefix, refOf, s3Grants, statementsOfRole, synth } from './helpers.ts';
 
@@ -469,6 +470,62 @@ describe('workflows', () => {
       's3:ListMultipartUploadParts': [PREFIX.reports],
       's3:AbortMultipartUpload': [PREFIX.reports],
     });
+  });
+});
+
+describe('GPU budget (AWS Budgets)', () => {
+  const { key, value } = DEFAULT_CONFIG.costAllocationTag;
+
+  it('a daily COST budget over the tagged EC2 compute notifies the alarm topic at 80 % and 100 % of the actual spend', () => {
+    const [[, b]] = resourcesOf('AWS::Budgets::Budget') as [[string, { Budget: Record<string, unknown>; NotificationsWithSubscribers: unknown[] }]];
+    expect(b.Budget).toMatchObject({
+      BudgetType: 'COST',
+      TimeUnit: 'DAILY',
+      BudgetLimit: { Amount: DEFAULT_CONFIG.dailyGpuBudgetUsd, Unit: 'USD' },
+      CostFilters: { TagKeyValue: [`user:${key}$${value}`], Service: [EC2_COMPUTE_SERVICE] },
+    });
+    const alarmTopic = logicalIdOf(s, s.stack.alarmTopic);
+    expect(b.NotificationsWithSubscribers).toEqual(
+      [80, 100].map((threshold) => ({
+        Notification: { NotificationType: 'ACTUAL', ComparisonOperator: 'GREATER_THAN', Threshold: threshold, ThresholdType: 'PERCENTAGE' },
+        Subscribers: [{ SubscriptionType: 'SNS', Address: { Ref: alarmTopic } }],
+      })),
+    );
+  });
+
+  it('the alarm topic admits budgets.amazonaws.com for this account only, and so does the topic key', () => {
+    const budgetsStatements = (docs: { Statement: Statement[] }[]): Statement[] =>
+      docs.flatMap((d) => d.Statement).filter((st) => JSON.stringify(st.Principal) === JSON.stringify({ Service: 'budgets.amazonaws.com' }));
+    const topicPolicies = resourcesOf('AWS::SNS::TopicPolicy').filter(([, p]) => (p.Topics as unknown[]).some((t) => refOf(t) === logicalIdOf(s, s.stack.alarmTopic)));
+    const publish = budgetsStatements(topicPolicies.map(([, p]) => p.PolicyDocument as { Statement: Statement[] }));
+    expect(publish).toHaveLength(1);
+    expect(publish[0]).toMatchObject({ Effect: 'Allow', Action: 'sns:Publish', Resource: { Ref: logicalIdOf(s, s.stack.alarmTopic) } });
+    expect(Object.keys(publish[0].Condition as object).sort()).toEqual(['ArnLike', 'StringEquals']);
+    expect(JSON.stringify(publish[0].Condition)).toContain('aws:SourceAccount');
+    const key = s.json.Resources[logicalIdOf(s, s.stack.topicKey)].Properties as { KeyPolicy: { Statement: Statement[] } };
+    const encrypt = budgetsStatements([key.KeyPolicy]);
+    expect(encrypt).toHaveLength(1);
+    expect(encrypt[0].Action).toEqual(['kms:Decrypt', 'kms:GenerateDataKey*']);
+  });
+
+  it('tags the Batch compute environments, the instances they launch, and the launch template\'s instances and volumes', () => {
+    const envs = resourcesOf('AWS::Batch::ComputeEnvironment');
+    expect(envs.length).toBeGreaterThanOrEqual(4);
+    for (const [id, p] of envs) {
+      expect(p.Tags, id).toMatchObject({ [key]: value });
+      expect((p.ComputeResources as { Tags: unknown }).Tags, id).toEqual({ [key]: value });
+    }
+    const [[, lt]] = resourcesOf('AWS::EC2::LaunchTemplate') as [[string, { LaunchTemplateData: { TagSpecifications: { ResourceType: string; Tags: unknown[] }[] } }]];
+    for (const type of ['instance', 'volume']) {
+      expect(lt.LaunchTemplateData.TagSpecifications.find((t) => t.ResourceType === type)?.Tags, type).toContainEqual({ Key: key, Value: value });
+    }
+  });
+
+  it('takes its limit and tag from the configuration', () => {
+    const other = synth({ dailyGpuBudgetUsd: 55, costAllocationTag: { key: 'team', value: 'video lab' } });
+    const b = Object.values(other.json.Resources).find((r) => r.Type === 'AWS::Budgets::Budget')!.Properties as { Budget: { BudgetLimit: unknown; CostFilters: { TagKeyValue: string[] } } };
+    expect(b.Budget.BudgetLimit).toEqual({ Amount: 55, Unit: 'USD' });
+    expect(b.Budget.CostFilters.TagKeyValue).toEqual(['user:team$video lab']);
   });
 });
 
