@@ -80,9 +80,10 @@ export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<Gener
     throw e;
   }
   const sessions = new OnnxSessions({ provider, threads: o.threads });
+  let bundle: Bundle | null = null;
   try {
     const tLoad = performance.now();
-    const bundle = await openBundle(loc.model, { cacheDir: o.cacheDir, s3: o.s3 });
+    bundle = await openBundle(loc.model, { cacheDir: o.cacheDir, s3: o.s3 });
     const downloadS = (performance.now() - tLoad) / 1000;
     const params = o.params(bundle);
     const infos = [];
@@ -120,5 +121,7 @@ export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<Gener
     throw e;
   } finally {
     await sessions.close();
+    // The cached bundle may be evicted from here on (its files are no longer open).
+    await bundle?.release?.();
   }
 }

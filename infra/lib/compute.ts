@@ -248,6 +248,7 @@ export class GpuBatch extends Construct {
       [WORKER_ENV.progressBus]: eventBus.eventBusName,
       [WORKER_ENV.modelCache]: WORKER_PATHS.modelCache,
       [WORKER_ENV.cacheDir]: WORKER_PATHS.cacheRoot,
+      [WORKER_ENV.modelCacheMinFreeGiB]: String(c.modelCacheMinFreeGiB),
       // Temporary files (decoded frames, downloads in flight) on the job's scratch volume.
       TMPDIR: WORKER_PATHS.scratch,
       // Containers cannot reach instance metadata (hop limit 1), so the SDK is told its Region.

@@ -148,6 +148,8 @@ export const CilConfigSchema = z.strictObject({
    * `costAllocationTag` (the GPU instances: the bill, not the estimate); over it, the alarm topic.
    */
   dailyGpuBudgetUsd: z.number().gt(0).max(1_000_000),
+  /** Free space (GiB) the host model cache keeps on the instance's cache volume before a download; below it, least recently used bundles no job holds are evicted. */
+  modelCacheMinFreeGiB: z.number().min(0).max(10_000),
   /**
    * The cost-allocation tag on every resource of the stack (and on the instances Batch launches),
    * which the budget filters on. Activate it once in the Billing console (Cost allocation tags).
@@ -236,6 +238,7 @@ export const DEFAULT_CONFIG: CilConfig = Object.freeze({
   failedExecutionsThreshold: 1,
   dailyGpuSpendAlarmUsd: 200,
   dailyGpuBudgetUsd: 200,
+  modelCacheMinFreeGiB: 10,
   costAllocationTag: { key: 'cil-project', value: 'cil-video' },
   // On-demand, us-east-1, Linux (estimates; Spot is typically 30–60 % of these).
   instanceHourlyUsd: {

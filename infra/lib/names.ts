@@ -121,6 +121,8 @@ export const WORKER_ENV = Object.freeze({
   progressBus: 'CIL_PROGRESS_BUS',
   /** Model-bundle cache (the host volume, shared by the jobs on one instance). */
   modelCache: 'CIL_MODEL_CACHE',
+  /** Free space (GiB) the model cache keeps on the instance's cache volume (least recently used bundles are evicted). */
+  modelCacheMinFreeGiB: 'CIL_MODEL_CACHE_MIN_FREE_GIB',
   /**
    * Root of the instance's cache volume in the container: the NVMe instance store where the
    * instance type has one, else the gp3 root volume (the launch template mounts it; see

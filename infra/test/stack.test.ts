@@ -380,6 +380,8 @@ describe('batch', () => {
     expect(refOf(env[WORKER_ENV.progressBus])).toBe(logicalIdOf(s, s.stack.eventBus));
     expect(env[WORKER_ENV.modelCache]).toBe('/var/cache/cil/models');
     expect(env[WORKER_ENV.cacheDir]).toBe('/var/cache/cil');
+    // The cache's free-space floor (least recently used bundles are evicted below it).
+    expect(env[WORKER_ENV.modelCacheMinFreeGiB]).toBe(String(DEFAULT_CONFIG.modelCacheMinFreeGiB));
     // GPU or nothing: a job that cannot get CUDA exits at once rather than running on the CPU.
     expect(env.CIL_EXECUTION_PROVIDER).toBe('cuda');
     expect(c.LinuxParameters).toEqual({ InitProcessEnabled: true });
