@@ -27,6 +27,14 @@ Object.assign(out, {
   ddimStepGBps: round(s.ddimStepGBps, 2),
   eulerStepGBps: round(s.eulerStepGBps, 2),
   ddimStepVsMemcpy: round(s.ddimStepVsMemcpy, 2),
+  kernelBackend: s.kernelBackend,
+  ddimStepMsJs: round(s.ddimStepMsJs),
+  noiseFillMsJs: round(s.noiseFillMsJs),
+  eulerStepMsJs: round(s.eulerStepMsJs),
+  noiseFirstFillMs: round(s.noiseFirstFillMs),
+  noiseThirdFillMs: round(s.noiseThirdFillMs),
+  noiseFirstFillMsJs: round(s.noiseFirstFillMsJs),
+  noiseThirdFillMsJs: round(s.noiseThirdFillMsJs),
 });
 log('host work per step around a stub UNet of real tensor sizes (DynamiCrafter 320×512, SVD 576×1024)…');
 const hd = await benchHost('dc-320x512');

@@ -34,9 +34,9 @@ export class LocalBenchError extends Error {
   override readonly name = 'LocalBenchError';
 }
 
-export async function benchLocalDetailed(runs = 3): Promise<LocalBenchDetail> {
+export async function benchLocalDetailed(runs = 3, warmStart = true): Promise<LocalBenchDetail> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cil-bench-local-'));
-  const pipeline = await startLocalPipeline({ dataDir, definitionsCacheDir: join(DEFAULT_DATA_DIR, 'cache'), workerConcurrency: 1 });
+  const pipeline = await startLocalPipeline({ dataDir, definitionsCacheDir: join(DEFAULT_DATA_DIR, 'cache'), workerConcurrency: 1, warmStart });
   try {
     const card = await testCardPng();
     const e2e: number[] = [];

@@ -10,7 +10,26 @@ import { fusedUpdate } from '#shared/sampler';
 import { NormalGenerator } from '#shared/sampler';
 import { tensor } from '#shared/sampler';
 import type { Tensor } from '#shared/sampler';
-import { timeMs } from './util.ts';
+import { kernelBackend, setKernelBackend } from '#shared/sampler';
+import type { KernelBackend } from '#shared/sampler';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { median, timeMs } from './util.ts';
+
+const NOISE_FIRST = fileURLToPath(new URL('./noiseFirst.ts', import.meta.url));
+
+/** Median over `runs` fresh processes of the first fill and of the third (warm) one. */
+function noiseFirstMs(backend: 'wasm' | 'js', runs = 3): { first: number; third: number } {
+  const first: number[] = [];
+  const third: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const r = spawnSync(process.execPath, [NOISE_FIRST, backend], { encoding: 'utf8' });
+    const { ms } = JSON.parse(r.stdout) as { ms: number[] };
+    first.push(ms[0]);
+    third.push(ms[2]);
+  }
+  return { first: median(first), third: median(third) };
+}
 
 export const DDIM_DIMS = [1, 4, 16, 40, 64]; // DynamiCrafter 320×512, 16 frames
 export const EULER_DIMS = [1, 14, 4, 72, 128]; // SVD 576×1024, 14 frames
@@ -30,6 +49,17 @@ export interface SamplerBench {
   ddimStepGBps: number;
   eulerStepGBps: number;
   ddimStepVsMemcpy: number;
+  /** The backend of the numbers above ('wasm-simd' where available). */
+  kernelBackend: KernelBackend;
+  /** The same step and fill on the JavaScript fallback (the loops before issue 17's kernels). */
+  ddimStepMsJs: number;
+  noiseFillMsJs: number;
+  eulerStepMsJs: number;
+  /** The first fill of a fresh process, and its third, per backend (bench/noiseFirst.ts). */
+  noiseFirstFillMs: number;
+  noiseThirdFillMs: number;
+  noiseFirstFillMsJs: number;
+  noiseThirdFillMsJs: number;
 }
 
 export async function benchSampler(runs = 60): Promise<SamplerBench> {
@@ -44,11 +74,17 @@ export async function benchSampler(runs = 60): Promise<SamplerBench> {
   const gen = NormalGenerator.fromSeed(4);
   const z = new Float32Array(x.data.length);
   const input = { x, modelTime: step.modelTime, inputScale: 1, step: 20 };
-  const ddimStepMs = await timeMs(async () => {
+  const ddimStep = (): Promise<number> => timeMs(async () => {
     const g = await guided(input);
     gen.fill(z);
     fusedUpdate(x.data, step, g, z);
   }, runs);
+  const backend = kernelBackend();
+  setKernelBackend('js');
+  const ddimStepMsJs = await ddimStep();
+  const noiseFillMsJs = await timeMs(() => gen.fill(z), runs);
+  setKernelBackend(backend);
+  const ddimStepMs = await ddimStep();
   const noiseFillMs = await timeMs(() => gen.fill(z), runs);
 
   // Euler: SVD step with per-frame guidance (1 → 3).
@@ -59,9 +95,15 @@ export async function benchSampler(runs = 60): Promise<SamplerBench> {
   const ex = randn(EULER_DIMS, 7);
   const eg = perFrameGuidance(() => Promise.resolve({ cond: ec, uncond: eu }), { min: 1, max: 3 });
   const einput = { x: ex, modelTime: es.modelTime, inputScale: es.inputScale, step: 10 };
-  const eulerStepMs = await timeMs(async () => {
+  const eulerStep = (): Promise<number> => timeMs(async () => {
     fusedUpdate(ex.data, es, await eg(einput), null);
   }, runs);
+  setKernelBackend('js');
+  const eulerStepMsJs = await eulerStep();
+  setKernelBackend(backend);
+  const eulerStepMs = await eulerStep();
+  const wasmFirst = noiseFirstMs('wasm');
+  const jsFirst = noiseFirstMs('js');
 
   // Single-thread copy bandwidth of a Float32Array of the DDIM latent's size (read + write bytes).
   const src = randn(DDIM_DIMS, 8).data;
@@ -74,5 +116,9 @@ export async function benchSampler(runs = 60): Promise<SamplerBench> {
   const ddimStepGBps = ddimBytes / (ddimStepMs * 1e6);
   const en = ex.data.length;
   const eulerStepGBps = (4 * en * 4) / (eulerStepMs * 1e6);
-  return { ddimStepMs, eulerStepMs, memcpyGBps, noiseFillMs, ddimStepGBps, eulerStepGBps, ddimStepVsMemcpy: ddimStepGBps / memcpyGBps };
+  return {
+    ddimStepMs, eulerStepMs, memcpyGBps, noiseFillMs, ddimStepGBps, eulerStepGBps, ddimStepVsMemcpy: ddimStepGBps / memcpyGBps,
+    kernelBackend: backend, ddimStepMsJs, noiseFillMsJs, eulerStepMsJs,
+    noiseFirstFillMs: wasmFirst.first, noiseThirdFillMs: wasmFirst.third, noiseFirstFillMsJs: jsFirst.first, noiseThirdFillMsJs: jsFirst.third,
+  };
 }

@@ -89,6 +89,9 @@ export async function buildFullProgram(): Promise<Command> {
 
 export async function run(argv: string[]): Promise<number> {
   try {
+    // A process started ahead of its job by the local pipeline (cli/prestart.ts, AWAIT_JOB_FLAG;
+    // loaded only then, so that `cil --help` does not load zod).
+    if (argv[0] === '--await-job') return await (await import('./prestart.ts')).runPrestarted(argv[1], buildProgram, run);
     const program = await buildProgram(argv);
     await program.parseAsync(argv, { from: 'user' });
     return 0;

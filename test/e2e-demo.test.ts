@@ -125,7 +125,7 @@ describe('the demo path, end to end on the local pipeline', () => {
     const pngFrames = await Promise.all(
       Array.from({ length: DEMO_DEFAULTS.frames }, async (_, i) => new Uint8Array(await sharp((await t.get(`${frameDir}${String(i).padStart(4, '0')}.png`))!).removeAlpha().raw().toBuffer())),
     );
-    // The GIF is one ≤ 256-colour palette (palettegen, stats over all frames) with Sierra-2-4A
+    // The GIF is one ≤ 256-colour palette (palettegen, stats over all frames at a quarter size per side) with Sierra-2-4A
     // error diffusion. The palette is the set of colours the decoded GIF uses; the quantisation
     // error of a frame is the mean distance (per channel, in levels of 255) from each PNG pixel to
     // its nearest palette colour. Dithering trades per-pixel error for local averages: so each

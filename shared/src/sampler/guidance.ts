@@ -4,6 +4,7 @@
  * segment, out = Σ_b w_b[seg]·branch_b, and the sampler's fused loop applies them. Guidance
  * rescale needs statistics of the guided output; those come from one reduction pass.
  */
+import { wasmKernels } from './kernels.ts';
 import { ShapeError } from './tensor.ts';
 import type { Tensor } from './tensor.ts';
 
@@ -58,11 +59,11 @@ export interface CfgOptions {
   readonly rescale?: number;
 }
 
-/**
- * Sample standard deviation with Bessel's correction, as torch.std, of g = wu·u + wc·c over
- * [from, to), computed from one pass of five float64 sums (no guided array is materialised).
- */
-function cfgStds(u: Float32Array, c: Float32Array, wu: number, wc: number, from: number, to: number): { stdC: number; stdG: number } {
+/** Σu, Σc, Σu², Σc², Σuc of cfgStds, reused (one reduction at a time: the code is synchronous). */
+const SUMS = new Float64Array(5);
+
+/** The five float64 sums over [from, to), each in element order (kernels.wat `stats` does the same). */
+function cfgSums(u: Float32Array, c: Float32Array, from: number, to: number, sums: Float64Array): void {
   let su = 0;
   let sc = 0;
   let suu = 0;
@@ -77,10 +78,25 @@ function cfgStds(u: Float32Array, c: Float32Array, wu: number, wc: number, from:
     scc += b * b;
     suc += a * b;
   }
+  sums[0] = su;
+  sums[1] = sc;
+  sums[2] = suu;
+  sums[3] = scc;
+  sums[4] = suc;
+}
+
+/**
+ * Sample standard deviation with Bessel's correction, as torch.std, of g = wu·u + wc·c over
+ * [from, to), computed from one pass of five float64 sums (no guided array is materialised).
+ */
+function cfgStds(u: Float32Array, c: Float32Array, wu: number, wc: number, from: number, to: number): { stdC: number; stdG: number } {
+  if (!wasmKernels()?.cfgSums(u, c, from, to, SUMS)) cfgSums(u, c, from, to, SUMS);
+  const su = SUMS[0];
+  const sc = SUMS[1];
   const n = to - from;
-  const varU = (suu - (su * su) / n) / (n - 1);
-  const varC = (scc - (sc * sc) / n) / (n - 1);
-  const cov = (suc - (su * sc) / n) / (n - 1);
+  const varU = (SUMS[2] - (su * su) / n) / (n - 1);
+  const varC = (SUMS[3] - (sc * sc) / n) / (n - 1);
+  const cov = (SUMS[4] - (su * sc) / n) / (n - 1);
   const varG = wu * wu * varU + wc * wc * varC + 2 * wu * wc * cov;
   return { stdC: Math.sqrt(Math.max(0, varC)), stdG: Math.sqrt(Math.max(0, varG)) };
 }

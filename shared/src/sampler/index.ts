@@ -6,6 +6,8 @@
  */
 export * from './tensor.ts';
 export * from './rng.ts';
+export { kernelBackend, kernelBackends, setKernelBackend } from './kernels.ts';
+export type { KernelBackend } from './kernels.ts';
 export * from './schedules.ts';
 export * from './prediction.ts';
 export * from './guidance.ts';

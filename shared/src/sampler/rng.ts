@@ -13,6 +13,7 @@
  * Changing anything below that alters the stream must also change ALGORITHM.
  */
 import { tensor, numel, formatDims, ShapeError } from './tensor.ts';
+import { kernelBackends, setZigguratTables, wasmKernels } from './kernels.ts';
 import type { Tensor } from './tensor.ts';
 
 /** Names the exact stream; stored in every state so a checkpoint is never resumed by another algorithm. */
@@ -75,6 +76,7 @@ const F = new Float64Array(LAYERS + 1);
     X_SCALED[i] = x[i] * TWO_POW_M24;
   }
 }
+setZigguratTables(X_NEXT, X_SCALED, F, R, INV_R);
 
 // ---------------------------------------------------------------------------------------------
 // Seeding: splitmix64 needs 64-bit wrap-around multiplies; BigInt is exact and runs once per seed.
@@ -165,11 +167,11 @@ function normal(st: Int32Array): number {
 }
 
 /**
- * normal() for out[start..end). The inner loop inlines xoshiro and the fast path on local state
- * words and has no call in it (a call there made V8 spill every iteration, ≈25 % slower); it
- * breaks out to the slow path and resumes.
+ * normal() for out[start..end) (≤ CHUNK elements). The inner loop inlines xoshiro and the fast
+ * path on local state words and has no call in it (a call there made V8 spill every iteration,
+ * ≈25 % slower); it breaks out to the slow path and resumes.
  */
-function fillNormals(st: Int32Array, out: Float32Array, start: number, end: number): void {
+function fillChunk(st: Int32Array, out: Float32Array, start: number, end: number): void {
   let s0 = st[0];
   let s1 = st[1];
   let s2 = st[2];
@@ -212,10 +214,25 @@ function fillNormals(st: Int32Array, out: Float32Array, start: number, end: numb
   st[3] = s3;
 }
 
-// Warm-up on a scratch state (no generator's stream is touched): V8 compiles fillNormals by
-// on-stack replacement while its first big call is still looping, before the code after the loop
-// has run; without type feedback for it, that code deoptimised on every later call (≈2× slower).
-fillNormals(Int32Array.of(1, 2, 3, 4), new Float32Array(512), 0, 512);
+/**
+ * The JavaScript fill, in chunks. One call over a whole latent made V8 optimise fillChunk only by
+ * on-stack replacement, from feedback the first (lazily allocated) calls had not finished
+ * collecting: `node --trace-deopt` showed the OSR code bailing out with "Insufficient type
+ * feedback for binary operation" at `s0 ^= s3`, and the first 2–6 steps ran interpreted or
+ * deoptimised (5–30 ms each instead of 0.7). Chunks make fillChunk an ordinary hot function that
+ * V8 optimises between two calls with complete feedback.
+ */
+function fillNormals(st: Int32Array, out: Float32Array, start: number, end: number): void {
+  for (let k = start; k < end; k += CHUNK) fillChunk(st, out, k, Math.min(end, k + CHUNK));
+}
+const CHUNK = 2048;
+
+// Warm-up on a scratch state (no generator's stream is touched), where the WebAssembly kernels
+// are missing: the feedback above, and the optimised fillChunk before the first step.
+if (kernelBackends().length === 1) {
+  const scratch = new Float32Array(CHUNK);
+  for (let i = 0; i < 64; i++) fillNormals(Int32Array.of(1, 2, 3, 4 + i), scratch, 0, CHUNK);
+}
 
 /**
  * Seeded standard-normal generator. `fill` is the hot path (no allocation) and writes exactly the
@@ -316,7 +333,7 @@ export class NormalGenerator {
         `NormalGenerator.fill: range [${start}, ${end}) must be integers with 0 ≤ start ≤ end ≤ ${out.length} (out.length)`,
       );
     }
-    fillNormals(this.st, out, start, end);
+    if (!wasmKernels()?.fillNormals(this.st, out, start, end)) fillNormals(this.st, out, start, end);
     this.drawnCount += end - start;
   }
 }

@@ -5,6 +5,7 @@
  * takes an async denoiser (an ONNX model, a test double, a toy), reports progress through a
  * callback and stops on an AbortSignal.
  */
+import { wasmKernels } from './kernels.ts';
 import { ShapeError, tensor } from './tensor.ts';
 import type { Tensor } from './tensor.ts';
 import type { GuidedDenoiser, GuidedOutput } from './guidance.ts';
@@ -30,7 +31,8 @@ export interface NoiseSource {
 
 /**
  * x ← xCoef·x + outCoef·Σ_b w_b[seg]·br_b + σ·z, in place, one pass. Specialised for the 1-, 2-
- * and 3-branch cases so the inner loop has no inner loop (it is memory-bound).
+ * and 3-branch cases so the inner loop has no inner loop (it is memory-bound); those run in
+ * WebAssembly SIMD where available (kernels.ts), with the same bits.
  */
 export function fusedUpdate(x: Float32Array, step: StepCoefs, g: GuidedOutput, z: Float32Array | null): void {
   const L = g.segmentLength;
@@ -48,6 +50,8 @@ export function fusedUpdate(x: Float32Array, step: StepCoefs, g: GuidedOutput, z
   const q = step.outCoef;
   const sigma = z ? step.noiseStd : 0;
   const w = (b: number, s: number): number => q * (g.weights[b].length === 1 ? g.weights[b][0] : g.weights[b][s]);
+  // The WebAssembly kernel does these loops' float64 operations in the same order (kernels.wat).
+  if (wasmKernels()?.update(x, g.branches, z, L, p, w, sigma)) return;
   for (let s = 0; s < nSeg; s++) {
     const from = s * L;
     const to = from + L;
