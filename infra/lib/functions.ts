@@ -13,7 +13,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { PREFIX } from '#shared/schemas';
 import type { CilConfig } from './config.ts';
-import { functionBase, nodeFunction } from './lambdas.ts';
+import { TRACING, functionBase, nodeFunction } from './lambdas.ts';
 import { LAMBDA_ENV } from './names.ts';
 import { DEFAULT_HANDLER_ENTRIES, FUNCTIONS_DOCKERFILE, IMAGE_HANDLERS, REPO_ROOT, RUNTIME_ENTRIES, dockerignorePatterns } from './paths.ts';
 import type { DataStorage } from './storage.ts';
@@ -65,7 +65,9 @@ export class PipelineFunctions extends Construct {
       role: validateBase.role,
       logGroup: validateBase.logGroup,
       loggingFormat: lambda.LoggingFormat.JSON,
-      environment: bucketEnv,
+      tracing: TRACING,
+      // A refusal's reason can quote the prompt: traces record that an error happened, not its message.
+      environment: { ...bucketEnv, POWERTOOLS_TRACER_CAPTURE_ERROR: 'false' },
     });
     // The exact uploaded version is read (inputs/, or batches/ for manifest images). Every key
     // Validate reads may legitimately be missing: the sidecar beside the upload (usually absent),
@@ -90,6 +92,7 @@ export class PipelineFunctions extends Construct {
       role: postBase.role,
       logGroup: postBase.logGroup,
       loggingFormat: lambda.LoggingFormat.JSON,
+      tracing: TRACING,
       environment: bucketEnv,
     });
     storage.grantObjects(postBase.role, 'read', PREFIX.jobs, PREFIX.outputs);

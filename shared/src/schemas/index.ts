@@ -8,3 +8,4 @@ export * from './jobSpec.ts';
 export * from './bundleContract.ts';
 export * from './resolve.ts';
 export * from './s3Uri.ts';
+export * from './placement.ts';
