@@ -10,8 +10,9 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobKeys } from '#shared/schemas';
+import type { RecordedPlacement } from '#shared/schemas';
 import type { PipelineEvent } from '../local/src/pipeline.ts';
-import { MAX_CONTAINER_OVERRIDES_CHARS } from '../local/src/batch.ts';
+import { CAPACITY_CANCELLED, MAX_CONTAINER_OVERRIDES_CHARS } from '../local/src/batch.ts';
 import { testCardPng } from '../local/src/testCard.ts';
 import type { TestPipeline } from './helpers/local.ts';
 import { startTestPipeline } from './helpers/local.ts';
@@ -63,7 +64,48 @@ describe('the job spec by reference', () => {
     const meta = JSON.parse((await t.get(jobKeys(up.id).workerMetadata))!.toString('utf8')) as { params: { prompt: string }; timings: Record<string, number> };
     expect(meta.params.prompt).toBe(prompt);
     for (const k of ['downloadS', 'sessionOpenS', 'stepS']) expect(typeof meta.timings[k], k).toBe('number');
+    // Spot had capacity: the placement says so, with no cancellation and no resubmission.
+    const placement = (meta as unknown as { placement: Record<string, unknown> }).placement;
+    expect(placement).toMatchObject({ tier: 'interactive', capacity: 'spot', spotCancellations: 0 });
+    expect(placement).not.toHaveProperty('resubmittedFrom');
     expect(await t.exists(`${jobKeys(up.id).output}video.mp4`)).toBe(true);
+  }, 180_000);
+});
+
+describe('a Spot queue without capacity', () => {
+  it('cancels the job RUNNABLE; the workflow resubmits it on-demand, and metadata.json, result.json and the notification record it', async () => {
+    // Every tier queue of every fleet is short of Spot capacity; the on-demand queues are not.
+    const tierQueues = Object.values(t.pipeline.definitions.generation.States).flatMap((st) => {
+      const q = (st.Result as { queues?: Record<string, string> } | undefined)?.queues;
+      return q ? [q.interactive, q.production] : [];
+    });
+    expect(tierQueues.length).toBeGreaterThan(0);
+    t.pipeline.withoutCapacity(tierQueues);
+    let rec;
+    let up;
+    try {
+      up = await t.pipeline.upload('inputs/prod/no-spot.png', card, { request: { steps: 5 } });
+      rec = await t.pipeline.waitForJob(up.id, 120_000);
+    } finally {
+      t.pipeline.withoutCapacity([]);
+    }
+    expect(rec.status, `${rec.error}: ${rec.cause?.slice(0, 600)}`).toBe('SUCCEEDED');
+    const [spot, onDemand] = rec.batchJobs.map((j) => t.pipeline.batchJob(j.jobId)!);
+    expect(spot).toMatchObject({ Status: 'FAILED', StatusReason: CAPACITY_CANCELLED, Attempts: [] });
+    expect(onDemand.Status).toBe('SUCCEEDED');
+    const want = { tier: 'interactive', queue: onDemand.JobQueue, capacity: 'on-demand', spotCancellations: 1, resubmittedFrom: spot.JobId, resubmitReason: CAPACITY_CANCELLED };
+    // The worker's metadata.json (and its copy under outputs/), result.json and the notification.
+    const keys = jobKeys(up.id);
+    const meta = JSON.parse((await t.get(keys.workerMetadata))!.toString('utf8')) as { placement: RecordedPlacement };
+    expect(meta.placement).toMatchObject(want);
+    expect(meta.placement.queueWaitSeconds).toBeGreaterThanOrEqual(0);
+    expect(Date.parse(meta.placement.executionStartedAt)).toBeLessThanOrEqual(Date.now());
+    expect(JSON.parse((await t.get(`${keys.output}metadata.json`))!.toString('utf8'))).toEqual(meta);
+    const result = JSON.parse((await t.get(`${keys.output}result.json`))!.toString('utf8')) as { placement: RecordedPlacement };
+    expect(result.placement).toEqual(meta.placement);
+    const note = t.pipeline.notifications().find((n) => n.channel === 'sns' && n.attributes?.jobId === up.id);
+    expect(note?.attributes).toMatchObject({ status: 'succeeded', capacity: 'on-demand' });
+    expect((note?.message as { placement: unknown }).placement).toEqual(meta.placement);
   }, 180_000);
 });
 

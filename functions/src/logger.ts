@@ -10,6 +10,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import type { Context } from 'aws-lambda';
 import type { JobSpec } from '#shared/schemas';
 import { PipelineError } from './errors.ts';
+import { lambdaEntry, tracer } from './powertools.ts';
 
 const root = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cil-pipeline' });
 /** The logger of the invocation whose code is running (see `perInvocation`). */
@@ -65,9 +66,10 @@ export interface StepLogging {
 }
 
 /**
- * A step's handler: `perInvocation`, the Lambda context (Powertools' injectLambdaContext) and the
- * `step` key added first, the end logged as StepLogging says when `work` throws (the error still
- * propagates), the keys reset after (injectLambdaContext's resetKeys).
+ * A step's handler: `perInvocation`, the Lambda context (Powertools' injectLambdaContext), the
+ * invocation traced (Powertools Tracer), the `step` key added first, the end logged as StepLogging
+ * says when `work` throws (the error still propagates), the keys reset after (injectLambdaContext's
+ * resetKeys).
  */
 export function stepHandler<R>(o: StepLogging, work: (input: unknown) => Promise<R>): (input: unknown, context?: Context) => Promise<R> {
   const run = async (input: unknown): Promise<R> => {
@@ -80,15 +82,9 @@ export function stepHandler<R>(o: StepLogging, work: (input: unknown) => Promise
       throw e;
     }
   };
-  return perInvocation(async (input: unknown, context?: Context) => {
-    // Local mode invokes without a Lambda context; its per-invocation logger is dropped afterwards.
-    if (!context) return run(input);
-    // Powertools' context injection (the decorator, applied by hand): the Lambda context on every
-    // line, and the appended keys reset when the invocation ends, whatever happens.
-    const d: TypedPropertyDescriptor<(input: unknown, context: Context) => Promise<R>> = { value: (i) => run(i) };
-    (logger.injectLambdaContext({ resetKeys: true }) as unknown as (t: unknown, k: string, desc: typeof d) => void)(undefined, 'handler', d);
-    return d.value!(input, context);
-  });
+  // Powertools' context injection and tracing (powertools.ts); local mode invokes without a Lambda
+  // context, and its per-invocation logger is dropped afterwards.
+  return perInvocation(lambdaEntry(() => ({ tracer, logger }), run));
 }
 
 /** A Lambda entry point whose handler (and its clients) is built from the environment on first use. */

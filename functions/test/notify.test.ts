@@ -53,6 +53,20 @@ describe('buildFailureRecord', () => {
     expect(JSON.stringify(r)).not.toContain('confidential');
   });
 
+  it('records the placement of a job resubmitted on-demand after a Spot cancellation (and only then); the failure notification carries it', () => {
+    const s = spec();
+    const spot = { tier: 'interactive', queue: 'arn:aws:batch:us-east-1:1:job-queue/spot', capacity: 'spot', spotCancellations: 0, executionStartedAt: '2025-01-15T12:00:00.000Z' };
+    const onDemand = { ...spot, queue: 'arn:aws:batch:us-east-1:1:job-queue/od', capacity: 'on-demand', spotCancellations: 1, resubmittedFrom: 'spot-1', resubmitReason: 'Canceled by JobStateTimeLimit action due to reason: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY' };
+    const input = (placement: unknown): unknown => ({ failedStep: 'Generate', error: { Error: 'States.TaskFailed', Cause: 'boom' }, spec: s, placement });
+    const plain = buildFailureRecord(parseFailureInput(input(spot)), NOW);
+    expect(plain).not.toHaveProperty('placement');
+    expect(plain).toEqual(buildFailureRecord(parseFailureInput(input(undefined)), NOW));
+    const resubmitted = buildFailureRecord(parseFailureInput(input(onDemand)), NOW);
+    expect(resubmitted.placement).toEqual(onDemand);
+    expect(buildNotification({ status: 'failed', failure: resubmitted }).detail.placement).toEqual(onDemand);
+    expect(buildNotification({ status: 'failed', failure: plain }).detail).not.toHaveProperty('placement');
+  });
+
   it('names the job from the upload event when Validate failed, even for a refused key', () => {
     const ok = buildFailureRecord(parseFailureInput({ failedStep: 'Validate', error: { Error: 'InvalidImage', Cause: lambdaCause }, event: uploadEvent('cil-data', 'inputs/cat.png', { etag: 'e' }) }), NOW);
     expect(ok.jobId).toBe(spec().jobId);

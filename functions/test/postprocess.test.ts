@@ -146,6 +146,14 @@ describe('post-process core', () => {
     expect(() => parseWorkerMetadata(Buffer.from('{'), 'm')).toThrow(/not valid JSON/);
   });
 
+  it('carries the worker\'s placement (queue, capacity, Spot cancellations, queue wait) and refuses a malformed one by field', () => {
+    const placement = { tier: 'interactive', queue: 'arn:aws:batch:us-east-1:1:job-queue/od', capacity: 'on-demand', spotCancellations: 1, executionStartedAt: '2026-01-01T00:00:00.000Z', resubmittedFrom: 'spot-1', resubmitReason: 'Canceled', queueWaitSeconds: 1260.4 };
+    expect(parseWorkerMetadata(Buffer.from(JSON.stringify({ timings: { totalS: 2 }, placement })), 'm')).toEqual({ timings: { totalS: 2 }, placement });
+    expect(parseWorkerMetadata(Buffer.from(JSON.stringify({ placement })), 'm')).toEqual({ timings: null, placement });
+    expect(() => parseWorkerMetadata(Buffer.from(JSON.stringify({ placement: { ...placement, capacity: 'reserved' } })), 'm')).toThrow(/m placement: invalid placement:\n\s+- capacity:/);
+    expect(() => parseWorkerMetadata(Buffer.from(JSON.stringify({ placement: { ...placement, queueWaitSeconds: -1 } })), 'm')).toThrow(/queueWaitSeconds/);
+  });
+
   it('refuses a spec that is not the job’s own or is malformed', () => {
     const s = spec();
     expect(parsePostprocessInput({ spec: s }, 'cil-data')).toEqual(s);

@@ -5,12 +5,14 @@
  * S3 bundles are cached on local disk keyed by content hash, so a Batch container (or a host
  * volume shared by containers) downloads a model once.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { copyFile, link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { downloadRanged, downloadSettings, DownloadError, exists, fetchVerifiedBlob, Pool, sha256File } from './download.ts';
+import { blobPath, downloadRanged, downloadSettings, DownloadError, exists, fetchVerifiedBlob, Pool, sha256File } from './download.ts';
 import type { DownloadOptions } from './download.ts';
+import { holdBundle, makeRoom, partialDir, touchLastUsed } from './modelCache.ts';
+import type { CacheOptions } from './modelCache.ts';
 import { ManifestError, parseManifest } from '#shared/schemas';
 import type { Manifest, TensorSpec } from '#shared/schemas';
 import { BUNDLE_CONTRACT } from '#shared/schemas';
@@ -30,6 +32,8 @@ export interface Bundle {
   readonly hash: string;
   /** For a bundle from S3: how it reached the local cache. */
   readonly download?: BundleDownload;
+  /** For a bundle from S3: ends this job's use of the cached copy (it may be evicted after); call when done. */
+  readonly release?: () => Promise<void>;
 }
 
 /** How an S3 bundle reached the cache (metadata.json `modelCache`). */
@@ -53,6 +57,8 @@ export interface OpenBundleOptions {
   readonly cacheDir?: string;
   readonly s3?: S3Client;
   readonly download?: DownloadOptions;
+  /** The host cache's eviction: free-space floor, in-use locks (modelCache.ts). */
+  readonly cache?: CacheOptions;
 }
 
 /** The SHA-256 manifest.json records for a file (its `files` map, or the component's own), if any. */
@@ -247,14 +253,27 @@ async function openS3(uri: string, o: OpenBundleOptions): Promise<Bundle> {
   const cacheDir = modelCacheDir(o.cacheDir);
   const root = join(cacheDir, hash);
   const storage = await cacheStorage();
-  if (await exists(join(root, '.complete'))) return { source: uri, root, manifest, hash, download: { hit: true, bytes: 0, requests: 0, filesShared: 0, unverified: [], storage } };
+  // In use from here until the job releases it: no other job on the instance evicts it.
+  const { complete, release } = await holdBundle(cacheDir, hash, o.cache);
+  if (complete) return { source: uri, root, manifest, hash, download: { hit: true, bytes: 0, requests: 0, filesShared: 0, unverified: [], storage }, release };
+  try {
+    // What the download adds to the volume: every file but those already in the store.
+    let needed = 0;
+    for (const f of files) {
+      const sha = recordedSha256(manifest, f);
+      if (sha === null || !(await exists(blobPath(cacheDir, sha)))) needed += heads.get(f)!.size;
+    }
+    await makeRoom(cacheDir, needed, hash, o.cache);
+  } catch (e) {
+    await release();
+    throw e;
+  }
   // Assembled in a private folder, then renamed: concurrent jobs sharing the cache volume never
   // see a half-written bundle, and the first rename wins. Files with a recorded SHA-256 come from
   // (or go to) the content-addressed store and are hard-linked in (download.ts).
   const settings = downloadSettings(o.download);
   const pool = new Pool(settings.concurrency);
-  const tmp = join(cacheDir, `.partial-${randomBytes(6).toString('hex')}`);
-  await mkdir(tmp, { recursive: true });
+  const tmp = await partialDir(cacheDir, o.cache);
   let bytes = 0;
   let requests = 0;
   let filesShared = 0;
@@ -297,11 +316,15 @@ async function openS3(uri: string, o: OpenBundleOptions): Promise<Bundle> {
     } catch {
       if (!(await exists(join(root, '.complete')))) throw new BundleError(`cannot move the downloaded bundle into ${root}`);
     }
+    await touchLastUsed(cacheDir, hash, Date.now());
+  } catch (e) {
+    await release();
+    throw e;
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
   unverified.sort();
-  return { source: uri, root, manifest, hash, download: { hit: false, bytes, requests, filesShared, unverified, storage } };
+  return { source: uri, root, manifest, hash, download: { hit: false, bytes, requests, filesShared, unverified, storage }, release };
 }
 
 /** A hard link into the store (no second copy on disk); a copy where links cannot be made. */

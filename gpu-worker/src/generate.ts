@@ -8,6 +8,7 @@
  */
 import { initialLatent, NormalGenerator } from '#shared/sampler';
 import type { Tensor } from '#shared/sampler';
+import type { RecordedPlacement } from '#shared/schemas';
 import { decodeFrames } from './decode.ts';
 import { Checkpoints, fingerprint } from './generate/checkpoint.ts';
 import { denoise } from './generate/denoise.ts';
@@ -43,6 +44,8 @@ export interface GenerateInput extends JobInputs {
   readonly onWarning?: (message: string) => void;
   /** How the model was loaded (the job's runner measures it): into metadata.json. */
   readonly load?: LoadTimings;
+  /** Where the workflow placed the job (metadata.json `placement`); absent outside the workflow. */
+  readonly placement?: RecordedPlacement;
 }
 
 export async function generate(i: GenerateInput): Promise<GenerationMetadata> {
@@ -91,6 +94,7 @@ export async function generate(i: GenerateInput): Promise<GenerationMetadata> {
     executionProvider: unet.provider,
     fallbackReason: unet.fallbackReason,
     load: i.load,
+    placement: i.placement,
     stepS: stepsRun > 0 ? denoiseS / stepsRun : 0,
     params: p,
     plan: job.plan,

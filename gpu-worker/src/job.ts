@@ -6,6 +6,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { readNpy } from '#shared/formats';
 import type { Tensor } from '#shared/sampler';
+import type { RecordedPlacement } from '#shared/schemas';
 import { openBundle } from './bundle.ts';
 import type { Bundle, BundleDownload } from './bundle.ts';
 import { existsSync } from 'node:fs';
@@ -44,6 +45,8 @@ export interface RunJobOptions {
   readonly checkpointEvery?: number;
   readonly onInitialLatent?: (x: Tensor) => void;
   readonly onWarning?: (message: string) => void;
+  /** Where the workflow placed the job: into metadata.json. */
+  readonly placement?: RecordedPlacement;
   /** Called once the bundle is open (e.g. to resolve parameters from its manifest). */
   readonly params: (b: Bundle) => GenerateParams;
 }
@@ -77,9 +80,10 @@ export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<Gener
     throw e;
   }
   const sessions = new OnnxSessions({ provider, threads: o.threads });
+  let bundle: Bundle | null = null;
   try {
     const tLoad = performance.now();
-    const bundle = await openBundle(loc.model, { cacheDir: o.cacheDir, s3: o.s3 });
+    bundle = await openBundle(loc.model, { cacheDir: o.cacheDir, s3: o.s3 });
     const downloadS = (performance.now() - tLoad) / 1000;
     const params = o.params(bundle);
     const infos = [];
@@ -109,7 +113,7 @@ export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<Gener
     }
     let initNoise: Tensor | null = null;
     if (loc.initNoise) initNoise = readNpy(await readInput(loc.initNoise, o.s3), loc.initNoise).tensor;
-    return await generate({ bundle, sessions, image, imageWhere: loc.image, params, statistics, initNoise, sink, signal: o.signal, onProgress: o.onProgress, checkpointEvery: o.checkpointEvery, onInitialLatent: o.onInitialLatent, onWarning: o.onWarning, load: { downloadS, sessionOpenS, requestedProvider: provider } });
+    return await generate({ bundle, sessions, image, imageWhere: loc.image, params, statistics, initNoise, sink, signal: o.signal, onProgress: o.onProgress, checkpointEvery: o.checkpointEvery, onInitialLatent: o.onInitialLatent, onWarning: o.onWarning, load: { downloadS, sessionOpenS, requestedProvider: provider }, placement: o.placement });
   } catch (e) {
     if ((e as Error).name !== 'GenerationInterrupted') {
       await sink.put('error.json', Buffer.from(`${JSON.stringify(errorRecord(e), null, 2)}\n`), 'application/json').catch(() => undefined);
@@ -117,5 +121,7 @@ export async function runJob(loc: JobLocations, o: RunJobOptions): Promise<Gener
     throw e;
   } finally {
     await sessions.close();
+    // The cached bundle may be evicted from here on (its files are no longer open).
+    await bundle?.release?.();
   }
 }

@@ -215,6 +215,7 @@ export async function verifyBundle(source: string, o: VerifyOptions = {}): Promi
     }
   } finally {
     await sessions.close();
+    await bundle.release?.();
   }
   return { bundle: source, id: m.id, family: m.family, parity: dir, reference: index.reference ?? null, pass: components.every((c) => c.pass), components };
 }

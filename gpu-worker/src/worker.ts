@@ -11,7 +11,7 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import { S3Client } from '@aws-sdk/client-s3';
 import { parseJsonText } from '#shared/formats';
 import { parseJobSpec } from '#shared/schemas';
-import type { JobSpec } from '#shared/schemas';
+import type { JobSpec, Placement, RecordedPlacement } from '#shared/schemas';
 import { isMissing, readLocation } from '../../storage/src/location.ts';
 import type { GenerationMetadata, ProgressEvent } from './generate.ts';
 import { runJob } from './job.ts';
@@ -63,8 +63,22 @@ export interface WorkerOptions {
   readonly spotWatch?: boolean;
   /** Spot poll interval (tests). */
   readonly spotPollMs?: number;
+  /** Where the workflow placed the job (`--placement`): recorded in metadata.json with the queue wait. */
+  readonly placement?: Placement | null;
+  /** The clock (tests): the queue wait is measured from placement.executionStartedAt to the start of this attempt. */
+  readonly now?: () => number;
   /** Passed to runJob (tests: the CUDA probe). */
   readonly job?: Pick<RunJobOptions, 'cudaProbe' | 'provider' | 'cacheDir'>;
+}
+
+/**
+ * The placement with the queue wait: seconds (0.1 s) from the first submission to `now`, the start
+ * of this attempt (0 when the clocks disagree and the start seems earlier).
+ */
+export function recordedPlacement(p: Placement | null, now: number): RecordedPlacement | null {
+  if (p === null) return null;
+  const wait = Math.max(0, Math.round((now - Date.parse(p.executionStartedAt)) / 100) / 10);
+  return { ...p, queueWaitSeconds: wait };
 }
 
 /**
@@ -100,6 +114,8 @@ export async function runWorker(specJson: unknown, o: WorkerOptions = {}): Promi
     return EXIT.refused;
   }
   const s3 = o.s3 ?? new S3Client({ maxAttempts: workerS3MaxAttempts() });
+  const placement = recordedPlacement(o.placement ?? null, (o.now ?? Date.now)());
+  if (placement) log({ event: 'placement', jobId: spec.jobId, ...placement });
   const b = `s3://${spec.bucket}/`;
   const r = spec.request;
   let lastSent = 0;
@@ -155,6 +171,7 @@ export async function runWorker(specJson: unknown, o: WorkerOptions = {}): Promi
         checkpointEvery: 10,
         onWarning: (message) => log({ event: 'warning', jobId: spec.jobId, message }),
         params: () => ({ ...r, saveLatent: r.outputs.includes('latent-npy') }),
+        ...(placement ? { placement } : {}),
       },
     );
     log(workerMetricsLine({

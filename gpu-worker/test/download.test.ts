@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -179,6 +179,52 @@ describe('openBundle from S3', () => {
     });
     const c = await openBundle(`s3://${s3.bucket}/models/shared-copy/`, { cacheDir: cache, s3: s3.s3, download: DL });
     expect(c.download!.filesShared).toBe(bundleFiles(c.manifest).filter((f) => recordedSha256(c.manifest, f) !== null).length);
+  }, 60_000);
+
+  it('the host cache: an older bundle nobody holds is evicted to make room; the job holds its own until it releases it; one that cannot fit is refused before any GET', async () => {
+    await upload('models/evict/');
+    const cache = join(work, 'cache-evict');
+    // An older bundle of 1 MB nobody uses, on a "volume" with room for the new one only once it is gone.
+    const old = 'f'.repeat(64);
+    await mkdir(join(cache, old), { recursive: true });
+    await writeFile(join(cache, old, 'unet.onnx'), Buffer.alloc(1 << 20));
+    await writeFile(join(cache, old, '.complete'), '');
+    // What the download adds: the manifest's files (about 115 kB), not the statistics the demo folder also holds.
+    const manifest = JSON.parse(files.get('manifest.json')!.toString('utf8')) as Parameters<typeof bundleFiles>[0];
+    const bundleBytes = bundleFiles(manifest).reduce((n, f) => n + files.get(f)!.length, 0);
+    const used = async (): Promise<number> => {
+      let n = 0;
+      const seen = new Set<number>();
+      const walk = async (d: string): Promise<void> => {
+        for (const e of await readdir(d, { withFileTypes: true })) {
+          if (e.isDirectory()) await walk(join(d, e.name));
+          else {
+            const st = await stat(join(d, e.name));
+            if (!seen.has(st.ino)) n += st.size;
+            seen.add(st.ino);
+          }
+        }
+      };
+      await walk(cache);
+      return n;
+    };
+    const capacity = (1 << 20) + bundleBytes;
+    const cacheOpts = { minFreeBytes: 4096, space: async () => ({ free: capacity - (await used()), total: capacity }) };
+    const b = await openBundle(`s3://${s3.bucket}/models/evict/`, { cacheDir: cache, s3: s3.s3, download: DL, cache: cacheOpts });
+    expect(existsSync(join(cache, old))).toBe(false);
+    expect(b.download).toMatchObject({ hit: false });
+    expect(await readdir(join(cache, '.in-use', b.hash))).toHaveLength(1);
+    await b.release!();
+    expect(existsSync(join(cache, '.in-use'))).toBe(false);
+
+    // A bundle larger than the whole volume: refused by name, nothing fetched, no hold left.
+    const c = countingClient();
+    const tiny = { minFreeBytes: 0, space: () => Promise.resolve({ free: 1000, total: 1000 }) };
+    await expect(openBundle(`s3://${s3.bucket}/models/evict/`, { cacheDir: join(work, 'cache-tiny'), s3: c.client, download: DL, cache: tiny })).rejects.toThrow(
+      /CacheFullError|cannot fit in the model cache/,
+    );
+    expect(c.ranges()).toHaveLength(0);
+    expect(existsSync(join(work, 'cache-tiny', '.in-use'))).toBe(false);
   }, 60_000);
 
   it('the cache folder: the option, $CIL_MODEL_CACHE, $CIL_CACHE_DIR/models (the instance store), ~/.cache/cil/models', () => {

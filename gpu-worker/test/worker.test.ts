@@ -1,6 +1,6 @@
 /** The worker entrypoint's policies: exit codes for Batch's retry strategy, and S3 attempts per request. */
 import { describe, expect, it } from 'vitest';
-import { EXIT, exitCodeFor, workerS3MaxAttempts } from '../src/worker.ts';
+import { EXIT, exitCodeFor, recordedPlacement, workerS3MaxAttempts } from '../src/worker.ts';
 import { GenerationInterrupted } from '../src/generate.ts';
 
 describe('worker policies', () => {
@@ -21,5 +21,14 @@ describe('worker policies', () => {
   it('an interruption without a checkpoint says so', () => {
     expect(new GenerationInterrupted(12, 'SIGTERM', false).message).toMatch(/no checkpoint written/);
     expect(new GenerationInterrupted(12, 'SIGTERM').checkpointWritten).toBe(true);
+  });
+
+  it('placement: the queue wait is measured from the execution start to this attempt, never negative; none without a placement', () => {
+    const p = { tier: 'interactive' as const, queue: 'q', capacity: 'on-demand' as const, spotCancellations: 1, executionStartedAt: '2026-01-01T00:00:00.000Z' };
+    const t0 = Date.parse(p.executionStartedAt);
+    expect(recordedPlacement(p, t0 + 1_260_449)).toEqual({ ...p, queueWaitSeconds: 1260.4 });
+    // A clock a little behind Step Functions' is not a negative wait.
+    expect(recordedPlacement(p, t0 - 500)?.queueWaitSeconds).toBe(0);
+    expect(recordedPlacement(null, t0)).toBeNull();
   });
 });

@@ -14,7 +14,7 @@ import type * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { PREFIX } from '#shared/schemas';
+import { NO_PLACEMENT, PREFIX } from '#shared/schemas';
 import type { CilConfig, ResourceProfile } from './config.ts';
 import { gpuMemoryGiB } from './config.ts';
 import { instanceUserData } from './instanceSetup.ts';
@@ -248,6 +248,7 @@ export class GpuBatch extends Construct {
       [WORKER_ENV.progressBus]: eventBus.eventBusName,
       [WORKER_ENV.modelCache]: WORKER_PATHS.modelCache,
       [WORKER_ENV.cacheDir]: WORKER_PATHS.cacheRoot,
+      [WORKER_ENV.modelCacheMinFreeGiB]: String(c.modelCacheMinFreeGiB),
       // Temporary files (decoded frames, downloads in flight) on the job's scratch volume.
       TMPDIR: WORKER_PATHS.scratch,
       // Containers cannot reach instance metadata (hop limit 1), so the SDK is told its Region.
@@ -280,6 +281,8 @@ export class GpuBatch extends Construct {
 
     this.generateJob = new batch.EcsJobDefinition(this, 'GenerateJob', {
       container: container('GenerateContainer', WORKER_COMMANDS.generate, c.modelProfiles.dynamicrafter, 1, this.generateRole),
+      // A job submitted by hand has no placement; the workflow always passes one.
+      parameters: { placement: NO_PLACEMENT },
       timeout: Duration.minutes(c.generateAttemptMinutes),
       retryAttempts: c.batchRetryAttempts,
       retryStrategies: workerRetryStrategies(),

@@ -143,6 +143,21 @@ export const CilConfigSchema = z.strictObject({
   failedExecutionsThreshold: z.int().min(1).max(10_000),
   /** Alarm when the estimated GPU spend of one day (on-demand prices, `instanceHourlyUsd`) exceeds this many US dollars. */
   dailyGpuSpendAlarmUsd: z.number().gt(0).max(1_000_000),
+  /**
+   * AWS Budgets: a daily COST budget of this many US dollars over the EC2 compute that carries
+   * `costAllocationTag` (the GPU instances: the bill, not the estimate); over it, the alarm topic.
+   */
+  dailyGpuBudgetUsd: z.number().gt(0).max(1_000_000),
+  /** Free space (GiB) the host model cache keeps on the instance's cache volume before a download; below it, least recently used bundles no job holds are evicted. */
+  modelCacheMinFreeGiB: z.number().min(0).max(10_000),
+  /**
+   * The cost-allocation tag on every resource of the stack (and on the instances Batch launches),
+   * which the budget filters on. Activate it once in the Billing console (Cost allocation tags).
+   */
+  costAllocationTag: z.strictObject({
+    key: z.string().regex(/^(?!aws:)[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}$/u, { error: 'must be 1–128 letters, digits, spaces or _ . : / = + - @, not starting with aws:' }),
+    value: z.string().regex(/^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,256}$/u, { error: 'must be 1–256 letters, digits, spaces or _ . : / = + - @' }),
+  }),
   /** On-demand price per instance-hour (USD; estimates, check your Region) for the spend metric and alarm. */
   instanceHourlyUsd: z.record(z.string().regex(GPU_INSTANCE_TYPE), z.number().gt(0).max(1000)),
   /** Deploy the TimeNoise fine-tuning workflow (docs/finetuning.md): its own on-demand GPU fleet and image. */
@@ -222,6 +237,9 @@ export const DEFAULT_CONFIG: CilConfig = Object.freeze({
   runnableAlarmMinutes: 30,
   failedExecutionsThreshold: 1,
   dailyGpuSpendAlarmUsd: 200,
+  dailyGpuBudgetUsd: 200,
+  modelCacheMinFreeGiB: 10,
+  costAllocationTag: { key: 'cil-project', value: 'cil-video' },
   // On-demand, us-east-1, Linux (estimates; Spot is typically 30–60 % of these).
   instanceHourlyUsd: {
     'g5.xlarge': 1.006,

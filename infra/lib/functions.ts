@@ -14,7 +14,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { PREFIX } from '#shared/schemas';
 import type { CilConfig } from './config.ts';
-import { functionBase, nodeFunction } from './lambdas.ts';
+import { TRACING, functionBase, nodeFunction } from './lambdas.ts';
 import { LAMBDA_ENV } from './names.ts';
 import { DEFAULT_HANDLER_ENTRIES, FUNCTIONS_DOCKERFILE, IMAGE_HANDLERS, REPO_ROOT, RUNTIME_ENTRIES, dockerignorePatterns } from './paths.ts';
 import type { DataStorage } from './storage.ts';
@@ -47,12 +47,12 @@ export class PipelineFunctions extends Construct {
     const entries: HandlerEntries = { ...DEFAULT_HANDLER_ENTRIES, ...props.entries };
     const bucketEnv = { [LAMBDA_ENV.bucket]: storage.bucket.bucketName };
 
-    /** A function of the container image (its handler chosen by `cmd`), with its own role and log group. */
+    /** A function of the container image (its handler chosen by `cmd`), with its own role and log group, traced; the bucket in its environment unless `p` says otherwise. */
     const imageFunction = (
       id: string,
       cmd: string,
       description: string,
-      size: Pick<lambda.DockerImageFunctionProps, 'memorySize' | 'timeout' | 'ephemeralStorageSize'>,
+      p: Pick<lambda.DockerImageFunctionProps, 'memorySize' | 'timeout' | 'ephemeralStorageSize' | 'environment'>,
     ): { fn: lambda.DockerImageFunction; role: iam.Role } => {
       const base = functionBase(this, id, c, description);
       const fn = new lambda.DockerImageFunction(this, id, {
@@ -65,11 +65,12 @@ export class PipelineFunctions extends Construct {
         }),
         description,
         architecture: lambda.Architecture.X86_64,
-        ...size,
         role: base.role,
         logGroup: base.logGroup,
         loggingFormat: lambda.LoggingFormat.JSON,
+        tracing: TRACING,
         environment: bucketEnv,
+        ...p,
       });
       return { fn, role: base.role };
     };
@@ -77,6 +78,8 @@ export class PipelineFunctions extends Construct {
     const validate = imageFunction('Validate', IMAGE_HANDLERS.validate, 'CIL Validate: checks the upload and request, writes the normalised image', {
       memorySize: 2048,
       timeout: Duration.seconds(90),
+      // A refusal's reason can quote the prompt: traces record that an error happened, not its message.
+      environment: { ...bucketEnv, POWERTOOLS_TRACER_CAPTURE_ERROR: 'false' },
     });
     this.validate = validate.fn;
     // The exact uploaded version is read (inputs/, or batches/ for manifest images). Every key

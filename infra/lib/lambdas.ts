@@ -1,6 +1,7 @@
 /**
  * How every Lambda of the stack is built: Node.js 24, its own log group with retention, its own
- * role that may write only to that log group (plus what its caller grants), and, for the
+ * role that may write only to that log group (plus what its caller grants), X-Ray tracing active
+ * (every handler runs under Powertools Tracer, functions/src/powertools.ts), and, for the
  * TypeScript handlers, esbuild bundling on this machine (no Docker).
  */
 import type { Duration } from 'aws-cdk-lib';
@@ -14,6 +15,13 @@ import type { CilConfig } from './config.ts';
 import { REPO_ROOT, repoPath } from './paths.ts';
 
 export const NODE_RUNTIME = lambda.Runtime.NODEJS_24_X;
+
+/**
+ * Every function traces to X-Ray (Powertools Tracer in each handler). Lambda adds xray:Put* and
+ * xray:GetSampling* on "*" to the role (X-Ray has no resource-level permissions); nag.ts
+ * acknowledges that on every function role.
+ */
+export const TRACING = lambda.Tracing.ACTIVE;
 
 export interface FunctionBase {
   readonly role: iam.Role;
@@ -40,8 +48,6 @@ export interface NodeFunctionProps {
   readonly jsonLogs?: boolean;
   /** Where asynchronous invocations go after Lambda's own retries have failed. */
   readonly deadLetterQueue?: sqs.IQueue;
-  /** X-Ray tracing (functions that use Powertools Tracer); default off. */
-  readonly tracing?: lambda.Tracing;
 }
 
 export interface NodeFunction extends FunctionBase {
@@ -67,7 +73,7 @@ export function nodeFunction(scope: Construct, id: string, config: CilConfig, pr
     loggingFormat: props.jsonLogs === false ? lambda.LoggingFormat.TEXT : lambda.LoggingFormat.JSON,
     environment: props.environment,
     deadLetterQueue: props.deadLetterQueue,
-    tracing: props.tracing,
+    tracing: TRACING,
     projectRoot: REPO_ROOT,
     depsLockFilePath: repoPath('package-lock.json'),
     bundling: {

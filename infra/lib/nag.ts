@@ -7,6 +7,7 @@
  */
 import { Stack, Validations } from 'aws-cdk-lib';
 import type { CfnElement } from 'aws-cdk-lib';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { IConstruct } from 'constructs';
 import { PREFIX } from '#shared/schemas';
 import { BATCH_MAP_LABEL, FINETUNE_PREFIXES, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX } from './names.ts';
@@ -90,7 +91,14 @@ export function applyNagSuppressions(stack: CilStack): void {
   prefixes(f.recordFailure.role!, PREFIX.failures);
   prefixes(f.batchSummary.role!, PREFIX.reports);
   topicKey(f.batchSummary.role!);
-  star(stack.observability.metricsFunction.role!, 'batch:ListJobs has no resource-level permissions; the function lists only its own queue (CIL_JOB_QUEUE_ARN).');
+  // Every function traces to X-Ray (lambdas.ts TRACING), whose actions have no resource-level permissions.
+  const xray = 'X-Ray tracing (xray:PutTraceSegments, xray:PutTelemetryRecords, xray:GetSampling*) has no resource-level permissions';
+  const metricsRole = stack.observability.metricsFunction.role!;
+  star(metricsRole, `${xray}; nor has batch:ListJobs: the function lists only the stack's queues (CIL_JOB_QUEUES).`);
+  for (const c of stack.node.findAll()) {
+    const traced = c instanceof lambda.Function && (c.node.defaultChild as lambda.CfnFunction).tracingConfig !== undefined;
+    if (traced && c.role && c.role !== metricsRole) star(c.role, `${xray}.`);
+  }
 
   // Batch roles.
   const g = stack.gpu;

@@ -95,8 +95,11 @@ export const STATISTICS_STATES = Object.freeze({
  * parameters the workflow passes (Batch substitutes them as whole arguments, with no shell).
  */
 export const WORKER_COMMANDS = Object.freeze({
-  /** docs/worker.md: the JobSpec comes from $CIL_JOB_SPEC_URI. */
-  generate: ['worker'],
+  /**
+   * docs/worker.md: the JobSpec comes from $CIL_JOB_SPEC_URI; the workflow's placement (queue,
+   * capacity, Spot cancellations) from the `placement` parameter (default `none`), for metadata.json.
+   */
+  generate: ['worker', '--placement', 'Ref::placement'],
   /** One shard of a Batch array job (`--shards n` takes the index from AWS_BATCH_JOB_ARRAY_INDEX). */
   statisticsShard: ['stats', 'compute', '--videos', 'Ref::videos', '--model', 'Ref::model', '--out', 'Ref::partials', '--shards', 'Ref::shards', '--progress', 'json'],
   statisticsMerge: ['stats', 'merge', 'Ref::partials', '--out', 'Ref::out'],
@@ -115,6 +118,8 @@ export const WORKER_ENV = Object.freeze({
   progressBus: 'CIL_PROGRESS_BUS',
   /** Model-bundle cache (the host volume, shared by the jobs on one instance). */
   modelCache: 'CIL_MODEL_CACHE',
+  /** Free space (GiB) the model cache keeps on the instance's cache volume (least recently used bundles are evicted). */
+  modelCacheMinFreeGiB: 'CIL_MODEL_CACHE_MIN_FREE_GIB',
   /**
    * Root of the instance's cache volume in the container: the NVMe instance store where the
    * instance type has one, else the gp3 root volume (the launch template mounts it; see

@@ -15,7 +15,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
-import * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import { Construct } from 'constructs';
 import type { GpuBatch } from './compute.ts';
 import type { CilConfig } from './config.ts';
@@ -74,7 +74,6 @@ export class Observability extends Construct {
       timeout: Duration.seconds(60),
       // Embedded Metric Format lines must reach CloudWatch Logs unwrapped.
       jsonLogs: false,
-      tracing: lambda.Tracing.ACTIVE,
       environment: { [LAMBDA_ENV.jobQueues]: Stack.of(this).toJsonString(queues), [LAMBDA_ENV.metricsNamespace]: METRICS_NAMESPACE, POWERTOOLS_SERVICE_NAME: METRICS_SERVICE },
     });
     this.metricsFunction = m.fn;

@@ -12,6 +12,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
+import { GpuBudget } from './budget.ts';
 import { GpuBatch } from './compute.ts';
 import type { CilConfig } from './config.ts';
 import { resolveConfig } from './config.ts';
@@ -45,6 +46,7 @@ export class CilStack extends Stack {
   readonly eventBus: events.EventBus;
   readonly notificationTopic: sns.Topic;
   readonly alarmTopic: sns.Topic;
+  readonly gpuBudget: GpuBudget;
   readonly topicKey: kms.Key;
   readonly gpu: GpuBatch;
   readonly functions: PipelineFunctions;
@@ -152,6 +154,9 @@ export class CilStack extends Stack {
         logGroup: workflowLogs('finetune'),
       });
     }
+
+    // After every construct: it tags what the stack holds, the fine-tuning fleet included.
+    this.gpuBudget = new GpuBudget(this, 'GpuBudget', { config: c, alarmTopic: this.alarmTopic, topicKey: this.topicKey });
 
     const out = (key: string, value: string, description: string): CfnOutput => new CfnOutput(this, key, { value, description });
     out(OUTPUTS.bucket, this.storage.bucket.bucketName, 'Data bucket: upload images to inputs/, manifests to batches/; results under outputs/');

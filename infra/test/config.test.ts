@@ -45,6 +45,13 @@ describe('resolveConfig', () => {
     expect(c.notificationEmail).toBe('ops@example.com');
   });
 
+  it('the budget\'s limit and cost-allocation tag come from the context as numbers and JSON', () => {
+    const c = resolveConfig(ctx({ 'cil:dailyGpuBudgetUsd': '75.5', 'cil:costAllocationTag': '{"key": "team", "value": "video lab"}' }));
+    expect(c.dailyGpuBudgetUsd).toBe(75.5);
+    expect(c.costAllocationTag).toEqual({ key: 'team', value: 'video lab' });
+    expect(DEFAULT_CONFIG.costAllocationTag).toEqual({ key: 'cil-project', value: 'cil-video' });
+  });
+
   it('takes cdk.json values as they are, and props over context', () => {
     const c = resolveConfig(ctx({ 'cil:batchMaxConcurrency': 20, 'cil:logRetentionDays': 90 }), { logRetentionDays: 7 });
     expect(c.batchMaxConcurrency).toBe(20);
@@ -61,6 +68,10 @@ describe('resolveConfig', () => {
       [{ 'cil:spot': 'maybe' }, /cil:spot/],
       [{ 'cil:batchToleratedFailurePercentage': '101' }, /cil:batchToleratedFailurePercentage/],
       [{ 'cil:notificationEmail': 'not-an-address' }, /cil:notificationEmail/],
+      [{ 'cil:dailyGpuBudgetUsd': '0' }, /cil:dailyGpuBudgetUsd/],
+      [{ 'cil:costAllocationTag': '{"key": "aws:project", "value": "x"}' }, /cil:costAllocationTag\.key: must be 1–128 .* not starting with aws:/],
+      [{ 'cil:costAllocationTag': '{"key": "team", "value": "a|b"}' }, /cil:costAllocationTag\.value/],
+      [{ 'cil:costAllocationTag': 'team=video' }, /cil:costAllocationTag/],
     ];
     for (const [values, message] of bad) {
       expect(() => resolveConfig(ctx(values)), JSON.stringify(values)).toThrow(ConfigError);

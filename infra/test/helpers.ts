@@ -48,6 +48,7 @@ export interface Statement {
   readonly Effect: string;
   readonly Action: string | string[];
   readonly Resource?: unknown;
+  readonly Principal?: unknown;
   readonly Condition?: Record<string, Record<string, unknown>>;
 }
 

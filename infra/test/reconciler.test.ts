@@ -27,7 +27,10 @@ describe('reconciler', () => {
     const fnId = logicalIdOf(s, s.stack.reconciler.fn);
     const role = refOf((s.json.Resources[fnId].Properties as { Role: unknown }).Role)!;
     const actions = statementsOfRole(s, role).flatMap((st) => (Array.isArray(st.Action) ? st.Action : [st.Action]));
-    expect(new Set(actions)).toEqual(new Set(['logs:CreateLogStream', 'logs:PutLogEvents', 'states:StartExecution', 's3:ListBucket', 's3:ListBucketVersions', 's3:GetObject']));
+    // Plus writing its X-Ray traces (every function traces; X-Ray has no resource-level permissions).
+    const xray = ['xray:PutTraceSegments', 'xray:PutTelemetryRecords', 'xray:GetSamplingRules', 'xray:GetSamplingTargets', 'xray:GetSamplingStatisticSummaries'];
+    expect(new Set(actions)).toEqual(new Set(['logs:CreateLogStream', 'logs:PutLogEvents', 'states:StartExecution', 's3:ListBucket', 's3:ListBucketVersions', 's3:GetObject', ...xray.filter((a) => actions.includes(a))]));
+    expect(actions).toEqual(expect.arrayContaining(['xray:PutTraceSegments', 'xray:PutTelemetryRecords']));
     const versions = statementsOfRole(s, role).find((st) => st.Action === 's3:ListBucketVersions')!;
     expect(versions.Condition).toEqual({ StringLike: { 's3:prefix': ['inputs/', 'inputs/*'] } });
     const get = statementsOfRole(s, role).find((st) => st.Action === 's3:GetObject' || (Array.isArray(st.Action) && st.Action.includes('s3:GetObject')))!;

@@ -318,21 +318,31 @@ describe('resource policies, encryption and TLS', () => {
     for (const [, t] of topics) expect(refOf(t.Properties?.KmsMasterKeyId)).toBe(keyId);
     const policies = policiesOf('AWS::SNS::TopicPolicy');
     expect(policies.flatMap(([, , p]) => asArray(p.Topics as unknown[]).map(refOf)).sort()).toEqual(topics.map(([id]) => id).sort());
-    for (const [id, st] of policies) {
+    const alarmTopic = logicalIdOf(s, s.stack.alarmTopic);
+    for (const [id, st, p] of policies) {
       expect(st.some(isTlsDeny), id).toBe(true);
-      expect(st.filter((x) => x.Effect === 'Allow'), id).toEqual([]);
+      const allows = st.filter((x) => x.Effect === 'Allow') as (Statement & { Principal: unknown })[];
+      // The one allow: AWS Budgets of this account publishing its daily GPU budget alerts to the alarm topic.
+      if (asArray(p.Topics as unknown[]).map(refOf).includes(alarmTopic)) {
+        expect(allows.map((a) => [a.Principal, a.Action]), id).toEqual([[{ Service: 'budgets.amazonaws.com' }, 'sns:Publish']]);
+        expect(JSON.stringify(allows[0].Condition)).toContain('aws:SourceAccount');
+      } else {
+        expect(allows, id).toEqual([]);
+      }
     }
   });
 
-  it('the topic key admits the account and CloudWatch alarms of this account only', () => {
+  it('the topic key admits the account, and CloudWatch alarms and AWS Budgets of this account only', () => {
     const key = s.json.Resources[logicalIdOf(s, s.stack.topicKey)].Properties!.KeyPolicy as { Statement: (Statement & { Principal: unknown })[] };
+    const services: unknown[] = [];
     for (const st of key.Statement.filter((x) => x.Effect === 'Allow')) {
       const principal = JSON.stringify(st.Principal);
       if (principal.includes(':root')) continue; // the account itself (IAM policies then decide)
-      expect(st.Principal).toEqual({ Service: 'cloudwatch.amazonaws.com' });
+      services.push(st.Principal);
       expect(st.Action).toEqual(['kms:Decrypt', 'kms:GenerateDataKey*']);
       expect(JSON.stringify(st.Condition)).toContain('aws:SourceAccount');
     }
+    expect(services).toEqual([{ Service: 'cloudwatch.amazonaws.com' }, { Service: 'budgets.amazonaws.com' }]);
   });
 
   it('the dead-letter queue: SSE, TLS only, and only the upload rules may send to it', () => {

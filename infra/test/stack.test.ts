@@ -12,6 +12,7 @@ import type { GpuBatch } from '../lib/compute.ts';
 import { instanceStoreCommands, spotNoticeCommands } from '../lib/instanceSetup.ts';
 import { SPOT_NOTICE_FILE_NAME } from '../../gpu-worker/src/spot.ts';
 import { DEFAULT_CONFIG, GPU_MEMORY_RESERVE_GIB, gpuMemoryGiB } from '../lib/config.ts';
+import { EC2_COMPUTE_SERVICE } from '../lib/budget.ts';
 import type { Statement, Synthesized } from './helpers.ts';
 import { allStatements, logicalIdOf, objectPrefix, refOf, s3Grants, statementsOfRole, synth } from './helpers.ts';
 
@@ -111,6 +112,19 @@ describe('upload triggers', () => {
 });
 
 describe('lambda functions', () => {
+  it('traces every function to X-Ray (Powertools Tracer in each handler), with the role to write traces; Validate records no error messages', () => {
+    const fns = resourcesOf('AWS::Lambda::Function');
+    // Validate, PostProcess, Notify, RecordFailure, PrepareItem, BatchSummary, Starter, BatchMetrics, Reconciler.
+    expect(fns).toHaveLength(9);
+    for (const [id, p] of fns) {
+      expect(p.TracingConfig, id).toEqual({ Mode: 'Active' });
+      const actions = statementsOfRole(s, refOf(p.Role)!).flatMap((st) => [st.Action].flat());
+      expect(actions, id).toEqual(expect.arrayContaining(['xray:PutTraceSegments', 'xray:PutTelemetryRecords']));
+    }
+    const validate = s.json.Resources[logicalIdOf(s, s.stack.functions.validate)].Properties as { Environment: { Variables: Record<string, unknown> } };
+    expect(validate.Environment.Variables.POWERTOOLS_TRACER_CAPTURE_ERROR).toBe('false');
+  });
+
   it('runs the TypeScript handlers on Node.js 24 and Validate/Post-process as one container image', () => {
     const fns = resourcesOf('AWS::Lambda::Function');
     const zip = fns.filter(([, p]) => p.PackageType !== 'Image');
@@ -351,9 +365,11 @@ describe('batch', () => {
   });
 
   it('defines the generation job: one GPU, the default profile, a host model cache, local scratch, Batch retries', () => {
-    const gen = s.json.Resources[logicalIdOf(s, s.stack.gpu.generateJob)].Properties as { ContainerProperties: Record<string, unknown>; RetryStrategy: unknown; Timeout: unknown };
+    const gen = s.json.Resources[logicalIdOf(s, s.stack.gpu.generateJob)].Properties as { ContainerProperties: Record<string, unknown>; RetryStrategy: unknown; Timeout: unknown; Parameters: unknown };
     const c = gen.ContainerProperties;
-    expect(c.Command).toEqual(['worker']);
+    // The placement comes as a job parameter (default: none), not a container override.
+    expect(c.Command).toEqual(['worker', '--placement', 'Ref::placement']);
+    expect(gen.Parameters).toEqual({ placement: 'none' });
     expect(c.ResourceRequirements).toEqual(expect.arrayContaining([{ Type: 'GPU', Value: '1' }, { Type: 'VCPU', Value: '8' }, { Type: 'MEMORY', Value: '30000' }]));
     expect(c.Volumes).toEqual([{ Host: { SourcePath: '/var/lib/cil' }, Name: 'cache' }, { Host: {}, Name: 'scratch' }]);
     expect(c.MountPoints).toEqual([{ ContainerPath: '/var/cache/cil', SourceVolume: 'cache' }, { ContainerPath: '/scratch', SourceVolume: 'scratch' }]);
@@ -361,6 +377,8 @@ describe('batch', () => {
     expect(refOf(env[WORKER_ENV.progressBus])).toBe(logicalIdOf(s, s.stack.eventBus));
     expect(env[WORKER_ENV.modelCache]).toBe('/var/cache/cil/models');
     expect(env[WORKER_ENV.cacheDir]).toBe('/var/cache/cil');
+    // The cache's free-space floor (least recently used bundles are evicted below it).
+    expect(env[WORKER_ENV.modelCacheMinFreeGiB]).toBe(String(DEFAULT_CONFIG.modelCacheMinFreeGiB));
     // GPU or nothing: a job that cannot get CUDA exits at once rather than running on the CPU.
     expect(env.CIL_EXECUTION_PROVIDER).toBe('cuda');
     expect(c.LinuxParameters).toEqual({ InitProcessEnabled: true });
@@ -451,6 +469,62 @@ describe('workflows', () => {
       's3:ListMultipartUploadParts': [PREFIX.reports],
       's3:AbortMultipartUpload': [PREFIX.reports],
     });
+  });
+});
+
+describe('GPU budget (AWS Budgets)', () => {
+  const { key, value } = DEFAULT_CONFIG.costAllocationTag;
+
+  it('a daily COST budget over the tagged EC2 compute notifies the alarm topic at 80 % and 100 % of the actual spend', () => {
+    const [[, b]] = resourcesOf('AWS::Budgets::Budget') as [[string, { Budget: Record<string, unknown>; NotificationsWithSubscribers: unknown[] }]];
+    expect(b.Budget).toMatchObject({
+      BudgetType: 'COST',
+      TimeUnit: 'DAILY',
+      BudgetLimit: { Amount: DEFAULT_CONFIG.dailyGpuBudgetUsd, Unit: 'USD' },
+      CostFilters: { TagKeyValue: [`user:${key}$${value}`], Service: [EC2_COMPUTE_SERVICE] },
+    });
+    const alarmTopic = logicalIdOf(s, s.stack.alarmTopic);
+    expect(b.NotificationsWithSubscribers).toEqual(
+      [80, 100].map((threshold) => ({
+        Notification: { NotificationType: 'ACTUAL', ComparisonOperator: 'GREATER_THAN', Threshold: threshold, ThresholdType: 'PERCENTAGE' },
+        Subscribers: [{ SubscriptionType: 'SNS', Address: { Ref: alarmTopic } }],
+      })),
+    );
+  });
+
+  it('the alarm topic admits budgets.amazonaws.com for this account only, and so does the topic key', () => {
+    const budgetsStatements = (docs: { Statement: Statement[] }[]): Statement[] =>
+      docs.flatMap((d) => d.Statement).filter((st) => JSON.stringify(st.Principal) === JSON.stringify({ Service: 'budgets.amazonaws.com' }));
+    const topicPolicies = resourcesOf('AWS::SNS::TopicPolicy').filter(([, p]) => (p.Topics as unknown[]).some((t) => refOf(t) === logicalIdOf(s, s.stack.alarmTopic)));
+    const publish = budgetsStatements(topicPolicies.map(([, p]) => p.PolicyDocument as { Statement: Statement[] }));
+    expect(publish).toHaveLength(1);
+    expect(publish[0]).toMatchObject({ Effect: 'Allow', Action: 'sns:Publish', Resource: { Ref: logicalIdOf(s, s.stack.alarmTopic) } });
+    expect(Object.keys(publish[0].Condition as object).sort()).toEqual(['ArnLike', 'StringEquals']);
+    expect(JSON.stringify(publish[0].Condition)).toContain('aws:SourceAccount');
+    const key = s.json.Resources[logicalIdOf(s, s.stack.topicKey)].Properties as { KeyPolicy: { Statement: Statement[] } };
+    const encrypt = budgetsStatements([key.KeyPolicy]);
+    expect(encrypt).toHaveLength(1);
+    expect(encrypt[0].Action).toEqual(['kms:Decrypt', 'kms:GenerateDataKey*']);
+  });
+
+  it('tags the Batch compute environments, the instances they launch, and the launch template\'s instances and volumes', () => {
+    const envs = resourcesOf('AWS::Batch::ComputeEnvironment');
+    expect(envs.length).toBeGreaterThanOrEqual(4);
+    for (const [id, p] of envs) {
+      expect(p.Tags, id).toMatchObject({ [key]: value });
+      expect((p.ComputeResources as { Tags: unknown }).Tags, id).toEqual({ [key]: value });
+    }
+    const [[, lt]] = resourcesOf('AWS::EC2::LaunchTemplate') as [[string, { LaunchTemplateData: { TagSpecifications: { ResourceType: string; Tags: unknown[] }[] } }]];
+    for (const type of ['instance', 'volume']) {
+      expect(lt.LaunchTemplateData.TagSpecifications.find((t) => t.ResourceType === type)?.Tags, type).toContainEqual({ Key: key, Value: value });
+    }
+  });
+
+  it('takes its limit and tag from the configuration', () => {
+    const other = synth({ dailyGpuBudgetUsd: 55, costAllocationTag: { key: 'team', value: 'video lab' } });
+    const b = Object.values(other.json.Resources).find((r) => r.Type === 'AWS::Budgets::Budget')!.Properties as { Budget: { BudgetLimit: unknown; CostFilters: { TagKeyValue: string[] } } };
+    expect(b.Budget.BudgetLimit).toEqual({ Amount: 55, Unit: 'USD' });
+    expect(b.Budget.CostFilters.TagKeyValue).toEqual(['user:team$video lab']);
   });
 });
 

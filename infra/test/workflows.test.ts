@@ -5,7 +5,7 @@
  */
 import { StateMachine } from 'aws-local-stepfunctions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jobKeys, jobSpecUri, parseJobSpec } from '#shared/schemas';
+import { jobKeys, jobSpecUri, parseJobSpec, parsePlacementArg } from '#shared/schemas';
 import { DEFAULT_CONFIG } from '../lib/config.ts';
 import { findStateMachines, resolveDefinition, withInlineItems } from '../lib/definitions.ts';
 import { BATCH_STATES, GENERATION_STATES as G, STATISTICS_STATES, WORKER_ENV } from '../lib/names.ts';
@@ -188,6 +188,12 @@ describe('generation workflow, executed', () => {
     const overrides = submit.ContainerOverrides as { Environment: { Name: string; Value: string }[]; ResourceRequirements: { Type: string; Value: string }[] };
     expect(overrides.Environment).toEqual([{ Name: WORKER_ENV.jobSpecUri, Value: jobSpecUri(SPEC.bucket, SPEC.jobId) }]);
     expect(overrides.Environment[0].Value).toBe(`s3://${SPEC.bucket}/${jobKeys(JOB_ID).request}`);
+    // Where the job goes, as the `placement` parameter (the command's Ref::placement), not as an override.
+    const placement = parsePlacementArg((submit.Parameters as { placement: string }).placement);
+    expect(placement).toMatchObject({ tier: 'interactive', queue: queueArns().interactive, capacity: 'spot', spotCancellations: 0 });
+    expect(Object.keys(placement!).sort()).toEqual(['capacity', 'executionStartedAt', 'queue', 'spotCancellations', 'tier']);
+    expect(placement!.executionStartedAt).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z$/);
+    expect(r.output?.placement).toEqual(placement);
     expect(overrides.ResourceRequirements).toEqual([
       { Type: 'VCPU', Value: String(DEFAULT_CONFIG.modelProfiles.svd.vcpus) },
       { Type: 'MEMORY', Value: String(DEFAULT_CONFIG.modelProfiles.svd.memoryMiB) },
@@ -270,7 +276,11 @@ describe('generation workflow, executed', () => {
     expect(od.JobName).toBe(JOB_ID);
     expect(od.ContainerOverrides).toEqual(r.calls[G.generate][0].ContainerOverrides);
     expect(r.calls[G.postProcess]).toEqual([{ spec: SPEC, generate: { batchJobId: 'od-1', status: 'SUCCEEDED' } }]);
-    expect(r.output?.placement).toEqual({ tier: 'interactive', queue: q.onDemand, capacity: 'on-demand', resubmittedFrom: 'spot-1', resubmitReason: 'Canceled by JobStateTimeLimit action due to reason: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY' });
+    const spot = parsePlacementArg((r.calls[G.generate][0].Parameters as { placement: string }).placement)!;
+    const placement = { tier: 'interactive', queue: q.onDemand, capacity: 'on-demand', spotCancellations: 1, executionStartedAt: spot.executionStartedAt, resubmittedFrom: 'spot-1', resubmitReason: 'Canceled by JobStateTimeLimit action due to reason: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY' };
+    expect(r.output?.placement).toEqual(placement);
+    // The resubmitted job itself is told (its metadata.json records it): same first submission time, one Spot cancellation.
+    expect(parsePlacementArg((od.Parameters as { placement: string }).placement)).toEqual(placement);
   });
 
   it('resubmits only once: an on-demand job that fails is recorded against Generate', async () => {

@@ -181,7 +181,7 @@ export class LocalBatch {
       throw Object.assign(new BatchJobError(`SubmitJob: Container Overrides length must be at most ${MAX_CONTAINER_OVERRIDES_CHARS} (got ${overridesLength})`), { name: 'Batch.ClientException' });
     }
     const jobId = randomUUID();
-    const params = { ...p.Parameters };
+    const params: Record<string, string> = { ...def.parameters, ...p.Parameters };
     const command = [...(p.ContainerOverrides?.Command ?? def.command)].map((a) => (a.startsWith('Ref::') && params[a.slice(5)] !== undefined ? params[a.slice(5)] : a));
     const job: BatchJobDescription = {
       JobArn: `arn:aws:batch:${LOCAL_REGION}:${LOCAL_ACCOUNT}:job/${jobId}`,

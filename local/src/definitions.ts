@@ -24,7 +24,7 @@ export const LOCAL_REGION = 'us-east-1';
 export const LOCAL_ACCOUNT = '000000000000';
 
 /** Bump when the cached document's shape changes. */
-const CACHE_FORMAT = 'cil-local-definitions/1';
+const CACHE_FORMAT = 'cil-local-definitions/2';
 
 export type Asl = Record<string, unknown> & { StartAt: string; States: Record<string, Record<string, unknown>> };
 
@@ -33,6 +33,8 @@ export interface LocalJobDefinition {
   readonly logicalId: string;
   /** The container command (after the image's `node bin/cil.js` entrypoint); `Ref::name` is a job parameter. */
   readonly command: readonly string[];
+  /** Default values of the command's `Ref::name` parameters (SubmitJob's Parameters override them). */
+  readonly parameters?: Readonly<Record<string, string>>;
   /** Environment entries whose value is a plain string in the template. */
   readonly environment: Readonly<Record<string, string>>;
   /** Names of environment entries whose value is only known in AWS (a token). */
@@ -155,6 +157,7 @@ export function jobDefinitionFrom(id: string, r: TemplateResource, c: JobContain
       if (typeof x !== 'string') throw fail(`job definition ${id}: a command argument is not a plain string`);
       return mapArg(x);
     }),
+    parameters: Object.fromEntries(Object.entries((p.Parameters ?? {}) as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string')),
     environment,
     tokenEnvironment,
     retryStrategy: { attempts: rs.Attempts ?? 1, evaluateOnExit },

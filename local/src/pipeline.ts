@@ -144,6 +144,11 @@ export interface LocalPipeline {
   /** Restarts the S3 server as after a crash (connections dropped), down for `downMs`; objects stay. */
   restartS3(downMs?: number): Promise<void>;
   /**
+   * Queues (ARNs, or the tail after `job-queue/`) whose jobs find no capacity: the local Batch
+   * cancels them RUNNABLE as a Spot queue's capacity time limit does (empty list: capacity back).
+   */
+  withoutCapacity(queues: readonly string[]): void;
+  /**
    * Signals the worker process of a job's running Batch attempt (job id, i.e. the Batch job name):
    * SIGTERM as a Spot reclaim or task stop (SIGKILL after the grace time), SIGKILL as a lost host
    * or the OOM killer. False when no attempt of that job is running.
@@ -263,6 +268,7 @@ async function assemble(o: LocalPipelineOptions, defs: LocalDefinitions, release
     faults: s3.proxy && s3.taskFaults ? { s3: s3.proxy, tasks: s3.taskFaults, direct: s3.server.s3 } : null,
     restartS3: (downMs) => s3.server.restart(downMs),
     interruptWorker: (jobId, signal) => batch.interrupt(jobId, signal),
+    withoutCapacity: (queues) => batch.withoutCapacity(queues),
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -161,6 +161,9 @@ export function wireBatch(o: LocalPipelineOptions, defs: LocalDefinitions, endpo
       [WORKER_ENV.executionProvider]: process.env.CIL_EXECUTION_PROVIDER ?? 'auto',
       // No EventBridge locally: progress comes from the worker's JSON lines on stdout.
       [WORKER_ENV.progressBus]: null,
+      // The local cache lives on this machine's disk, shared with everything else on it: no floor
+      // of free space (a 10 GiB floor would evict or refuse on a nearly full laptop), unless asked.
+      [WORKER_ENV.modelCacheMinFreeGiB]: process.env.CIL_MODEL_CACHE_MIN_FREE_GIB ?? '0',
     },
     killGraceMs: o.workerKillGraceMs,
     onJobState: (job) => {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GENERATION_STATES, WORKER_ENV, WORKER_EXIT } from '../../infra/lib/names.ts';
+import { NO_PLACEMENT, parsePlacementArg } from '#shared/schemas';
 import type { BatchJobDescription, SubmitJobParameters, WorkerLine } from '../src/batch.ts';
 import { CAPACITY_CANCELLED, globMatch, LocalBatch, MAX_CONTAINER_OVERRIDES_CHARS, retryDecision } from '../src/batch.ts';
 import { TaskFailed } from '../src/errors.ts';
@@ -105,7 +106,9 @@ describe('Batch EvaluateOnExit matching', () => {
 describe('the synthesized Generate job definition, run locally', () => {
   it('is the worker command with attempts and the exit-code rules of docs/infra.md', () => {
     const d = defs.jobDefinitions[generateDef];
-    expect(d.command).toEqual(['worker']);
+    expect(d.command).toEqual(['worker', '--placement', 'Ref::placement']);
+    // A job submitted by hand (no parameters) gets no placement.
+    expect(d.parameters).toEqual({ placement: NO_PLACEMENT });
     expect(d.retryStrategy.attempts).toBe(3);
     expect(d.retryStrategy.evaluateOnExit).toEqual(
       expect.arrayContaining([
@@ -123,7 +126,7 @@ describe('the synthesized Generate job definition, run locally', () => {
     expect(r.job.Status).toBe('SUCCEEDED');
     expect(r.job.Attempts.map((a) => a.Container.ExitCode)).toEqual([0]);
     const env = r.lines.find((l) => l.event === 'env')!;
-    expect(env.argv).toEqual(['worker']);
+    expect(env.argv).toEqual(['worker', '--placement', NO_PLACEMENT]);
     expect(JSON.parse(env.spec as string)).toEqual({ jobId: 'job-0' });
     expect(env.endpoint).toBe('http://127.0.0.1:1');
     expect(env.cache).toBe('/local/models');
@@ -245,13 +248,15 @@ describe('the synthesized Generate job definition, run locally', () => {
     const size = `SizeFor-dynamicrafter-${DEMO_DEFAULTS.height}x${DEMO_DEFAULTS.width}`;
     expect(defs.generation.States[size], size).toBeDefined();
     const queues = (defs.generation.States[size].Result as { queues: Record<string, string> }).queues;
-    const { batch } = batchWith(defs.jobDefinitions);
+    const { batch, lines } = batchWith(defs.jobDefinitions);
     batch.withoutCapacity([queues.interactive]);
     const submitted: { queue: string; status: string; reason?: string }[] = [];
+    const jobs: BatchJobDescription[] = [];
     const submitSync = async (p: unknown): Promise<unknown> => {
       const params = p as SubmitJobParameters;
       const job = await batch.submitAndWait({ ...params, ContainerOverrides: { ...params.ContainerOverrides, Environment: [...(params.ContainerOverrides?.Environment ?? []), { Name: 'FAKE_EXITS', Value: '0' }] } });
       submitted.push({ queue: params.JobQueue, status: job.Status, reason: job.StatusReason });
+      jobs.push(job);
       if (job.Status !== 'SUCCEEDED') throw new TaskFailed(JSON.stringify(job));
       return job;
     };
@@ -277,6 +282,17 @@ describe('the synthesized Generate job definition, run locally', () => {
       { queue: queues.onDemand, status: 'SUCCEEDED', reason: 'Essential container in task exited' },
     ]);
     expect(out.placement).toMatchObject({ tier: 'interactive', capacity: 'on-demand', queue: queues.onDemand, resubmitReason: CAPACITY_CANCELLED });
+    // Each job is told its placement as the `placement` parameter: the Spot job none cancelled yet,
+    // the on-demand one the cancelled job and why.
+    const placements = jobs.map((j) => parsePlacementArg(j.Parameters.placement));
+    expect(placements[0]).toMatchObject({ capacity: 'spot', queue: queues.interactive, spotCancellations: 0 });
+    expect(placements[0]).not.toHaveProperty('resubmittedFrom');
+    expect(placements[1]).toEqual({ ...out.placement, spotCancellations: 1, resubmittedFrom: jobs[0].JobId });
+    // The worker that ran got it in its command line (Ref::placement), which `cil worker --placement` reads.
+    const argv = lines.get(jobs[1].JobId)?.find((l) => l.event === 'env')?.argv as string[];
+    expect(argv.slice(0, 2)).toEqual(['worker', '--placement']);
+    expect(parsePlacementArg(argv[2])).toEqual(placements[1]);
+    expect(placements[1]!.executionStartedAt).toBe(placements[0]!.executionStartedAt);
   });
 
   it('refuses an unknown job definition and array jobs as Batch client errors', async () => {

@@ -3,6 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { readSafetensors, writeSafetensors } from '../src/formats/safetensors.ts';
 import type { JobRequest, ManifestInput, StatisticsMetadata } from '../src/schemas/index.ts';
 import {
+  NO_PLACEMENT,
+  parsePlacementArg,
+  PlacementError,
   checkJobRequestForFamily,
   checkStatisticsTensors,
   checkStatisticsValues,
@@ -387,5 +390,20 @@ describe('statistics metadata', () => {
     const x0 = tensor(Float32Array.of(0, NaN), [2]);
     const issues = statsIssues(() => checkStatisticsValues(x0, tensor(Float32Array.of(-0.5), []), 's'));
     expect(issues).toEqual(['expectation_x0: element 1 is NaN; all must be finite', 'tr_cov_d: must be one finite value ≥ 0, got [-0.5]']);
+  });
+});
+
+describe('placement (the worker\'s --placement argument)', () => {
+  const p = { tier: 'production', queue: 'arn:aws:batch:us-east-1:1:job-queue/q', capacity: 'spot', spotCancellations: 0, executionStartedAt: '2026-01-01T00:00:00Z' };
+  it('parses the workflow\'s JSON; `none` (the job definition\'s default) is no placement', () => {
+    expect(parsePlacementArg(JSON.stringify(p))).toEqual(p);
+    expect(parsePlacementArg(NO_PLACEMENT)).toBeNull();
+  });
+  it('refuses what is not a placement, naming the field', () => {
+    expect(() => parsePlacementArg('Ref::placement')).toThrow(PlacementError);
+    expect(() => parsePlacementArg('Ref::placement')).toThrow(/--placement: neither 'none' nor JSON/);
+    expect(() => parsePlacementArg(JSON.stringify({ ...p, capacity: 'spotty' }))).toThrow(/--placement: invalid placement:\n\s+- capacity:/);
+    expect(() => parsePlacementArg(JSON.stringify({ ...p, extra: 1 }))).toThrow(/extra/);
+    expect(() => parsePlacementArg(JSON.stringify({ ...p, executionStartedAt: 'yesterday' }))).toThrow(/executionStartedAt/);
   });
 });

@@ -4,16 +4,15 @@
  * traced with Powertools Tracer.
  */
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import { Tracer } from '@aws-lambda-powertools/tracer';
 import { BatchClient, paginateListJobs } from '@aws-sdk/client-batch';
-import type { EventBridgeEvent } from 'aws-lambda';
+import type { Context, EventBridgeEvent } from 'aws-lambda';
 import { METRICS_NAMESPACE, METRICS_SERVICE } from '#shared/schemas';
 import { LAMBDA_ENV, requiredVar } from '../env.ts';
 import { MetricsConfigError } from '../errors.ts';
+import { lambdaEntry, traced, tracer } from '../powertools.ts';
 import type { BatchJobStateDetail, ExecutionStatusDetail, Metric, WatchedQueue } from './core.ts';
 import { executionMetrics, jobMetrics, parseWatchedQueues, runnableMetrics } from './core.ts';
 
-const tracer = new Tracer({ serviceName: METRICS_SERVICE });
 let batch: BatchClient | undefined;
 let queues: WatchedQueue[] | undefined;
 
@@ -51,7 +50,9 @@ type Event =
   | EventBridgeEvent<'Step Functions Execution Status Change', ExecutionStatusDetail>
   | EventBridgeEvent<'Scheduled Event', unknown>;
 
-export async function handler(event: Event): Promise<void> {
+export const handler: (event: Event, context?: Context) => Promise<void> = lambdaEntry(() => ({ tracer }), publishFor);
+
+async function publishFor(event: Event): Promise<void> {
   if (event['detail-type'] === 'Batch Job State Change') {
     const d = event.detail;
     publish(jobMetrics(d, watchedQueues()), { jobId: d.jobId ?? '', jobName: d.jobName ?? '', jobQueue: d.jobQueue ?? '' });
@@ -62,7 +63,7 @@ export async function handler(event: Event): Promise<void> {
     publish(executionMetrics(d), { executionArn: d.executionArn ?? '', error: d.error ?? '' });
     return;
   }
-  batch ??= tracer.captureAWSv3Client(new BatchClient({}));
+  batch ??= traced(new BatchClient({}));
   const client = batch;
   const created = (await Promise.all(watchedQueues().map((q) => runnableCreatedAt(client, q.arn)))).flat();
   publish(runnableMetrics(created, Date.now()));

@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { formatIssues, toSchemaIssues } from '#shared/schemas';
 import { jobIdFor, jobKeys, JOB_ID_PATTERN } from '#shared/schemas';
-import { JobSpec } from '#shared/schemas';
+import { JobSpec, Placement } from '#shared/schemas';
 import { InvalidEvent, MAX_REASON_CHARS } from '../errors.ts';
 import { JobResult, jobRecordHead, resultScopeProblems } from '../postprocess/core.ts';
 import type { OutputKind } from '../postprocess/core.ts';
@@ -37,6 +37,8 @@ export const FailureInput = z.looseObject({
   event: z.unknown().optional(),
   jobId: z.string().optional(),
   executionArn: z.string().max(2048).optional(),
+  /** Where Generate placed the Batch job (`$.placement`), once the job got that far. */
+  placement: z.unknown().optional(),
 });
 export type FailureInput = z.infer<typeof FailureInput>;
 
@@ -52,6 +54,8 @@ export const FailureRecord = z.strictObject({
   executionArn: z.string().nullable(),
   failureKey: z.string(),
   failedAt: z.iso.datetime(),
+  /** Only for a job the workflow resubmitted on-demand after a Spot capacity cancellation: its placement (the on-demand queue, the cancelled Spot job). */
+  placement: Placement.optional(),
 });
 export type FailureRecord = z.infer<typeof FailureRecord>;
 
@@ -181,7 +185,14 @@ export function buildFailureRecord(f: FailureInput, failedAt: Date): FailureReco
     executionArn: f.executionArn ?? null,
     failureKey: jobKeys(id.jobId).failure,
     failedAt: failedAt.toISOString(),
+    ...resubmission(f.placement),
   });
+}
+
+/** The state's placement when it records a resubmission (records of other failures stay as they were). */
+function resubmission(placement: unknown): { placement?: Placement } {
+  const p = Placement.safeParse(placement);
+  return p.success && p.data.spotCancellations > 0 ? { placement: p.data } : {};
 }
 
 export type NotifyInput = { readonly status: 'succeeded'; readonly result: JobResult } | { readonly status: 'failed'; readonly failure: FailureRecord };
@@ -263,6 +274,8 @@ export interface NotificationDetail {
   readonly outputs?: readonly NotifiedOutput[];
   readonly video?: JobResult['video'];
   readonly timings?: Readonly<Record<string, number>> | null;
+  /** Where the Batch job ran (result.json `placement`, when the worker recorded it; a failure record's, after a resubmission). */
+  readonly placement?: JobResult['placement'] | Placement;
   readonly urlsExpireAt?: string;
   readonly failedStep?: string;
   readonly error?: string;
@@ -296,9 +309,12 @@ export function buildNotification(n: NotifyInput, urls: { readonly byKey: Readon
       outputs,
       video: r.video,
       timings: r.timings,
+      ...(r.placement ? { placement: r.placement } : {}),
       ...(urls !== null && urls.byKey.size > 0 ? { urlsExpireAt: urls.expiresAt } : {}),
     };
-    return { subject: `CIL job ${r.jobId} succeeded`, detailType: DETAIL_TYPE.succeeded, detail, attributes: { jobId: r.jobId, status: 'succeeded' } };
+    // capacity as an attribute: subscribers can filter the jobs that ran on-demand after a Spot cancellation.
+    const attributes: Record<string, string> = { jobId: r.jobId, status: 'succeeded', ...(r.placement ? { capacity: r.placement.capacity } : {}) };
+    return { subject: `CIL job ${r.jobId} succeeded`, detailType: DETAIL_TYPE.succeeded, detail, attributes };
   }
   const f = n.failure;
   const detail: NotificationDetail = {
@@ -311,6 +327,7 @@ export function buildNotification(n: NotifyInput, urls: { readonly byKey: Readon
     error: f.error,
     reason: f.reason,
     failureKey: f.failureKey,
+    ...(f.placement ? { placement: f.placement } : {}),
   };
   return {
     // SNS subjects: printable ASCII, one line, at most 100 characters.

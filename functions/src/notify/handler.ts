@@ -17,6 +17,7 @@ import { dataBucket, eventBusName, MAX_PRESIGN_SECONDS, presignConfig, s3Config,
 import type { PresignConfig } from '../env.ts';
 import { ConfigurationError, InvalidEvent, PublishFailed } from '../errors.ts';
 import { logger, lazyHandler, stepHandler } from '../logger.ts';
+import { traced } from '../powertools.ts';
 import { makeS3Client, putObject } from '../s3.ts';
 import type { FailureRecord } from './core.ts';
 import { buildFailureRecord, buildNotification, EVENT_SOURCE, parseFailureInput, parseNotifyInput, PRESIGNED_KINDS } from './core.ts';
@@ -48,9 +49,9 @@ export interface NotifyOutcome {
 export function notifyDepsFromEnv(env: Env = process.env): NotifyDeps {
   const region = s3Config(env).region;
   return {
-    s3: makeS3Client(env),
-    sns: new SNSClient({ region }),
-    events: new EventBridgeClient({ region }),
+    s3: traced(makeS3Client(env)),
+    sns: traced(new SNSClient({ region })),
+    events: traced(new EventBridgeClient({ region })),
     topicArn: topicArn(env),
     eventBusName: eventBusName(env),
     dataBucket: dataBucket(env),
@@ -120,7 +121,7 @@ export interface RecordFailureDeps {
 }
 
 export function recordFailureDepsFromEnv(env: Env = process.env): RecordFailureDeps {
-  return { s3: makeS3Client(env), dataBucket: dataBucket(env) };
+  return { s3: traced(makeS3Client(env)), dataBucket: dataBucket(env) };
 }
 
 export function createRecordFailureHandler(deps: RecordFailureDeps): (input: unknown, context?: Context) => Promise<FailureRecord> {

@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import type { Metadata } from 'sharp';
 import { z } from 'zod';
 import { parseJsonText } from '#shared/formats';
-import { formatIssues, toSchemaIssues } from '#shared/schemas';
+import { formatIssues, parseOrThrow, RecordedPlacement, toSchemaIssues } from '#shared/schemas';
 import { jobKeys, JOB_ID_PATTERN } from '#shared/schemas';
 import { JobSpec } from '#shared/schemas';
 import { InvalidEvent, InvalidWorkerOutput, OutputConflict, WorkerOutputNotFound } from '../errors.ts';
@@ -48,6 +48,8 @@ export const JobResult = z.strictObject({
   outputs: z.array(OutputEntry).min(1),
   /** Numeric timings (milliseconds or seconds, as the worker names them) from the worker's metadata.json, if it has a `timings` object. */
   timings: z.record(z.string(), z.number()).nullable(),
+  /** Where the workflow placed the Batch job (queue, Spot or on-demand, Spot cancellations, queue wait), from metadata.json; absent when the worker was not given one. */
+  placement: RecordedPlacement.optional(),
   /** The job's createdAt (the upload's time), not the time of this run: re-runs write the same bytes. */
   createdAt: z.iso.datetime(),
 });
@@ -192,8 +194,8 @@ export async function checkFrames(frames: readonly Buffer[], names: readonly str
   return size;
 }
 
-/** The worker's metadata.json: a JSON object; its `timings` object's numeric fields are picked up. */
-export function parseWorkerMetadata(bytes: Buffer, where: string): { timings: Record<string, number> | null } {
+/** The worker's metadata.json: a JSON object; its `timings` object's numeric fields and its `placement` are picked up. */
+export function parseWorkerMetadata(bytes: Buffer, where: string): { timings: Record<string, number> | null; placement?: RecordedPlacement } {
   let json: unknown;
   try {
     json = parseJsonText(bytes.toString('utf8'));
@@ -201,13 +203,18 @@ export function parseWorkerMetadata(bytes: Buffer, where: string): { timings: Re
     throw new InvalidWorkerOutput(`${where}: not valid JSON (${(e as Error).message})`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new InvalidWorkerOutput(`${where}: must be a JSON object`);
+  const raw = (json as { placement?: unknown }).placement;
+  let placement: { placement?: RecordedPlacement } = {};
+  if (raw !== undefined) {
+    placement = { placement: parseOrThrow(RecordedPlacement, raw, (issues) => new InvalidWorkerOutput(formatIssues(`${where} placement`, 'invalid placement', issues))) };
+  }
   const t = (json as { timings?: unknown }).timings;
-  if (typeof t !== 'object' || t === null || Array.isArray(t)) return { timings: null };
+  if (typeof t !== 'object' || t === null || Array.isArray(t)) return { timings: null, ...placement };
   const timings: Record<string, number> = {};
   for (const [k, v] of Object.entries(t).slice(0, 64)) {
     if (typeof v === 'number' && Number.isFinite(v) && /^[A-Za-z0-9_.-]{1,64}$/.test(k)) timings[k] = v;
   }
-  return { timings: Object.keys(timings).length > 0 ? timings : null };
+  return { timings: Object.keys(timings).length > 0 ? timings : null, ...placement };
 }
 
 export function sha256(b: Buffer): string {
@@ -238,7 +245,7 @@ export async function postprocess(input: PostprocessInput, opts: EncodeOptions):
     throw new InvalidWorkerOutput(`${keys.frames}: ${input.frames.length} frames, but the job asked for ${spec.request.frames}`);
   }
   const size = await checkFrames(input.frames, names);
-  const { timings } = parseWorkerMetadata(input.metadata, keys.workerMetadata);
+  const { timings, placement } = parseWorkerMetadata(input.metadata, keys.workerMetadata);
   const formats = spec.request.outputs.filter((f): f is VideoFormat => f === 'mp4' || f === 'gif' || f === 'webp');
   const encoded = await encodeVideos(input.frames, spec.request.fps, formats, opts);
 
@@ -268,6 +275,7 @@ export async function postprocess(input: PostprocessInput, opts: EncodeOptions):
     video: { frames: input.frames.length, fps: spec.request.fps, width: size.width, height: size.height },
     outputs: files.map((f) => ({ kind: f.kind, key: f.key, contentType: f.contentType, bytes: f.body.length, sha256: sha256(f.body) })),
     timings,
+    ...(placement ? { placement } : {}),
     createdAt: spec.createdAt,
   });
   return { files, result };

@@ -13,6 +13,7 @@ import type { Env } from '../env.ts';
 import { dataBucket, ffmpegPath } from '../env.ts';
 import { InvalidWorkerOutput, OutputConflict, WorkerOutputNotFound } from '../errors.ts';
 import { logger, lazyHandler, stepHandler } from '../logger.ts';
+import { traced } from '../powertools.ts';
 import { headObject, listKeys, makeS3Client, mapLimit, putObject, readObject } from '../s3.ts';
 import type { JobSpec } from '#shared/schemas';
 import type { JobResult } from './core.ts';
@@ -33,7 +34,7 @@ export interface PostprocessDeps {
 }
 
 export function postprocessDepsFromEnv(env: Env = process.env): PostprocessDeps {
-  return { s3: makeS3Client(env), dataBucket: dataBucket(env), ffmpegPath: ffmpegPath(env) };
+  return { s3: traced(makeS3Client(env)), dataBucket: dataBucket(env), ffmpegPath: ffmpegPath(env) };
 }
 
 /**

@@ -6,8 +6,10 @@
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { SFNClient } from '@aws-sdk/client-sfn';
+import type { Context } from 'aws-lambda';
 import { LAMBDA_ENV, intVar, requiredVar } from '../env.ts';
 import { StarterConfigError } from '../errors.ts';
+import { lambdaEntry, traced, tracer } from '../powertools.ts';
 import { makeS3Client } from '../s3.ts';
 import { startNamedExecution } from '../starter/core.ts';
 import type { ReconcileReport } from './core.ts';
@@ -23,12 +25,14 @@ export const RECONCILE_ENV = Object.freeze({
   maxStarts: 'CIL_RECONCILE_MAX_STARTS',
 });
 
-export async function handler(): Promise<ReconcileReport> {
+export const handler: (event?: unknown, context?: Context) => Promise<ReconcileReport> = lambdaEntry(() => ({ tracer, logger }), reconcileRecent);
+
+async function reconcileRecent(): Promise<ReconcileReport> {
   const env = process.env;
   const bucket = requiredVar(env, LAMBDA_ENV.bucket, StarterConfigError);
   const arn = requiredVar(env, LAMBDA_ENV.generationStateMachineArn, StarterConfigError);
-  const s3 = makeS3Client(env);
-  sfn ??= new SFNClient({});
+  const s3 = traced(makeS3Client(env));
+  sfn ??= traced(new SFNClient({}));
   const client = sfn;
   const report = await reconcile(
     {

@@ -8,23 +8,27 @@
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { SFNClient } from '@aws-sdk/client-sfn';
-import type { EventBridgeEvent } from 'aws-lambda';
+import type { Context, EventBridgeEvent } from 'aws-lambda';
 import { LAMBDA_ENV, requiredVar } from '../env.ts';
 import { StarterConfigError } from '../errors.ts';
+import { lambdaEntry, traced, tracer } from '../powertools.ts';
 import type { GenerationInput, ManifestItem, ObjectCreatedDetail, StartOutcome } from './core.ts';
 import { planStart, prepareItem, startNamedExecution } from './core.ts';
 
 const logger = new Logger({ serviceName: 'cil-starter' });
 let sfnClient: SFNClient | undefined;
+const instruments = (): { tracer: typeof tracer; logger: Logger } => ({ tracer, logger });
 
-export async function handler(event: EventBridgeEvent<'Object Created', ObjectCreatedDetail>): Promise<{ outcome: StartOutcome | 'ignored'; name?: string }> {
+export const handler: (event: EventBridgeEvent<'Object Created', ObjectCreatedDetail>, context?: Context) => Promise<{ outcome: StartOutcome | 'ignored'; name?: string }> = lambdaEntry(instruments, start);
+
+async function start(event: EventBridgeEvent<'Object Created', ObjectCreatedDetail>): Promise<{ outcome: StartOutcome | 'ignored'; name?: string }> {
   const plan = planStart(event.detail);
   if (plan.kind === 'ignored') {
     logger.warn('event ignored', { reason: plan.reason, eventId: event.id });
     return { outcome: 'ignored' };
   }
   const arn = requiredVar(process.env, plan.kind === 'generation' ? LAMBDA_ENV.generationStateMachineArn : LAMBDA_ENV.batchStateMachineArn, StarterConfigError);
-  sfnClient ??= new SFNClient({});
+  sfnClient ??= traced(new SFNClient({}));
   const outcome = await startNamedExecution(sfnClient, arn, plan.name, plan.input);
   logger.info(outcome === 'started' ? 'execution started' : 'duplicate event: execution already exists', {
     workflow: plan.kind,
@@ -35,6 +39,4 @@ export async function handler(event: EventBridgeEvent<'Object Created', ObjectCr
   return { outcome, name: plan.name };
 }
 
-export function prepareItemHandler(item: ManifestItem): Promise<GenerationInput> {
-  return Promise.resolve(prepareItem(item));
-}
+export const prepareItemHandler: (item: ManifestItem, context?: Context) => Promise<GenerationInput> = lambdaEntry(instruments, (item: ManifestItem) => Promise.resolve(prepareItem(item)));

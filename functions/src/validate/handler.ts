@@ -12,6 +12,7 @@ import type { Env } from '../env.ts';
 import { dataBucket } from '../env.ts';
 import { InputNotFound, InvalidImage, InvalidRequest, ModelNotFound, StatisticsNotFound } from '../errors.ts';
 import { logger, redactPrompt, specSummary, lazyHandler, stepHandler } from '../logger.ts';
+import { traced } from '../powertools.ts';
 import { headObject, makeS3Client, putObject, readObject } from '../s3.ts';
 import type { RequestSource } from './core.ts';
 import {
@@ -44,7 +45,7 @@ export interface ValidateDeps {
 }
 
 export function validateDepsFromEnv(env: Env = process.env): ValidateDeps {
-  return { s3: makeS3Client(env), dataBucket: dataBucket(env) };
+  return { s3: traced(makeS3Client(env)), dataBucket: dataBucket(env) };
 }
 
 /** The Validate step with its clients given (tests point `s3` at a local server). */

@@ -1,4 +1,5 @@
 /** metadata.json: what a generation used and produced (a public contract: docs/worker.md). */
+import type { RecordedPlacement } from '#shared/schemas';
 import { planRecord } from '#shared/sampler';
 import type { SamplerPlan } from '#shared/sampler';
 import type { Bundle, BundleDownload } from '../bundle.ts';
@@ -18,6 +19,8 @@ export interface GenerationMetadata {
   readonly executionProviderFallback?: string;
   /** Only for a bundle from S3: how it reached the cache (docs/worker.md "Model loading"). */
   readonly modelCache?: BundleDownload;
+  /** Only for a job the workflow placed (a Batch job): queue, capacity, Spot cancellations, queue wait. */
+  readonly placement?: RecordedPlacement;
   readonly params: GenerateParams;
   readonly analyticInit: { statistics: string; trCovD: number; meanCoef: number; std: number } | null;
   readonly initNoise: 'generator' | 'file';
@@ -46,6 +49,7 @@ export interface MetadataParts {
   readonly executionProvider: string;
   readonly fallbackReason?: string;
   readonly load?: LoadTimings;
+  readonly placement?: RecordedPlacement;
   readonly stepS: number;
   readonly params: GenerateParams;
   readonly plan: SamplerPlan;
@@ -68,6 +72,7 @@ export function generationMetadata(p: MetadataParts): GenerationMetadata {
     executionProvider: p.executionProvider,
     executionProviderFallback: p.fallbackReason !== undefined && p.executionProvider !== 'cuda' ? p.fallbackReason : undefined,
     modelCache: p.bundle.download,
+    placement: p.placement,
     params: p.params,
     analyticInit: p.statistics ? { statistics: p.statistics.where, trCovD: p.statistics.trCovD, meanCoef: init.meanCoef, std: init.std } : null,
     initNoise: p.initNoiseFromFile ? 'file' : 'generator',

@@ -322,6 +322,8 @@ export async function computeStatistics(o: ComputeOptions): Promise<ComputeResul
     return { run, shard, partial: partialAt, out, used: videos.length, skipped, summary, processed, elapsedS: (performance.now() - t0) / 1000, trCovD };
   } finally {
     await source.close();
+    // A bundle opened here: its cached copy may be evicted from now on.
+    if (typeof o.model === 'string') await bundle.release?.();
   }
 }
 

@@ -4,7 +4,7 @@
  * interactive queue, a manifest line to the production queue) → Generate (Batch GPU job, .sync) →
  * PostProcess → NotifySuccess. A Generate job that its Spot queue cancelled for want of Spot
  * capacity is resubmitted once to the fleet's on-demand queue (GenerateOnDemand); `$.placement`
- * records it. Every step retries only transient service errors, has its own
+ * records it and goes to the Batch job as its `placement` parameter (metadata.json, result.json). Every step retries only transient service errors, has its own
  * timeout, and on failure goes to `<Step>Failed` (which records the step's name) → RecordFailure
  * (failures/<jobId>.json) → NotifyFailure → JobFailed.
  *
@@ -119,6 +119,9 @@ export class GenerationWorkflow extends Construct {
         // By reference: Validate wrote the spec to jobs/<jobId>/request.json (whatever the prompt holds).
         environment: { [WORKER_ENV.jobSpecUri]: `States.Format('s3://{}/{}${JOB_SPEC_FILE}', $.spec.bucket, $.spec.workPrefix)` },
         resources: { vcpusPath: '$.resources.vcpus', memoryPath: '$.resources.memory' },
+        // The job's placement as the `placement` parameter (the command's Ref::placement): the
+        // worker records it in metadata.json; the overrides keep only the spec's URI.
+        parameters: { placement: 'States.JsonToString($.placement)' },
         resultPath: '$.generate',
         timeout: Duration.hours(c.generateTimeoutHours),
       });
@@ -133,11 +136,13 @@ export class GenerationWorkflow extends Construct {
       generateOnDemand.addCatch(...catchTo(S.generate));
       generateOnDemand.next(postProcess);
       const recordResubmission = new sfn.Pass(this, S.recordResubmission, {
-        comment: 'Records the cancelled Spot job; the execution output and notification carry $.placement',
+        comment: 'Records the cancelled Spot job; the on-demand job gets $.placement (its metadata.json and result.json record it), and so does the execution output',
         parameters: {
           'tier.$': '$.placement.tier',
           'queue.$': '$.resources.queues.onDemand',
           capacity: 'on-demand',
+          'spotCancellations.$': 'States.MathAdd($.placement.spotCancellations, 1)',
+          'executionStartedAt.$': '$.placement.executionStartedAt',
           'resubmittedFrom.$': '$.resubmission.job.JobId',
           'resubmitReason.$': '$.resubmission.job.StatusReason',
         },
@@ -178,7 +183,8 @@ export class GenerationWorkflow extends Construct {
     // Uploads a user waits for go to the interactive queue, manifest lines (`batch` set by PrepareItem) to production.
     const tier = (id: string, name: 'interactive' | 'production'): sfn.Pass =>
       new sfn.Pass(this, id, {
-        parameters: { tier: name, 'queue.$': `$.resources.queues.${name}`, capacity: c.spot ? 'spot' : 'on-demand' },
+        // The worker measures the queue wait from the execution's start (Validate takes seconds of it).
+        parameters: { tier: name, 'queue.$': `$.resources.queues.${name}`, capacity: c.spot ? 'spot' : 'on-demand', spotCancellations: 0, 'executionStartedAt.$': '$$.Execution.StartTime' },
         resultPath: '$.placement',
       });
     const chooseTier = new sfn.Choice(this, S.chooseTier, { comment: 'An upload (interactive) or a manifest line (production)?' })

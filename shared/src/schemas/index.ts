@@ -9,3 +9,4 @@ export * from './bundleContract.ts';
 export * from './resolve.ts';
 export * from './s3Uri.ts';
 export * from './metrics.ts';
+export * from './placement.ts';
