@@ -15,11 +15,11 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import { PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
-import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
+import { PublishCommand } from '@aws-sdk/client-sns';
 import { mockClient } from 'aws-sdk-client-mock';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { JobSpec } from '#shared/schemas';
 import { MAX_PRESIGN_SECONDS } from '../functions/src/env.ts';
 import { ConfigurationError, InvalidRequest, PipelineError } from '../functions/src/errors.ts';
@@ -31,6 +31,7 @@ import type { JobResult } from '../functions/src/postprocess/core.ts';
 import { parseRequest, withoutPromptValue } from '../functions/src/validate/core.ts';
 import { createValidateHandler } from '../functions/src/validate/handler.ts';
 import { captureLogs } from '../functions/test/helpers/captureLogs.ts';
+import { mockNotifyClients, notifyTestDeps } from '../functions/test/helpers/notifyMocks.ts';
 import { noiseImage, tinyJobResult, tinyJobSpec, tinyManifest, uploadEvent } from '../functions/test/helpers/fixtures.ts';
 import type { LocalS3 } from '../functions/test/helpers/s3server.ts';
 import { startLocalS3 } from '../functions/test/helpers/s3server.ts';
@@ -57,27 +58,11 @@ function urlSecrets(url: string): string[] {
   return [q.get('X-Amz-Signature')!, q.get('X-Amz-Credential')!, CREDS.accessKeyId];
 }
 
-const sns = mockClient(SNSClient);
-const events = mockClient(EventBridgeClient);
-
+const { sns, events } = mockNotifyClients();
 beforeAll(() => logger.setLogLevel('SILENT'));
-afterEach(() => {
-  sns.reset();
-  events.reset();
-});
 
 function notifyDeps(over: Partial<NotifyDeps> = {}): NotifyDeps {
-  return {
-    s3: new S3Client({ region: 'us-east-1', credentials: CREDS }),
-    sns: new SNSClient({ region: 'us-east-1', credentials: CREDS }),
-    events: new EventBridgeClient({ region: 'us-east-1', credentials: CREDS }),
-    topicArn: 'arn:aws:sns:us-east-1:123456789012:cil',
-    eventBusName: 'cil-bus',
-    dataBucket: 'cil-data',
-    presign: { enabled: true, expirySeconds: 3600 },
-    now: () => NOW,
-    ...over,
-  };
+  return notifyTestDeps(CREDS, 'cil-data', NOW, over);
 }
 
 function publishedMessage(): { outputs: { kind: string; url?: string }[]; urlsExpireAt?: string } {

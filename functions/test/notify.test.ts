@@ -1,8 +1,7 @@
 /** Notify and the failure recorder: cores, SNS/EventBridge through aws-sdk-client-mock, S3 through s3rver. */
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
-import { mockClient } from 'aws-sdk-client-mock';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobIdFor } from '#shared/schemas';
 import type { JobSpec } from '#shared/schemas';
 import { dataBucket, eventBusName, presignConfig, topicArn } from '../src/env.ts';
@@ -12,6 +11,7 @@ import { buildFailureRecord, buildNotification, FailureRecord, parseFailureInput
 import { createNotifyHandler, createRecordFailureHandler } from '../src/notify/handler.ts';
 import type { JobResult } from '../src/postprocess/core.ts';
 import { tinyJobResult, tinyJobSpec, uploadEvent } from './helpers/fixtures.ts';
+import { mockNotifyClients } from './helpers/notifyMocks.ts';
 import type { LocalS3 } from './helpers/s3server.ts';
 import { startLocalS3 } from './helpers/s3server.ts';
 
@@ -129,8 +129,7 @@ describe('buildNotification', () => {
 });
 
 describe('notify handler (SDK mocks)', () => {
-  const sns = mockClient(SNSClient);
-  const events = mockClient(EventBridgeClient);
+  const { sns, events } = mockNotifyClients();
   const creds = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' };
   let s3: LocalS3;
   beforeAll(async () => {
@@ -138,12 +137,6 @@ describe('notify handler (SDK mocks)', () => {
   });
   afterAll(async () => {
     await s3?.stop();
-    sns.restore();
-    events.restore();
-  });
-  afterEach(() => {
-    sns.reset();
-    events.reset();
   });
 
   function handler(o: { topic?: string | null; bus?: string | null; presign?: boolean } = {}) {

@@ -5,12 +5,10 @@
  * an earlier `result.json` listing keys outside the job's prefix as the job's finished result
  * (it would hand those keys to Notify).
  */
-import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
-import { S3Client } from '@aws-sdk/client-s3';
-import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
-import { mockClient } from 'aws-sdk-client-mock';
+import { PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import { PublishCommand } from '@aws-sdk/client-sns';
 import sharp from 'sharp';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobSpec } from '#shared/schemas';
 import { jobIdFor } from '#shared/schemas';
 import { ConfigurationError, PipelineError } from '../src/errors.ts';
@@ -22,6 +20,7 @@ import { postprocess, priorResult, resultBytes, resultKeyOf } from '../src/postp
 import { createPostprocessHandler } from '../src/postprocess/handler.ts';
 import { captureLogs } from './helpers/captureLogs.ts';
 import { tinyJobResult, tinyJobSpec } from './helpers/fixtures.ts';
+import { mockNotifyClients, notifyTestDeps } from './helpers/notifyMocks.ts';
 import type { LocalS3 } from './helpers/s3server.ts';
 import { startLocalS3 } from './helpers/s3server.ts';
 
@@ -66,35 +65,13 @@ const FORGED: readonly (readonly [string, JobResult, string])[] = [
 
 
 describe('Notify presigns only the job’s own outputs in the data bucket', () => {
-  const sns = new SNSClient({ region: 'us-east-1', credentials: CREDS });
-  const events = new EventBridgeClient({ region: 'us-east-1', credentials: CREDS });
-  const snsMock = mockClient(sns);
-  const eventsMock = mockClient(events);
-
+  const { sns: snsMock, events: eventsMock } = mockNotifyClients();
   beforeAll(() => logger.setLogLevel('SILENT'));
-  afterEach(() => {
-    snsMock.reset();
-    eventsMock.reset();
-  });
-  afterAll(() => {
-    snsMock.restore();
-    eventsMock.restore();
-  });
 
   function deps(over: Partial<NotifyDeps> = {}): NotifyDeps {
     snsMock.on(PublishCommand).resolves({ MessageId: 'm' });
     eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e' }] });
-    return {
-      s3: new S3Client({ region: 'us-east-1', credentials: CREDS }),
-      sns,
-      events,
-      topicArn: 'arn:aws:sns:us-east-1:123456789012:cil',
-      eventBusName: 'cil-bus',
-      dataBucket: BUCKET,
-      presign: { enabled: true, expirySeconds: 3600 },
-      now: () => NOW,
-      ...over,
-    };
+    return notifyTestDeps(CREDS, BUCKET, NOW, over);
   }
 
   it('the job’s own result: every presigned URL is for the data bucket under outputs/<jobId>/', async () => {

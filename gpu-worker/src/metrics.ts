@@ -3,27 +3,10 @@
  * log): the execution provider the job ran on and its step time, so that a CPU fallback or a slow
  * GPU raises an alarm instead of an hour-long CPU job. Batch's awslogs driver does not mark lines
  * as EMF, so the stack turns them into metrics with metric filters on these fields (the names are
- * the contract: docs/worker.md "Metrics"); the same line is valid EMF wherever EMF is extracted.
+ * the contract: WORKER_METRICS in #shared/schemas, docs/worker.md "Metrics"); the same line is
+ * valid EMF wherever EMF is extracted.
  */
-
-/**
- * The stack's own metrics namespace (the BatchMetrics Lambda writes to the same one,
- * functions/src/batchMetrics/core.ts; the worker does not import functions/: a test checks they agree).
- */
-export const METRICS_NAMESPACE = 'CIL/Pipeline';
-
-export const WORKER_METRICS = Object.freeze({
-  /** 1 when a session fell back to the CPU (provider `auto` without a usable GPU), else 0. */
-  executionProviderFallback: 'ExecutionProviderFallback',
-  /** 1 when CUDA was required and could not be had (exit 78), else absent. */
-  gpuUnavailable: 'GpuUnavailable',
-  /** Mean seconds per denoising step of the attempt. */
-  stepSeconds: 'StepSeconds',
-  /** Opening the bundle: download and checks, or a cache hit. */
-  downloadSeconds: 'ModelDownloadSeconds',
-  /** Opening every ONNX session. */
-  sessionOpenSeconds: 'SessionOpenSeconds',
-});
+import { METRICS_NAMESPACE, WORKER_METRICS } from '#shared/schemas';
 
 export interface WorkerMetricValues {
   readonly family: string;

@@ -13,8 +13,8 @@ import { writeDemoBundle } from '../../demo/src/bundle.ts';
 import { runJob } from '../src/job.ts';
 import { asGpuUnavailable, checkSessionProvider, cudaProblem, GpuUnavailable, providerFromEnv, requireCuda } from '../src/runtime/gpu.ts';
 import { EXIT, EXIT_GPU_UNAVAILABLE, exitCodeFor, runWorker } from '../src/worker.ts';
-import { METRICS_NAMESPACE, WORKER_METRICS, workerMetricsLine } from '../src/metrics.ts';
-import { METRICS_NAMESPACE as STACK_NAMESPACE } from '../../functions/src/batchMetrics/core.ts';
+import { WORKER_METRICS } from '#shared/schemas';
+import { workerMetricsLine } from '../src/metrics.ts';
 
 let dir: string;
 let bundle: string;
@@ -135,7 +135,6 @@ describe('a job that requires CUDA on this CPU-only machine', () => {
 describe('the metrics line', () => {
   it('is Embedded Metric Format: provider fallback and step time by family and provider, the counts also without dimensions', () => {
     const l = workerMetricsLine({ family: 'svd', executionProvider: 'cpu', values: { executionProviderFallback: 1, stepSeconds: 2.5 } }, new Date(1000)) as { _aws: { Timestamp: number; CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string; Unit: string }[] }[] } } & Record<string, unknown>;
-    expect(METRICS_NAMESPACE).toBe(STACK_NAMESPACE);
     expect(l._aws.Timestamp).toBe(1000);
     expect(l._aws.CloudWatchMetrics[0]).toEqual({ Namespace: 'CIL/Pipeline', Dimensions: [['Family', 'ExecutionProvider']], Metrics: [{ Name: 'ExecutionProviderFallback', Unit: 'Count' }, { Name: 'StepSeconds', Unit: 'Seconds' }] });
     expect(l._aws.CloudWatchMetrics[1]).toEqual({ Namespace: 'CIL/Pipeline', Dimensions: [[]], Metrics: [{ Name: 'ExecutionProviderFallback', Unit: 'Count' }] });

@@ -27,8 +27,8 @@ import {
   WORKER_ENV,
   WORKER_EXIT,
   WORKER_PATHS,
-  METRIC_NAMES,
   METRICS_NAMESPACE,
+  WORKER_METRICS,
 } from './names.ts';
 import { REPO_ROOT, WORKER_DOCKERFILE, dockerignorePatterns } from './paths.ts';
 import type { DataStorage } from './storage.ts';
@@ -209,7 +209,7 @@ export class GpuBatch extends Construct {
     this.logGroup = new logs.LogGroup(this, 'WorkerLogs', { retention: c.logRetentionDays });
     // The worker prints its metrics as EMF lines (gpu-worker/src/metrics.ts), but the awslogs driver
     // does not ask CloudWatch to extract EMF: metric filters turn the two the alarms need into metrics.
-    for (const name of [METRIC_NAMES.executionProviderFallback, METRIC_NAMES.gpuUnavailable]) {
+    for (const name of [WORKER_METRICS.executionProviderFallback, WORKER_METRICS.gpuUnavailable]) {
       this.logGroup.addMetricFilter(`${name}Filter`, {
         filterPattern: logs.FilterPattern.numberValue(`$.${name}`, '>=', 1),
         metricNamespace: METRICS_NAMESPACE,

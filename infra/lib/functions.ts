@@ -8,6 +8,7 @@
 import { Duration, IgnoreMode, Size } from 'aws-cdk-lib';
 import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import type * as events from 'aws-cdk-lib/aws-events';
+import type * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
@@ -46,29 +47,41 @@ export class PipelineFunctions extends Construct {
     const entries: HandlerEntries = { ...DEFAULT_HANDLER_ENTRIES, ...props.entries };
     const bucketEnv = { [LAMBDA_ENV.bucket]: storage.bucket.bucketName };
 
-    const imageCode = (cmd: string): lambda.DockerImageCode =>
-      lambda.DockerImageCode.fromImageAsset(REPO_ROOT, {
-        file: FUNCTIONS_DOCKERFILE,
-        exclude: dockerignorePatterns(FUNCTIONS_DOCKERFILE),
-        ignoreMode: IgnoreMode.DOCKER,
-        platform: ecrAssets.Platform.LINUX_AMD64,
-        cmd: [cmd],
+    /** A function of the container image (its handler chosen by `cmd`), with its own role and log group, traced; the bucket in its environment unless `p` says otherwise. */
+    const imageFunction = (
+      id: string,
+      cmd: string,
+      description: string,
+      p: Pick<lambda.DockerImageFunctionProps, 'memorySize' | 'timeout' | 'ephemeralStorageSize' | 'environment'>,
+    ): { fn: lambda.DockerImageFunction; role: iam.Role } => {
+      const base = functionBase(this, id, c, description);
+      const fn = new lambda.DockerImageFunction(this, id, {
+        code: lambda.DockerImageCode.fromImageAsset(REPO_ROOT, {
+          file: FUNCTIONS_DOCKERFILE,
+          exclude: dockerignorePatterns(FUNCTIONS_DOCKERFILE),
+          ignoreMode: IgnoreMode.DOCKER,
+          platform: ecrAssets.Platform.LINUX_AMD64,
+          cmd: [cmd],
+        }),
+        description,
+        architecture: lambda.Architecture.X86_64,
+        role: base.role,
+        logGroup: base.logGroup,
+        loggingFormat: lambda.LoggingFormat.JSON,
+        tracing: TRACING,
+        environment: bucketEnv,
+        ...p,
       });
+      return { fn, role: base.role };
+    };
 
-    const validateBase = functionBase(this, 'Validate', c, 'CIL Validate: checks the upload and request, writes the normalised image');
-    this.validate = new lambda.DockerImageFunction(this, 'Validate', {
-      code: imageCode(IMAGE_HANDLERS.validate),
-      description: 'CIL Validate: checks the upload and request, writes the normalised image',
-      architecture: lambda.Architecture.X86_64,
+    const validate = imageFunction('Validate', IMAGE_HANDLERS.validate, 'CIL Validate: checks the upload and request, writes the normalised image', {
       memorySize: 2048,
       timeout: Duration.seconds(90),
-      role: validateBase.role,
-      logGroup: validateBase.logGroup,
-      loggingFormat: lambda.LoggingFormat.JSON,
-      tracing: TRACING,
       // A refusal's reason can quote the prompt: traces record that an error happened, not its message.
       environment: { ...bucketEnv, POWERTOOLS_TRACER_CAPTURE_ERROR: 'false' },
     });
+    this.validate = validate.fn;
     // The exact uploaded version is read (inputs/, or batches/ for manifest images). Every key
     // Validate reads may legitimately be missing: the sidecar beside the upload (usually absent),
     // the upload itself (deleted since the event), the model's manifest, the statistics. Without
@@ -76,28 +89,20 @@ export class PipelineFunctions extends Construct {
     // listing is granted on exactly these prefixes (s3:prefix condition; S3 evaluates it with the
     // requested key as the prefix). Validate may already read every object under them, so the
     // listing reveals nothing more. A 403 that remains is S3AccessDenied (functions/src/s3.ts).
-    storage.grantObjects(validateBase.role, 'readVersion', PREFIX.inputs, PREFIX.batches);
-    storage.grantObjects(validateBase.role, 'read', PREFIX.models, PREFIX.statistics);
-    storage.grantList(validateBase.role, PREFIX.inputs, PREFIX.batches, PREFIX.models, PREFIX.statistics);
-    storage.grantObjects(validateBase.role, 'write', PREFIX.jobs);
+    storage.grantObjects(validate.role, 'readVersion', PREFIX.inputs, PREFIX.batches);
+    storage.grantObjects(validate.role, 'read', PREFIX.models, PREFIX.statistics);
+    storage.grantList(validate.role, PREFIX.inputs, PREFIX.batches, PREFIX.models, PREFIX.statistics);
+    storage.grantObjects(validate.role, 'write', PREFIX.jobs);
 
-    const postBase = functionBase(this, 'PostProcess', c, 'CIL Post-process: frames to MP4/GIF/WebP, poster and result.json');
-    this.postProcess = new lambda.DockerImageFunction(this, 'PostProcess', {
-      code: imageCode(IMAGE_HANDLERS.postProcess),
-      description: 'CIL Post-process: frames to MP4/GIF/WebP, poster and result.json',
-      architecture: lambda.Architecture.X86_64,
+    const post = imageFunction('PostProcess', IMAGE_HANDLERS.postProcess, 'CIL Post-process: frames to MP4/GIF/WebP, poster and result.json', {
       memorySize: 3008,
       timeout: Duration.minutes(10),
       ephemeralStorageSize: Size.gibibytes(4),
-      role: postBase.role,
-      logGroup: postBase.logGroup,
-      loggingFormat: lambda.LoggingFormat.JSON,
-      tracing: TRACING,
-      environment: bucketEnv,
     });
-    storage.grantObjects(postBase.role, 'read', PREFIX.jobs, PREFIX.outputs);
-    storage.grantList(postBase.role, PREFIX.jobs, PREFIX.outputs);
-    storage.grantObjects(postBase.role, 'write', PREFIX.outputs);
+    this.postProcess = post.fn;
+    storage.grantObjects(post.role, 'read', PREFIX.jobs, PREFIX.outputs);
+    storage.grantList(post.role, PREFIX.jobs, PREFIX.outputs);
+    storage.grantObjects(post.role, 'write', PREFIX.outputs);
 
     const notify = nodeFunction(this, 'Notify', c, {
       entry: entries.notify,

@@ -5,9 +5,6 @@
  */
 import { PREFIX } from '#shared/schemas';
 
-/** The stack name `cdk deploy` uses unless `-c cil:stackName=…` (also the remote CLI's default). */
-export const DEFAULT_STACK_NAME = 'CilVideo';
-
 /** States of the generation workflow (one upload → one video). */
 export const GENERATION_STATES = Object.freeze({
   validate: 'Validate',
@@ -68,6 +65,9 @@ export const BATCH_STATES = Object.freeze({
   summaryFailed: 'SummaryFailed',
 });
 
+/** Label of the batch workflow's Distributed Map (its map runs and child executions are named after it). */
+export const BATCH_MAP_LABEL = 'manifest';
+
 /**
  * An execution's ARN from its state machine's: `arn:…:stateMachine:<sm>` + name →
  * `arn:…:execution:<sm>:<name>` (the execution name of a job is its job id).
@@ -75,9 +75,6 @@ export const BATCH_STATES = Object.freeze({
 export function executionArnOf(stateMachineArn: string, name: string): string {
   return `${stateMachineArn.replace(':stateMachine:', ':execution:')}:${name}`;
 }
-
-/** Label of the Distributed Map (its map runs and child executions are named after it). */
-export const BATCH_MAP_LABEL = 'manifest';
 
 /** States of the statistics workflow (shards → merge). */
 export const STATISTICS_STATES = Object.freeze({
@@ -180,8 +177,8 @@ export const EVENT_DETAIL_TYPES = Object.freeze({
   failed: 'Job Failed',
 });
 
-/** The metrics the BatchMetrics function writes (its namespace and names feed the dashboard and alarms). */
-export { METRIC_NAMES, METRICS_NAMESPACE, METRICS_SERVICE } from '../../functions/src/batchMetrics/core.ts';
+/** The metrics the BatchMetrics function and the worker write (the dashboard, the alarms and the worker log's metric filters read them). */
+export { METRIC_NAMES, METRICS_NAMESPACE, METRICS_SERVICE, WORKER_METRICS } from '#shared/schemas';
 
 /** CloudFormation outputs (the remote CLI reads them with DescribeStacks). */
 export const OUTPUTS = Object.freeze({
@@ -194,6 +191,9 @@ export const OUTPUTS = Object.freeze({
   notificationTopic: 'NotificationTopicArn',
   dashboard: 'DashboardName',
 });
+
+/** The stack name `cdk deploy` uses unless `-c cil:stackName=…` (also the remote CLI's default: it finds the stack by it, then reads OUTPUTS). */
+export const DEFAULT_STACK_NAME = 'CilVideo';
 
 /** CloudFormation metadata key on each state machine naming its workflow (local mode finds them by it). */
 export const WORKFLOW_METADATA_KEY = 'cil:workflow';

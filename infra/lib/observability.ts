@@ -20,7 +20,7 @@ import { Construct } from 'constructs';
 import type { GpuBatch } from './compute.ts';
 import type { CilConfig } from './config.ts';
 import { nodeFunction } from './lambdas.ts';
-import { LAMBDA_ENV, METRIC_NAMES, METRICS_NAMESPACE, METRICS_SERVICE } from './names.ts';
+import { LAMBDA_ENV, METRIC_NAMES, METRICS_NAMESPACE, METRICS_SERVICE, WORKER_METRICS } from './names.ts';
 import { RUNTIME_ENTRIES } from './paths.ts';
 
 export interface ObservabilityProps {
@@ -103,85 +103,69 @@ export class Observability extends Construct {
       targets: [new targets.LambdaFunction(m.fn, { retryAttempts: 4 })],
     });
 
-    const add = (a: cloudwatch.Alarm): cloudwatch.Alarm => {
+    /**
+     * An alarm to the alarm topic. Unless `p` says otherwise it fires on one period at or over its
+     * threshold, and a period without data does not fire it.
+     */
+    const alarm = (id: string, p: Omit<cloudwatch.AlarmProps, 'evaluationPeriods'> & { readonly evaluationPeriods?: number }): cloudwatch.Alarm => {
+      const a = new cloudwatch.Alarm(this, id, {
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        ...p,
+      });
       a.addAlarmAction(action);
       this.alarms.push(a);
       return a;
     };
     // Executions that failed for system reasons; a user's bad image or request is counted as a
     // UserFailures metric and shown on the dashboard, never alarmed on.
-    this.systemFailuresAlarm = add(
-      new cloudwatch.Alarm(this, 'SystemFailures', {
-        alarmDescription: 'CIL: workflow executions failed, timed out or were aborted for system reasons (not InvalidImage, InvalidRequest or other user input); see docs/operations.md',
-        metric: metric(METRIC_NAMES.systemFailures, 'Sum'),
-        threshold: c.failedExecutionsThreshold,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        evaluationPeriods: 1,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      }),
-    );
+    this.systemFailuresAlarm = alarm('SystemFailures', {
+      alarmDescription: 'CIL: workflow executions failed, timed out or were aborted for system reasons (not InvalidImage, InvalidRequest or other user input); see docs/operations.md',
+      metric: metric(METRIC_NAMES.systemFailures, 'Sum'),
+      threshold: c.failedExecutionsThreshold,
+    });
     // Time-outs and aborts straight from Step Functions: they need no classification, and this one
     // still fires if the metrics function itself is broken.
     for (const [name, sm] of Object.entries(props.workflows)) {
-      add(
-        new cloudwatch.Alarm(this, `${name}ExecutionsTimedOut`, {
-          alarmDescription: `CIL ${name} workflow: executions timed out or were aborted (ExecutionsTimedOut + ExecutionsAborted)`,
-          metric: new cloudwatch.MathExpression({
-            expression: 'timedOut + aborted',
-            usingMetrics: { timedOut: sm.metricTimedOut({ statistic: 'Sum' }), aborted: sm.metricAborted({ statistic: 'Sum' }) },
-            period: Duration.minutes(5),
-            label: 'timed out or aborted',
-          }),
-          threshold: 1,
-          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-          evaluationPeriods: 1,
-          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      alarm(`${name}ExecutionsTimedOut`, {
+        alarmDescription: `CIL ${name} workflow: executions timed out or were aborted (ExecutionsTimedOut + ExecutionsAborted)`,
+        metric: new cloudwatch.MathExpression({
+          expression: 'timedOut + aborted',
+          usingMetrics: { timedOut: sm.metricTimedOut({ statistic: 'Sum' }), aborted: sm.metricAborted({ statistic: 'Sum' }) },
+          period: Duration.minutes(5),
+          label: 'timed out or aborted',
         }),
-      );
+        threshold: 1,
+      });
     }
-    this.cpuFallbackAlarm = add(
-      new cloudwatch.Alarm(this, 'ExecutionProviderFallback', {
-        alarmDescription: 'CIL worker: a GPU job could not use CUDA (driver, CUDA or cuDNN mismatch, no GPU); see docs/operations.md',
-        // The worker writes it without dimensions (functions/src/batchMetrics/core.ts METRIC_NAMES).
-        metric: new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: METRIC_NAMES.executionProviderFallback, statistic: 'Sum', period: Duration.minutes(5) }),
-        threshold: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        evaluationPeriods: 1,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      }),
-    );
-    this.gpuSpendAlarm = add(
-      new cloudwatch.Alarm(this, 'DailyGpuSpend', {
-        alarmDescription: `CIL Batch: estimated GPU spend of the last 24 hours is over ${c.dailyGpuSpendAlarmUsd} USD (on-demand prices; an estimate, not the bill)`,
-        metric: metric(METRIC_NAMES.gpuSpendUsd, 'Sum', Duration.days(1)),
-        threshold: c.dailyGpuSpendAlarmUsd,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-        evaluationPeriods: 1,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      }),
-    );
-    this.runnableAlarm = add(
-      new cloudwatch.Alarm(this, 'JobsStuckRunnable', {
-        alarmDescription: `CIL Batch: a job has waited RUNNABLE for more than ${c.runnableAlarmMinutes} minutes in any queue (no GPU capacity, a vCPU quota or limit, or a job that fits no instance)`,
-        metric: metric(METRIC_NAMES.oldestRunnableSeconds, 'Maximum', RUNNABLE_CHECK_PERIOD),
-        threshold: c.runnableAlarmMinutes * 60,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-        evaluationPeriods: 2,
-        datapointsToAlarm: 2,
-        // A silent metrics function is itself a problem worth looking at.
-        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-      }),
-    );
-    add(
-      new cloudwatch.Alarm(this, 'StartFailuresQueued', {
-        alarmDescription: 'CIL: upload events could not start a workflow (see the StartFailures dead-letter queue)',
-        metric: props.startFailures.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5), statistic: 'Maximum' }),
-        threshold: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        evaluationPeriods: 1,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      }),
-    );
+    this.cpuFallbackAlarm = alarm('ExecutionProviderFallback', {
+      alarmDescription: 'CIL worker: a GPU job could not use CUDA (driver, CUDA or cuDNN mismatch, no GPU); see docs/operations.md',
+      // The worker writes it without dimensions (WORKER_METRICS).
+      metric: new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: WORKER_METRICS.executionProviderFallback, statistic: 'Sum', period: Duration.minutes(5) }),
+      threshold: 1,
+    });
+    this.gpuSpendAlarm = alarm('DailyGpuSpend', {
+      alarmDescription: `CIL Batch: estimated GPU spend of the last 24 hours is over ${c.dailyGpuSpendAlarmUsd} USD (on-demand prices; an estimate, not the bill)`,
+      metric: metric(METRIC_NAMES.gpuSpendUsd, 'Sum', Duration.days(1)),
+      threshold: c.dailyGpuSpendAlarmUsd,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+    });
+    this.runnableAlarm = alarm('JobsStuckRunnable', {
+      alarmDescription: `CIL Batch: a job has waited RUNNABLE for more than ${c.runnableAlarmMinutes} minutes in any queue (no GPU capacity, a vCPU quota or limit, or a job that fits no instance)`,
+      metric: metric(METRIC_NAMES.oldestRunnableSeconds, 'Maximum', RUNNABLE_CHECK_PERIOD),
+      threshold: c.runnableAlarmMinutes * 60,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 2,
+      datapointsToAlarm: 2,
+      // A silent metrics function is itself a problem worth looking at.
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
+    alarm('StartFailuresQueued', {
+      alarmDescription: 'CIL: upload events could not start a workflow (see the StartFailures dead-letter queue)',
+      metric: props.startFailures.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5), statistic: 'Maximum' }),
+      threshold: 1,
+    });
 
     const gen = props.workflows.generation;
     const lambdaErrors = Object.entries(props.functions).map(([label, fn]) => fn.metricErrors({ label, period: Duration.minutes(5), statistic: 'Sum' }));

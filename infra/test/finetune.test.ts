@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Validations } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
-import type { RunOptions } from 'aws-local-stepfunctions';
 import { StateMachine } from 'aws-local-stepfunctions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
@@ -23,8 +22,8 @@ import { FINETUNE_ENV, FINETUNE_OUTPUT, FINETUNE_PREFIXES as P, FINETUNE_STATES 
 import { REPO_ROOT } from '../lib/paths.ts';
 import { BATCH_TRANSIENT_ERRORS, SFN_TRANSIENT_ERRORS, SNS_TRANSIENT_ERRORS } from '../lib/workflows/asl.ts';
 import { FINETUNE_DOCKERFILE, RENDEZVOUS_PORT } from '../lib/workflows/finetune.ts';
-import type { Asl, Statement, Synthesized } from './helpers.ts';
-import { FIXTURE_HANDLER, allStatements, logicalIdOf, objectPrefix, refOf, s3Grants, statementsOfRole, synth } from './helpers.ts';
+import type { Asl, AslRun, Statement, Synthesized, TaskMock } from './helpers.ts';
+import { FIXTURE_HANDLER, allStatements, expectPath, logicalIdOf, objectPrefix, ok, refOf, runAsl, s3Grants, statementsOfRole, synth, typedError } from './helpers.ts';
 
 type Json = Record<string, unknown>;
 
@@ -209,16 +208,11 @@ describe('the state machine', () => {
     expect(() => new StateMachine(def as never)).not.toThrow();
     const st = def.States;
     expect(def.StartAt).toBe(F.applyDefaults);
-    expect(st[F.applyDefaults].Next).toBe(F.mergeDefaults);
-    expect(st[F.mergeDefaults].Next).toBe(F.checkInput);
+    expectPath(def, F.applyDefaults, F.mergeDefaults, F.checkInput);
     // Intrinsic functions with no string literals (which would need \\{ escapes in Step Functions).
     expect(JSON.stringify(def)).not.toMatch(/States\.StringToJson/);
-    expect(st[F.prepare].Next).toBe(F.buildSpec);
-    expect(st[F.buildSpec].Next).toBe(F.train);
-    expect(st[F.train].Next).toBe(F.export);
-    expect(st[F.export].Next).toBe(F.hasStatistics);
-    expect(st[F.statistics].Next).toBe(F.publish);
-    expect(st[F.publish].Next).toBe(F.notifySucceeded);
+    expectPath(def, F.prepare, F.buildSpec, F.train, F.export, F.hasStatistics);
+    expectPath(def, F.statistics, F.publish, F.notifySucceeded);
     for (const [name, state] of Object.entries(st)) {
       const targets = [state.Next, state.Default, ...(state.Choices ?? []).map((c) => c.Next), ...(state.Catch ?? []).map((c) => c.Next)].filter((x): x is string => !!x);
       for (const t of targets) expect(st[t], `${name} → ${t}`).toBeDefined();
@@ -252,44 +246,11 @@ const INPUT = {
 };
 const BATCH_OK = { JobId: 'b-1', Status: 'SUCCEEDED' };
 
-interface Run {
-  readonly error?: { name: string; message: string };
-  readonly entered: string[];
-  readonly calls: Record<string, Json[]>;
+/** Runs the finetune workflow locally with mocked tasks. */
+function run(input: Json, handlers: Record<string, TaskMock>): Promise<AslRun> {
+  return runAsl(def, input, handlers, CONTEXT);
 }
 
-async function run(input: Json, handlers: Record<string, (input: Json, call: number) => unknown>): Promise<Run> {
-  const calls: Record<string, Json[]> = {};
-  const local: Record<string, (input: unknown) => Promise<never>> = {};
-  for (const [name, h] of Object.entries(handlers)) {
-    local[name] = async (i) => {
-      const list = (calls[name] ??= []);
-      list.push(i as Json);
-      return (await h(i as Json, list.length)) as never;
-    };
-  }
-  const retryIntervalOverrides = Object.fromEntries(Object.entries(def.States).filter(([, st]) => st.Type === 'Task').map(([n]) => [n, 0]));
-  const options: RunOptions = { overrides: { taskResourceLocalHandlers: local, retryIntervalOverrides }, context: CONTEXT };
-  const exec = new StateMachine(def as never).run(input as never, options);
-  const entered: string[] = [];
-  const logs = (async () => {
-    for await (const e of exec.eventLogs) if (e.type === 'StateEntered' && 'state' in e) entered.push((e.state as { name: string }).name);
-  })();
-  try {
-    await exec.result;
-    await logs;
-    return { entered, calls };
-  } catch (e) {
-    await logs.catch(() => undefined);
-    const cause = (e as { cause?: { name: string; message: string } }).cause ?? (e as { name: string; message: string });
-    return { error: { name: cause.name, message: cause.message }, entered, calls };
-  }
-}
-
-const ok = (v: unknown) => (): unknown => v;
-function typedError(name: string, message: string): Error {
-  return Object.assign(new Error(message), { name });
-}
 function specOf(call: Json, multiNode: boolean): Json {
   const env = multiNode
     ? ((call.NodeOverrides as Json).NodePropertyOverrides as { ContainerOverrides: { Environment: { Name: string; Value: string }[] } }[])[0].ContainerOverrides.Environment

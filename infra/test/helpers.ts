@@ -1,11 +1,15 @@
 /**
  * Test helpers: synthesizing the stack once per test file (into a temporary cloud assembly),
- * and reading what the tests assert on out of the template (IAM statements, S3 grants).
+ * reading what the tests assert on out of the template (IAM statements, S3 grants), and
+ * executing a synthesized workflow locally with mocked tasks.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Template } from 'aws-cdk-lib/assertions';
+import type { RunOptions } from 'aws-local-stepfunctions';
+import { StateMachine } from 'aws-local-stepfunctions';
+import { expect } from 'vitest';
 import type { BuildOptions } from '../lib/app.ts';
 import { buildApp } from '../lib/app.ts';
 import type { CilConfig } from '../lib/config.ts';
@@ -140,4 +144,70 @@ export interface Asl {
   StartAt: string;
   States: Record<string, AslState>;
   ProcessorConfig?: AslJson;
+}
+
+/** Each state of `path` continues (`Next`) to the one after it. */
+export function expectPath(def: Asl, ...path: string[]): void {
+  for (let i = 0; i + 1 < path.length; i++) expect(def.States[path[i]].Next, `${path[i]} → next`).toBe(path[i + 1]);
+}
+
+/** The Task states of a definition, those inside a Map's item processor included. */
+export function tasksOf(def: Asl): [string, AslState][] {
+  const out: [string, AslState][] = [];
+  for (const [n, st] of Object.entries(def.States)) {
+    if (st.Type === 'Task') out.push([n, st]);
+    if (st.ItemProcessor) out.push(...tasksOf(st.ItemProcessor));
+  }
+  return out;
+}
+
+type Json = Record<string, unknown>;
+
+/** What a local execution did: its output or error, the states it entered, each task's inputs. */
+export interface AslRun {
+  readonly output?: Json;
+  readonly error?: { name: string; message: string };
+  readonly entered: string[];
+  readonly calls: Record<string, Json[]>;
+}
+
+/** A task's mock: gets the task's (processed) input and the how-manieth call this is (from 1). */
+export type TaskMock = (input: Json, call: number) => unknown;
+
+/** A mock that always returns `v`. */
+export const ok = (v: unknown) => (): unknown => v;
+
+/** An error as a task throws it: `name` is what the definition's Retry and Catch match. */
+export function typedError(name: string, message: string): Error {
+  return Object.assign(new Error(message), { name });
+}
+
+/** Runs a definition locally; every Task state is a mock that records its (processed) input. */
+export async function runAsl(def: Asl, input: Json, handlers: Record<string, TaskMock>, context: Json): Promise<AslRun> {
+  const calls: Record<string, Json[]> = {};
+  const local: Record<string, (input: unknown) => Promise<never>> = {};
+  for (const [name, h] of Object.entries(handlers)) {
+    local[name] = async (i) => {
+      const list = (calls[name] ??= []);
+      list.push(i as Json);
+      return (await h(i as Json, list.length)) as never;
+    };
+  }
+  // No real waiting between retries.
+  const retryIntervalOverrides = Object.fromEntries(tasksOf(def).map(([n]) => [n, 0]));
+  const options: RunOptions = { overrides: { taskResourceLocalHandlers: local, retryIntervalOverrides }, context };
+  const exec = new StateMachine(def as never).run(input as never, options);
+  const entered: string[] = [];
+  const logs = (async () => {
+    for await (const e of exec.eventLogs) if (e.type === 'StateEntered' && 'state' in e) entered.push((e.state as { name: string }).name);
+  })();
+  try {
+    const output = (await exec.result) as Json;
+    await logs;
+    return { output, entered, calls };
+  } catch (e) {
+    await logs.catch(() => undefined);
+    const cause = (e as { cause?: { name: string; message: string } }).cause ?? (e as { name: string; message: string });
+    return { error: { name: cause.name, message: cause.message }, entered, calls };
+  }
 }

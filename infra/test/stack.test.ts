@@ -7,11 +7,10 @@ import { join } from 'node:path';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PREFIX } from '#shared/schemas';
-import { LAMBDA_ENV, METRIC_NAMES, METRICS_SERVICE, OUTPUTS, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, WORKER_ENV, WORKER_EXIT, WORKER_PATHS } from '../lib/names.ts';
+import { LAMBDA_ENV, METRIC_NAMES, METRICS_SERVICE, OUTPUTS, STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, WORKER_ENV, WORKER_EXIT, WORKER_METRICS, WORKER_PATHS } from '../lib/names.ts';
 import type { GpuBatch } from '../lib/compute.ts';
 import { instanceStoreCommands, spotNoticeCommands } from '../lib/instanceSetup.ts';
 import { SPOT_NOTICE_FILE_NAME } from '../../gpu-worker/src/spot.ts';
-import { WORKER_METRICS } from '../../gpu-worker/src/metrics.ts';
 import { DEFAULT_CONFIG, GPU_MEMORY_RESERVE_GIB, gpuMemoryGiB } from '../lib/config.ts';
 import { EC2_COMPUTE_SERVICE } from '../lib/budget.ts';
 import type { Statement, Synthesized } from './helpers.ts';
@@ -330,8 +329,6 @@ describe('batch', () => {
   });
 
   it('turns the worker\'s EMF lines for CPU fallback and GpuUnavailable into metrics (the awslogs driver does not extract EMF)', () => {
-    // The names the worker prints (gpu-worker/src/metrics.ts) are the ones the filters read.
-    expect([WORKER_METRICS.executionProviderFallback, WORKER_METRICS.gpuUnavailable]).toEqual([METRIC_NAMES.executionProviderFallback, METRIC_NAMES.gpuUnavailable]);
     for (const name of ['ExecutionProviderFallback', 'GpuUnavailable']) {
       Template.fromJSON(s.json).hasResourceProperties('AWS::Logs::MetricFilter', {
         FilterPattern: `{ $.${name} >= 1 }`,
@@ -543,8 +540,8 @@ describe('observability', () => {
     const service = [{ Name: 'service', Value: METRICS_SERVICE }];
     expect(byMetric(METRIC_NAMES.systemFailures)).toMatchObject({ Namespace: 'CIL/Pipeline', Dimensions: service, Statistic: 'Sum', Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold', TreatMissingData: 'notBreaching' });
     expect(byMetric(METRIC_NAMES.userFailures)).toBeUndefined();
-    expect(byMetric(METRIC_NAMES.executionProviderFallback)).toMatchObject({ Namespace: 'CIL/Pipeline', Statistic: 'Sum', Threshold: 1, Period: 300 });
-    expect(byMetric(METRIC_NAMES.executionProviderFallback)?.Dimensions).toBeUndefined();
+    expect(byMetric(WORKER_METRICS.executionProviderFallback)).toMatchObject({ Namespace: 'CIL/Pipeline', Statistic: 'Sum', Threshold: 1, Period: 300 });
+    expect(byMetric(WORKER_METRICS.executionProviderFallback)?.Dimensions).toBeUndefined();
     expect(byMetric(METRIC_NAMES.gpuSpendUsd)).toMatchObject({ Dimensions: service, Statistic: 'Sum', Period: 86_400, Threshold: DEFAULT_CONFIG.dailyGpuSpendAlarmUsd, ComparisonOperator: 'GreaterThanThreshold' });
     expect(byMetric(METRIC_NAMES.oldestRunnableSeconds)).toMatchObject({ Namespace: 'CIL/Pipeline', Dimensions: service, Statistic: 'Maximum', Threshold: 1800, TreatMissingData: 'breaching' });
     const timedOut = alarms.filter(([, a]) => JSON.stringify(a.Metrics ?? '').includes('ExecutionsTimedOut'));

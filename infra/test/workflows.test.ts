@@ -3,7 +3,6 @@
  * by an ASL validator and by hand (transitions, Retry, Catch, timeouts), and executed by a local
  * ASL interpreter with mocked task results, for success and failure paths.
  */
-import type { RunOptions } from 'aws-local-stepfunctions';
 import { StateMachine } from 'aws-local-stepfunctions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobKeys, jobSpecUri, parseJobSpec, parsePlacementArg } from '#shared/schemas';
@@ -11,8 +10,8 @@ import { DEFAULT_CONFIG } from '../lib/config.ts';
 import { findStateMachines, resolveDefinition, withInlineItems } from '../lib/definitions.ts';
 import { BATCH_STATES, GENERATION_STATES as G, STATISTICS_STATES, WORKER_ENV } from '../lib/names.ts';
 import { BATCH_TRANSIENT_ERRORS, HANDLER_TRANSIENT_ERRORS, LAMBDA_TRANSIENT_ERRORS, SFN_TRANSIENT_ERRORS, SNS_TRANSIENT_ERRORS } from '../lib/workflows/asl.ts';
-import type { Asl, AslState, Synthesized } from './helpers.ts';
-import { synth } from './helpers.ts';
+import type { Asl, AslRun, Synthesized, TaskMock } from './helpers.ts';
+import { expectPath, ok, runAsl, synth, tasksOf, typedError } from './helpers.ts';
 
 type Json = Record<string, unknown>;
 
@@ -50,15 +49,6 @@ function checkGraph(def: Asl, where: string): void {
   expect([...names].filter((n) => !seen.has(n)), `${where}: unreachable states`).toEqual([]);
 }
 
-function tasksOf(def: Asl): [string, AslState][] {
-  const out: [string, AslState][] = [];
-  for (const [n, st] of Object.entries(def.States)) {
-    if (st.Type === 'Task') out.push([n, st]);
-    if (st.ItemProcessor) out.push(...tasksOf(st.ItemProcessor));
-  }
-  return out;
-}
-
 const TRANSIENT = new Set<string>([...LAMBDA_TRANSIENT_ERRORS, ...HANDLER_TRANSIENT_ERRORS, ...BATCH_TRANSIENT_ERRORS, ...SFN_TRANSIENT_ERRORS, ...SNS_TRANSIENT_ERRORS]);
 
 describe('every workflow', () => {
@@ -92,14 +82,11 @@ describe('generation workflow', () => {
   it('is Validate → SizeForModel → ChooseTier → Generate → PostProcess → NotifySuccess, each step caught into the failure branch', () => {
     const st = defs.generation.States;
     expect(defs.generation.StartAt).toBe(G.validate);
-    expect(st[G.validate].Next).toBe(G.sizeForModel);
+    expectPath(defs.generation, G.validate, G.sizeForModel);
     for (const key of Object.keys(DEFAULT_CONFIG.placement)) expect(st[`SizeFor-${key.replace('@', '-')}`]?.Next, key).toBe(G.chooseTier);
-    expect(st[G.tierInteractive].Next).toBe(G.generate);
-    expect(st[G.tierProduction].Next).toBe(G.generate);
-    expect(st[G.generate].Next).toBe(G.postProcess);
-    expect(st[G.generateOnDemand].Next).toBe(G.postProcess);
-    expect(st[G.postProcess].Next).toBe(G.notifySuccess);
-    expect(st[G.notifySuccess].Next).toBe(G.succeeded);
+    expectPath(defs.generation, G.tierInteractive, G.generate, G.postProcess, G.notifySuccess, G.succeeded);
+    expectPath(defs.generation, G.tierProduction, G.generate);
+    expectPath(defs.generation, G.generateOnDemand, G.postProcess);
     // A failed Generate is looked at first (Spot capacity?), then goes to the failure branch.
     expect(st[G.generate].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'GenerateFailureKind' }]);
     expect(st[G.generateOnDemand].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: `${G.generate}Failed` }]);
@@ -174,48 +161,10 @@ function queueArns(): Record<'interactive' | 'production' | 'onDemand', string> 
 const RESULT = { format: 'cil-result/1', status: 'succeeded', jobId: JOB_ID, resultKey: `outputs/${JOB_ID}/result.json` };
 const CONTEXT = { Execution: { Id: `arn:aws:states:us-east-1:123456789012:execution:Generation:${JOB_ID}`, Name: JOB_ID, StartTime: '2025-01-01T00:00:00Z' } };
 
-function typedError(name: string, message: string): Error {
-  return Object.assign(new Error(message), { name });
+function run(def: Asl, input: Json, handlers: Record<string, TaskMock>, context: Json = CONTEXT): Promise<AslRun> {
+  return runAsl(def, input, handlers, context);
 }
 
-interface Run {
-  readonly output?: Json;
-  readonly error?: { name: string; message: string };
-  readonly entered: string[];
-  readonly calls: Record<string, Json[]>;
-}
-
-/** Runs a definition locally; every Task state is a mock that records its (processed) input. */
-async function run(def: Asl, input: Json, handlers: Record<string, (input: Json, call: number) => unknown>, context: Json = CONTEXT): Promise<Run> {
-  const calls: Record<string, Json[]> = {};
-  const local: Record<string, (input: unknown) => Promise<never>> = {};
-  for (const [name, h] of Object.entries(handlers)) {
-    local[name] = async (i) => {
-      const list = (calls[name] ??= []);
-      list.push(i as Json);
-      return (await h(i as Json, list.length)) as never;
-    };
-  }
-  // No real waiting between retries.
-  const retryIntervalOverrides = Object.fromEntries(tasksOf(def).map(([n]) => [n, 0]));
-  const options: RunOptions = { overrides: { taskResourceLocalHandlers: local, retryIntervalOverrides }, context: context };
-  const exec = new StateMachine(def as never).run(input as never, options);
-  const entered: string[] = [];
-  const logs = (async () => {
-    for await (const e of exec.eventLogs) if (e.type === 'StateEntered' && 'state' in e) entered.push((e.state as { name: string }).name);
-  })();
-  try {
-    const output = (await exec.result) as Json;
-    await logs;
-    return { output, entered, calls };
-  } catch (e) {
-    await logs.catch(() => undefined);
-    const cause = (e as { cause?: { name: string; message: string } }).cause ?? (e as { name: string; message: string });
-    return { error: { name: cause.name, message: cause.message }, entered, calls };
-  }
-}
-
-const ok = (v: unknown) => (): unknown => v;
 const BATCH_OK = { JobId: 'batch-job-1', JobName: JOB_ID, Status: 'SUCCEEDED', Attempts: [], Container: { ExitCode: 0 } };
 
 describe('generation workflow, executed', () => {

@@ -1,4 +1,4 @@
-/** Errors of the local pipeline, and the two shapes in which it reports a task failure as AWS does. */
+/** Errors of the local pipeline (its executions' among them), and the two shapes in which it reports a task failure as AWS does. */
 
 export class LocalPipelineError extends Error {
   override readonly name = 'LocalPipelineError';
@@ -19,4 +19,19 @@ export class LambdaFunctionError extends Error {
 /** A task failure as Step Functions reports a failed Batch job or child execution. */
 export class TaskFailed extends Error {
   override readonly name = 'States.TaskFailed';
+}
+
+/** StartExecution with a name an execution of the state machine already has (as Step Functions answers). */
+export class ExecutionAlreadyExists extends Error {
+  override readonly name = 'ExecutionAlreadyExists';
+}
+
+/** An execution name Step Functions would refuse (its error is InvalidName). */
+export class InvalidExecutionName extends Error {
+  override readonly name = 'InvalidName';
+}
+
+/** Waiting for an execution to end took longer than the caller allowed. */
+export class ExecutionWaitTimeout extends Error {
+  override readonly name = 'ExecutionWaitTimeout';
 }

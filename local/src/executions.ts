@@ -14,6 +14,7 @@ import { StateMachine } from 'aws-local-stepfunctions';
 import type { Asl } from './definitions.ts';
 import { executionArnOf } from '../../infra/lib/names.ts';
 import { LOCAL_ACCOUNT } from './definitions.ts';
+import { ExecutionAlreadyExists, ExecutionWaitTimeout, InvalidExecutionName } from './errors.ts';
 
 export type LocalWorkflow = 'generation' | 'batch';
 export type ExecutionStatus = 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'TIMED_OUT' | 'ABORTED';
@@ -69,18 +70,6 @@ export interface ExecutionRecord {
   readonly batchJobs: BatchJobSummary[];
   progress: WorkerProgress | null;
   mapRun: MapRunCounts | null;
-}
-
-export class ExecutionAlreadyExists extends Error {
-  override readonly name = 'ExecutionAlreadyExists';
-}
-
-export class InvalidExecutionName extends Error {
-  override readonly name = 'InvalidName';
-}
-
-export class ExecutionWaitTimeout extends Error {
-  override readonly name = 'ExecutionWaitTimeout';
 }
 
 /** What a Task state's local handler receives from the runner besides its input. */

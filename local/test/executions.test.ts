@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Asl } from '../src/definitions.ts';
 import type { ExecutionRecord, TaskHandlers } from '../src/executions.ts';
-import { EXECUTION_FORMAT, ExecutionAlreadyExists, ExecutionWaitTimeout, InvalidExecutionName, isValidExecutionName, LocalStepFunctions, readExecutionFile, retryingStates, taskStates } from '../src/executions.ts';
+import { ExecutionAlreadyExists, ExecutionWaitTimeout, InvalidExecutionName } from '../src/errors.ts';
+import { EXECUTION_FORMAT, isValidExecutionName, LocalStepFunctions, readExecutionFile, retryingStates, taskStates } from '../src/executions.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'cil-local-executions-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

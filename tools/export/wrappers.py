@@ -14,36 +14,32 @@ from torch import nn
 from .contract import CLIP_MEAN, CLIP_STD
 
 
-class DynamiCrafterUNet(nn.Module):
-    """x [B, 2C, F, h, w] (noisy latent ‖ image latent), timestep int [B], context [B, 77+T, D],
-    fs int [B] → out [B, C, F, h, w] (v)."""
+class _UNetWrapper(nn.Module):
+    """Holds the wrapped UNet as ``self.unet`` (its parameters export as ``unet.*``)."""
 
     def __init__(self, unet):
         super().__init__()
         self.unet = unet
+
+
+class DynamiCrafterUNet(_UNetWrapper):
+    """x [B, 2C, F, h, w] (noisy latent ‖ image latent), timestep int [B], context [B, 77+T, D],
+    fs int [B] → out [B, C, F, h, w] (v)."""
 
     def forward(self, x, timestep, context, fs):
         return self.unet(x, timestep, context=context, fs=fs)
 
 
-class VideoCrafterUNet(nn.Module):
+class VideoCrafterUNet(_UNetWrapper):
     """x [B, C, F, h, w], timestep int [B], context [B, 77+T, D], fps int [B] → out [B, C, F, h, w] (ε)."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
 
     def forward(self, x, timestep, context, fps):
         return self.unet(x, timestep, context=context, fps=fps)
 
 
-class SvdUNet(nn.Module):
+class SvdUNet(_UNetWrapper):
     """sample [B, F, 2C, h, w], timestep float [B] (c_noise), encoder_hidden_states [B, 1, D],
     added_time_ids [B, 3] → out [B, F, C, h, w] (v)."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
 
     def forward(self, sample, timestep, encoder_hidden_states, added_time_ids):
         out = self.unet(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=False)

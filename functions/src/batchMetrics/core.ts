@@ -13,36 +13,10 @@
  * Metrics are written with Powertools for AWS Lambda's Metrics (CloudWatch Embedded Metric Format
  * lines on stdout, turned into metrics by CloudWatch Logs: no PutMetricData call). This module is
  * pure (handler.ts is the Lambda adapter); the names are a contract with the dashboard and the
- * alarms (infra/lib/observability.ts).
+ * alarms (infra/lib/observability.ts), kept in #shared/schemas (metrics.ts).
  */
+import { METRIC_NAMES } from '#shared/schemas';
 import { failureKind } from '../errors.ts';
-
-/** CloudWatch namespace of the metrics this stack publishes itself (the worker's too). */
-export const METRICS_NAMESPACE = 'CIL/Pipeline';
-
-/** Powertools Metrics' `service` dimension of the metrics this function writes. */
-export const METRICS_SERVICE = 'cil-pipeline';
-
-export const METRIC_NAMES = Object.freeze({
-  gpuMinutes: 'GpuMinutes',
-  /** US dollars, an estimate: instance-hours × the on-demand price of the job's fleet. */
-  gpuSpendUsd: 'EstimatedGpuSpendUsd',
-  batchJobsSucceeded: 'BatchJobsSucceeded',
-  batchJobsFailed: 'BatchJobsFailed',
-  runnableJobs: 'RunnableJobs',
-  oldestRunnableSeconds: 'OldestRunnableSeconds',
-  /** Executions that failed because of the user's input (counted, not alarmed on). */
-  userFailures: 'UserFailures',
-  /** Every other failed, timed-out or aborted execution (alarmed on). */
-  systemFailures: 'SystemFailures',
-  /**
-   * Written by the GPU worker (not this function), no dimensions: a job asked for CUDA and ran
-   * (or would have run) on the CPU. Alarmed on.
-   */
-  executionProviderFallback: 'ExecutionProviderFallback',
-  /** Written by the GPU worker, no dimensions: CUDA was required and could not be had (exit 78). */
-  gpuUnavailable: 'GpuUnavailable',
-});
 
 /** One queue the function watches (the CIL_JOB_QUEUES variable). */
 export interface WatchedQueue {

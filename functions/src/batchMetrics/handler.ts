@@ -6,11 +6,12 @@
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { BatchClient, paginateListJobs } from '@aws-sdk/client-batch';
 import type { Context, EventBridgeEvent } from 'aws-lambda';
+import { METRICS_NAMESPACE, METRICS_SERVICE } from '#shared/schemas';
 import { LAMBDA_ENV, requiredVar } from '../env.ts';
 import { MetricsConfigError } from '../errors.ts';
 import { lambdaEntry, traced, tracer } from '../powertools.ts';
 import type { BatchJobStateDetail, ExecutionStatusDetail, Metric, WatchedQueue } from './core.ts';
-import { executionMetrics, jobMetrics, METRICS_NAMESPACE, METRICS_SERVICE, parseWatchedQueues, runnableMetrics } from './core.ts';
+import { executionMetrics, jobMetrics, parseWatchedQueues, runnableMetrics } from './core.ts';
 
 let batch: BatchClient | undefined;
 let queues: WatchedQueue[] | undefined;

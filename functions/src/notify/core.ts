@@ -15,7 +15,7 @@ import { formatIssues, toSchemaIssues } from '#shared/schemas';
 import { jobIdFor, jobKeys, JOB_ID_PATTERN } from '#shared/schemas';
 import { JobSpec, Placement } from '#shared/schemas';
 import { InvalidEvent, MAX_REASON_CHARS } from '../errors.ts';
-import { JobResult, resultScopeProblems } from '../postprocess/core.ts';
+import { JobResult, jobRecordHead, resultScopeProblems } from '../postprocess/core.ts';
 import type { OutputKind } from '../postprocess/core.ts';
 import { decodeEventKey, versionForJobId } from '../validate/core.ts';
 
@@ -43,9 +43,7 @@ export const FailureInput = z.looseObject({
 export type FailureInput = z.infer<typeof FailureInput>;
 
 export const FailureRecord = z.strictObject({
-  format: z.literal(FAILURE_FORMAT),
-  status: z.literal('failed'),
-  jobId: z.string().regex(JOB_ID_PATTERN),
+  ...jobRecordHead(FAILURE_FORMAT, 'failed'),
   failedStep: z.string().min(1).max(80),
   /** The error name (InvalidImage, States.Timeout, States.TaskFailed, …). */
   error: z.string().max(256),

@@ -31,11 +31,14 @@ export const OutputEntry = z.strictObject({
 });
 export type OutputEntry = z.infer<typeof OutputEntry>;
 
+/** The fields every job record (result.json, failures/<jobId>.json) starts with: its format, its outcome, the job. */
+export function jobRecordHead<F extends string, S extends string>(format: F, status: S): { format: z.ZodLiteral<F>; status: z.ZodLiteral<S>; jobId: z.ZodString } {
+  return { format: z.literal(format), status: z.literal(status), jobId: z.string().regex(JOB_ID_PATTERN) };
+}
+
 /** `outputs/<jobId>/result.json`: what Post-process produced, and the input of a success Notify. */
 export const JobResult = z.strictObject({
-  format: z.literal(RESULT_FORMAT),
-  status: z.literal('succeeded'),
-  jobId: z.string().regex(JOB_ID_PATTERN),
+  ...jobRecordHead(RESULT_FORMAT, 'succeeded'),
   bucket: z.string().min(3).max(63),
   model: z.string().min(1).max(64),
   input: z.strictObject({ key: z.string().min(1).max(1024), versionId: z.string().max(1024).nullable() }),

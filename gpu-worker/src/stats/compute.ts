@@ -30,18 +30,9 @@ import { latentShapeFor, openClipEncoder } from './encoder.ts';
 import type { ClipEncoder, ClipGeometry, EncoderOptions } from './encoder.ts';
 import { joinLocation, openVideoSource, readOptional, VIDEO_EXTENSIONS, writeLocation } from './io.ts';
 import type { VideoSource } from './io.ts';
+import { StatsInputError, StatsInterrupted } from './errors.ts';
 import { decodeClip, VideoSkip } from './video.ts';
 import type { ClipSpec } from './video.ts';
-
-/** Inputs that make the run impossible: an empty dataset, a model without fps, a size the model does not have. */
-export class StatsInputError extends Error {
-  override readonly name = 'StatsInputError';
-}
-
-/** SIGTERM/SIGINT: progress was checkpointed; rerun the same command to resume. */
-export class StatsInterrupted extends Error {
-  override readonly name = 'StatsInterrupted';
-}
 
 export interface Shard {
   readonly index: number;

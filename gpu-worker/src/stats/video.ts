@@ -10,11 +10,7 @@
 import { spawn } from 'node:child_process';
 import { clipStartIndex } from '#shared/stats';
 import type { SkipKind } from '#shared/stats';
-
-/** ffmpeg or ffprobe cannot be started: the job cannot do anything, so it stops (never a skip). */
-export class FfmpegMissingError extends Error {
-  override readonly name = 'FfmpegMissingError';
-}
+import { FfmpegMissingError } from './errors.ts';
 
 /** A video that cannot give a clip; the job counts it as skipped and carries on. */
 export class VideoSkip extends Error {

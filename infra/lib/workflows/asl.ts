@@ -5,6 +5,7 @@
  * resource requirements and array size come from the execution's data (the L2 task only takes
  * constants for them).
  */
+import type { CfnResource } from 'aws-cdk-lib';
 import { ArnFormat, Aws, Duration, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as logs from 'aws-cdk-lib/aws-logs';
@@ -12,6 +13,9 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import type { Construct } from 'constructs';
+import type { WorkflowName } from '../names.ts';
+import { WORKFLOW_METADATA_KEY } from '../names.ts';
+import type { CilConfig } from '../config.ts';
 
 /** Lambda service errors (not the handler's own typed errors, which are final). */
 export const LAMBDA_TRANSIENT_ERRORS = [
@@ -37,50 +41,16 @@ export const SFN_TRANSIENT_ERRORS = ['StepFunctions.ExecutionLimitExceeded', 'St
 
 export const SNS_TRANSIENT_ERRORS = ['SNS.AmazonSNSException', 'SNS.SdkClientException', 'SNS.ThrottledException'] as const;
 
-export const LAMBDA_RETRY: sfn.RetryProps = {
-  errors: [...LAMBDA_TRANSIENT_ERRORS],
-  interval: Duration.seconds(2),
-  maxAttempts: 5,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(30),
-  jitterStrategy: sfn.JitterType.FULL,
-};
+/** Retries of transient errors: exponential backoff (×2) with full jitter, each wait capped at `maxDelay`. */
+function transientRetry(errors: readonly string[], interval: Duration, maxAttempts: number, maxDelay: Duration): sfn.RetryProps {
+  return { errors: [...errors], interval, maxAttempts, backoffRate: 2, maxDelay, jitterStrategy: sfn.JitterType.FULL };
+}
 
-export const HANDLER_RETRY: sfn.RetryProps = {
-  errors: [...HANDLER_TRANSIENT_ERRORS],
-  interval: Duration.seconds(5),
-  maxAttempts: 3,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(60),
-  jitterStrategy: sfn.JitterType.FULL,
-};
-
-export const BATCH_RETRY: sfn.RetryProps = {
-  errors: [...BATCH_TRANSIENT_ERRORS],
-  interval: Duration.seconds(5),
-  maxAttempts: 6,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(120),
-  jitterStrategy: sfn.JitterType.FULL,
-};
-
-export const SFN_RETRY: sfn.RetryProps = {
-  errors: [...SFN_TRANSIENT_ERRORS],
-  interval: Duration.seconds(5),
-  maxAttempts: 6,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(120),
-  jitterStrategy: sfn.JitterType.FULL,
-};
-
-export const SNS_RETRY: sfn.RetryProps = {
-  errors: [...SNS_TRANSIENT_ERRORS],
-  interval: Duration.seconds(2),
-  maxAttempts: 4,
-  backoffRate: 2,
-  maxDelay: Duration.seconds(30),
-  jitterStrategy: sfn.JitterType.FULL,
-};
+export const LAMBDA_RETRY = transientRetry(LAMBDA_TRANSIENT_ERRORS, Duration.seconds(2), 5, Duration.seconds(30));
+export const HANDLER_RETRY = transientRetry(HANDLER_TRANSIENT_ERRORS, Duration.seconds(5), 3, Duration.seconds(60));
+export const BATCH_RETRY = transientRetry(BATCH_TRANSIENT_ERRORS, Duration.seconds(5), 6, Duration.seconds(120));
+export const SFN_RETRY = transientRetry(SFN_TRANSIENT_ERRORS, Duration.seconds(5), 6, Duration.seconds(120));
+export const SNS_RETRY = transientRetry(SNS_TRANSIENT_ERRORS, Duration.seconds(2), 4, Duration.seconds(30));
 
 /** The ASL form of a RetryProps (for states written as JSON). */
 export function retrierJson(r: sfn.RetryProps): Record<string, unknown> {
@@ -166,27 +136,36 @@ export function batchSyncPolicy(scope: Construct, jobQueueArns: readonly string[
   ];
 }
 
+/** What every workflow construct is given: the deployment parameters and the log group its state machine logs to. */
+export interface WorkflowBaseProps {
+  /** Deployment parameters (`includeExecutionData` among them). */
+  readonly config: CilConfig;
+  /** Where the state machine logs. */
+  readonly logGroup: logs.ILogGroup;
+}
+
 export interface WorkflowProps {
+  /** Which workflow this is: the state machine's WORKFLOW_METADATA_KEY metadata (local mode finds it by that). */
+  readonly workflow: WorkflowName | 'finetune';
   readonly comment: string;
   readonly start: sfn.IChainable;
   readonly timeout: Duration;
-  readonly logGroup: logs.ILogGroup;
-  readonly includeExecutionData: boolean;
   /** The Batch queues and job definitions its `submitJob.sync` tasks use (batchSyncPolicy). */
   readonly batchJobs?: { readonly queueArns: readonly string[]; readonly jobDefinitionArns: readonly string[] };
 }
 
 /** Every workflow is a STANDARD state machine with X-Ray tracing and every event logged. */
-export function workflowStateMachine(scope: Construct, p: WorkflowProps): sfn.StateMachine {
+export function workflowStateMachine(scope: Construct, base: WorkflowBaseProps, p: WorkflowProps): sfn.StateMachine {
   const sm = new sfn.StateMachine(scope, 'StateMachine', {
     comment: p.comment,
     stateMachineType: sfn.StateMachineType.STANDARD,
     definitionBody: sfn.DefinitionBody.fromChainable(p.start),
     timeout: p.timeout,
     tracingEnabled: true,
-    logs: { destination: p.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: p.includeExecutionData },
+    logs: { destination: base.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: base.config.includeExecutionData },
   });
   if (p.batchJobs) for (const st of batchSyncPolicy(scope, p.batchJobs.queueArns, p.batchJobs.jobDefinitionArns)) sm.addToRolePolicy(st);
+  (sm.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, p.workflow);
   return sm;
 }
 

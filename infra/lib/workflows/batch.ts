@@ -11,26 +11,22 @@
  * bucket comes from the input); here the role gets batches/ to read and reports/ to write.
  */
 import { ArnFormat, Aws, Duration, Stack } from 'aws-cdk-lib';
-import type { CfnResource } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
-import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { PREFIX } from '#shared/schemas';
-import type { CilConfig } from '../config.ts';
-import { BATCH_MAP_LABEL, BATCH_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
+import { BATCH_MAP_LABEL, BATCH_STATES as S } from '../names.ts';
 import type { DataStorage } from '../storage.ts';
 import { HANDLER_RETRY, LAMBDA_RETRY, SFN_RETRY, childExecutionPolicy, retrierJson, workflowStateMachine } from './asl.ts';
+import type { WorkflowBaseProps } from './asl.ts';
 
-export interface BatchWorkflowProps {
-  readonly config: CilConfig;
+export interface BatchWorkflowProps extends WorkflowBaseProps {
   readonly storage: DataStorage;
   readonly generation: sfn.IStateMachine;
   readonly prepareItem: lambda.IFunction;
   readonly batchSummary: lambda.IFunction;
-  readonly logGroup: logs.ILogGroup;
 }
 
 export class BatchWorkflow extends Construct {
@@ -132,13 +128,12 @@ export class BatchWorkflow extends Construct {
     runManifest.next(summarize);
     summarize.next(outcome);
 
-    this.stateMachine = workflowStateMachine(this, {
+    this.stateMachine = workflowStateMachine(this, props, {
+      workflow: 'batch',
       comment: 'CIL batch production: one manifest to many generation runs',
       start: runManifest,
       // Long enough for thousands of lines at the configured concurrency.
       timeout: Duration.days(7),
-      logGroup: props.logGroup,
-      includeExecutionData: c.includeExecutionData,
     });
     const sm = this.stateMachine;
     props.prepareItem.grantInvoke(sm);
@@ -184,6 +179,5 @@ export class BatchWorkflow extends Construct {
         ],
       });
     }
-    (sm.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'batch');
   }
 }

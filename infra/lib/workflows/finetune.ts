@@ -28,7 +28,6 @@
  * (built at deploy time; synth needs no Docker).
  */
 import { Aws, Duration, IgnoreMode, Size, Stack } from 'aws-cdk-lib';
-import type { CfnResource } from 'aws-cdk-lib';
 import * as batch from 'aws-cdk-lib/aws-batch';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
@@ -37,18 +36,17 @@ import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
-import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { PREFIX } from '#shared/schemas';
 import type { GpuBatch } from '../compute.ts';
 import { CANCEL_UNFITTABLE_JOBS, workerRetryStrategies } from '../compute.ts';
-import type { CilConfig } from '../config.ts';
-import { FINETUNE_COMMANDS, FINETUNE_ENV, FINETUNE_PREFIXES as P, FINETUNE_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
+import { FINETUNE_COMMANDS, FINETUNE_ENV, FINETUNE_PREFIXES as P, FINETUNE_STATES as S } from '../names.ts';
 import { REPO_ROOT, dockerignorePatterns } from '../paths.ts';
 import type { DataStorage } from '../storage.ts';
 import { BATCH_RETRY, SFN_RETRY, childExecutionPolicy, notifyStep, workflowStateMachine } from './asl.ts';
+import type { WorkflowBaseProps } from './asl.ts';
 
 /** The fine-tuning image: Python, torch, the models' dependencies, the AWS CLI and tools/. */
 export const FINETUNE_DOCKERFILE = 'tools/finetune/Dockerfile';
@@ -60,8 +58,7 @@ export const PUBLISH_PROFILE = Object.freeze({ vcpus: 2, memoryMiB: 4096 });
 export const RENDEZVOUS_PORT = 29500;
 const SCRATCH = '/scratch';
 
-export interface FinetuneWorkflowProps {
-  readonly config: CilConfig;
+export interface FinetuneWorkflowProps extends WorkflowBaseProps {
   readonly storage: DataStorage;
   /** The pipeline's Batch pieces this workflow shares: VPC, instance and execution roles, logs, the GPU queue (publish). */
   readonly gpu: Pick<GpuBatch, 'vpc' | 'workerSubnets' | 'instanceRole' | 'executionRole' | 'logGroup' | 'jobQueue'>;
@@ -71,7 +68,6 @@ export interface FinetuneWorkflowProps {
   readonly topicKey?: kms.IKey;
   /** Alarm on failed executions to this topic. */
   readonly alarmTopic?: sns.ITopic;
-  readonly logGroup: logs.ILogGroup;
 }
 
 export class FinetuneWorkflow extends Construct {
@@ -264,16 +260,23 @@ export class FinetuneWorkflow extends Construct {
     const notifyFailed = notify(S.notifyFailed, 'FAILED', failed);
     const notifySucceeded = notify(S.notifySucceeded, 'SUCCEEDED', succeeded);
 
-    const specEnv = [{ Name: FINETUNE_ENV.spec, 'Value.$': '$.spec' }];
-    const batchTask = (sid: string, comment: string, parameters: Record<string, unknown>, resultPath: string, timeout: Duration): sfn.CustomState => {
-      const state = new sfn.CustomState(this, sid, {
+    // Every job gets only the spec's location; a multi-node job through its main node's container.
+    const specOverrides = { ContainerOverrides: { Environment: [{ Name: FINETUNE_ENV.spec, 'Value.$': '$.spec' }] } };
+    /** State S[job], a `submitJob.sync` of Batch job `cil-finetune-<job>`; its result goes to `$.<job>Result`. */
+    const batchTask = (
+      job: 'train' | 'export' | 'publish',
+      comment: string,
+      target: { readonly queue: batch.IJobQueue; readonly definition: batch.IJobDefinition; readonly overrides: Record<string, unknown> },
+      timeout: Duration,
+    ): sfn.CustomState => {
+      const state = new sfn.CustomState(this, S[job], {
         stateJson: {
           Type: 'Task',
           Comment: comment,
           Resource: `arn:${Aws.PARTITION}:states:::batch:submitJob.sync`,
-          Parameters: parameters,
+          Parameters: { JobName: `cil-finetune-${job}`, JobQueue: target.queue.jobQueueArn, JobDefinition: target.definition.jobDefinitionArn, ...target.overrides },
           ResultSelector: { 'batchJobId.$': '$.JobId', 'status.$': '$.Status' },
-          ResultPath: resultPath,
+          ResultPath: `$.${job}Result`,
           TimeoutSeconds: timeout.toSeconds(),
         },
       });
@@ -283,32 +286,21 @@ export class FinetuneWorkflow extends Construct {
     };
     const trainTimeout = Duration.hours(c.finetuneTimeoutHours * c.batchRetryAttempts + 12);
     const train = batchTask(
-      S.train,
+      'train',
       'Multi-node parallel job: TimeNoise fine-tuning on every GPU; checkpoints and the export under finetune/runs/<run>/',
-      {
-        JobName: 'cil-finetune-train',
-        JobQueue: this.jobQueue.jobQueueArn,
-        JobDefinition: this.trainJob.jobDefinitionArn,
-        NodeOverrides: {
-          'NumNodes.$': '$.nodes',
-          NodePropertyOverrides: [{ TargetNodes: '0:', ContainerOverrides: { Environment: specEnv } }],
-        },
-      },
-      '$.trainResult',
+      { queue: this.jobQueue, definition: this.trainJob, overrides: { NodeOverrides: { 'NumNodes.$': '$.nodes', NodePropertyOverrides: [{ TargetNodes: '0:', ...specOverrides }] } } },
       trainTimeout,
     );
     const exportBundle = batchTask(
-      S.export,
+      'export',
       'tools/export: the fine-tuned weights → a CIL bundle in models/_staging/<run>/',
-      { JobName: 'cil-finetune-export', JobQueue: this.jobQueue.jobQueueArn, JobDefinition: this.exportJob.jobDefinitionArn, ContainerOverrides: { Environment: specEnv } },
-      '$.exportResult',
+      { queue: this.jobQueue, definition: this.exportJob, overrides: specOverrides },
       Duration.hours(6),
     );
     const publish = batchTask(
-      S.publish,
+      'publish',
       'statistics/<id>.safetensors, then models/<id>/ (manifest.json last); refuses an id already published',
-      { JobName: 'cil-finetune-publish', JobQueue: gpu.jobQueue.jobQueueArn, JobDefinition: this.publishJob.jobDefinitionArn, ContainerOverrides: { Environment: specEnv } },
-      '$.publishResult',
+      { queue: gpu.jobQueue, definition: this.publishJob, overrides: specOverrides },
       Duration.hours(4),
     );
     const statistics = new sfn.CustomState(this, S.statistics, {
@@ -381,18 +373,16 @@ export class FinetuneWorkflow extends Construct {
     defaults.next(merge);
     merge.next(checkInput);
 
-    this.stateMachine = workflowStateMachine(this, {
+    this.stateMachine = workflowStateMachine(this, props, {
+      workflow: 'finetune',
       comment: 'CIL TimeNoise fine-tuning: fine-tune → export → statistics → publish',
       start: defaults,
       timeout: trainTimeout.plus(Duration.hours(6 + c.statisticsTimeoutHours + 4 + 4 + 1)),
-      logGroup: props.logGroup,
-      includeExecutionData: c.includeExecutionData,
       batchJobs: { queueArns: [this.jobQueue.jobQueueArn, gpu.jobQueue.jobQueueArn], jobDefinitionArns: [this.trainJob.jobDefinitionArn, this.exportJob.jobDefinitionArn, this.publishJob.jobDefinitionArn] },
     });
     const sm = this.stateMachine;
     for (const st of childExecutionPolicy(this, props.statistics.stateMachineArn)) sm.addToRolePolicy(st);
     props.topicKey?.grant(sm, 'kms:GenerateDataKey*', 'kms:Decrypt');
-    (sm.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'finetune');
 
     this.failedAlarm = new cloudwatch.Alarm(this, 'FailedAlarm', {
       alarmDescription: 'A CIL fine-tuning execution failed, timed out or was aborted',

@@ -12,9 +12,7 @@
  * (S3 keys and scalars), and small results. Never tensors or images.
  */
 import { Duration } from 'aws-cdk-lib';
-import type { CfnResource } from 'aws-cdk-lib';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
-import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
@@ -22,8 +20,9 @@ import { JOB_SPEC_FILE } from '#shared/schemas';
 import type { GpuBatch } from '../compute.ts';
 import { SPOT_CAPACITY_CANCEL_PATTERN } from '../compute.ts';
 import type { CilConfig } from '../config.ts';
-import { GENERATION_STATES as S, WORKER_ENV, WORKFLOW_METADATA_KEY, failedStateName, sizeStateName } from '../names.ts';
+import { GENERATION_STATES as S, WORKER_ENV, failedStateName, sizeStateName } from '../names.ts';
 import { HANDLER_RETRY, LAMBDA_RETRY, batchSubmitJobSync, workflowStateMachine } from './asl.ts';
+import type { WorkflowBaseProps } from './asl.ts';
 
 export interface GenerationFunctions {
   readonly validate: lambda.IFunction;
@@ -32,15 +31,11 @@ export interface GenerationFunctions {
   readonly recordFailure: lambda.IFunction;
 }
 
-export interface GenerationWorkflowProps {
-  /** Deployment parameters (placement, profiles, timeouts). */
-  readonly config: CilConfig;
+export interface GenerationWorkflowProps extends WorkflowBaseProps {
   /** The Lambdas of the Task states. */
   readonly functions: GenerationFunctions;
   /** The GPU fleets' queues and the generate job definition. */
   readonly batch: Pick<GpuBatch, 'fleets' | 'generateJob'>;
-  /** Where the state machine logs. */
-  readonly logGroup: logs.ILogGroup;
 }
 
 /** Per-step Step Functions timeouts (each above the Lambda's own timeout). */
@@ -236,18 +231,16 @@ export class GenerationWorkflow extends Construct {
     postProcess.next(notifySuccess);
     notifySuccess.next(succeeded);
 
-    this.stateMachine = workflowStateMachine(this, {
+    this.stateMachine = workflowStateMachine(this, props, {
+      workflow: 'generation',
       comment: 'CIL generation: one upload to one video',
       start: validate,
       // Longer than every step together: Validate, queueing and all Batch attempts, post-process.
       timeout: Duration.hours(c.generateTimeoutHours + 1),
-      logGroup: props.logGroup,
-      includeExecutionData: c.includeExecutionData,
       batchJobs: {
         queueArns: Object.values(props.batch.fleets).flatMap((f) => Object.entries(f.queues).filter(([t]) => t !== 'statistics').map(([, q]) => q.jobQueueArn)),
         jobDefinitionArns: [props.batch.generateJob.jobDefinitionArn],
       },
     });
-    (this.stateMachine.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'generation');
   }
 }

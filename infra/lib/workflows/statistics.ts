@@ -8,30 +8,26 @@
  *  "output": "dynamicrafter-320x512"} (frames, size and fps are the model's).
  */
 import { Duration } from 'aws-cdk-lib';
-import type { CfnResource } from 'aws-cdk-lib';
 import type * as kms from 'aws-cdk-lib/aws-kms';
-import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import type { GpuBatch } from '../compute.ts';
-import type { CilConfig } from '../config.ts';
-import { STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, STATISTICS_STATES as S, WORKFLOW_METADATA_KEY } from '../names.ts';
+import { STATISTICS_DATASETS_PREFIX, STATISTICS_PARTIALS_PREFIX, STATISTICS_STATES as S } from '../names.ts';
 import { PREFIX } from '#shared/schemas';
 import { batchSubmitJobSync, notifyStep, workflowStateMachine } from './asl.ts';
+import type { WorkflowBaseProps } from './asl.ts';
 
 /** Batch array jobs have 2 to 10 000 children. */
 export const MIN_SHARDS = 2;
 export const MAX_SHARDS = 10_000;
 
-export interface StatisticsWorkflowProps {
-  readonly config: CilConfig;
+export interface StatisticsWorkflowProps extends WorkflowBaseProps {
   /** The data bucket's name (the jobs get s3:// URIs). */
   readonly bucketName: string;
   readonly batch: Pick<GpuBatch, 'jobQueue' | 'statisticsShardJob' | 'statisticsMergeJob'>;
   readonly topic: sns.ITopic;
   readonly topicKey?: kms.IKey;
-  readonly logGroup: logs.ILogGroup;
 }
 
 export class StatisticsWorkflow extends Construct {
@@ -106,19 +102,15 @@ export class StatisticsWorkflow extends Construct {
     // Two choices: a rule on a missing field is a runtime error, so presence is checked first.
     const checkValues = new sfn.Choice(this, `${S.checkInput}Values`).when(wellFormed, prepare).otherwise(invalid);
     const checkInput = new sfn.Choice(this, S.checkInput).when(sfn.Condition.and(...present), checkValues).otherwise(invalid);
-    prepare.next(shards);
-    shards.next(merge);
-    merge.next(publishSucceeded);
+    prepare.next(shards).next(merge).next(publishSucceeded);
 
-    this.stateMachine = workflowStateMachine(this, {
+    this.stateMachine = workflowStateMachine(this, props, {
+      workflow: 'statistics',
       comment: 'CIL dataset statistics: sharded Batch array job, then merge',
       start: checkInput,
       timeout: Duration.hours(c.statisticsTimeoutHours + 3),
-      logGroup: props.logGroup,
-      includeExecutionData: c.includeExecutionData,
       batchJobs: { queueArns: [batch.jobQueue.jobQueueArn], jobDefinitionArns: [batch.statisticsShardJob.jobDefinitionArn, batch.statisticsMergeJob.jobDefinitionArn] },
     });
     props.topicKey?.grant(this.stateMachine, 'kms:GenerateDataKey*', 'kms:Decrypt');
-    (this.stateMachine.node.defaultChild as CfnResource).addMetadata(WORKFLOW_METADATA_KEY, 'statistics');
   }
 }

@@ -11,6 +11,7 @@
  * Spec: https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html
  */
 import { float16BitsToFloat32Bits } from './fp16.ts';
+import { HeaderParser } from './headerParser.ts';
 import type { Tensor } from '#shared/sampler';
 import { formatDims, tensor } from '#shared/sampler';
 
@@ -106,28 +107,16 @@ function isTuple(v: PyValue): v is PyTuple {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Map);
 }
 
-class PyLiteralParser {
-  private pos = 0;
-  private readonly text: string;
-  private readonly fail: (msg: string) => never;
-
-  constructor(text: string, fail: (msg: string) => never) {
-    this.text = text;
-    this.fail = fail;
-  }
-
+class PyLiteralParser extends HeaderParser<PyValue> {
   parseAll(): PyValue {
-    const v = this.value(0);
-    this.ws();
-    if (this.pos !== this.text.length) this.fail(`unexpected text at header offset ${this.pos}`);
-    return v;
+    return this.only((offset) => `unexpected text at header offset ${offset}`);
   }
 
-  private ws(): void {
+  protected override ws(): void {
     while (this.pos < this.text.length && /\s/.test(this.text[this.pos])) this.pos++;
   }
 
-  private value(depth: number): PyValue {
+  protected override value(depth: number): PyValue {
     if (depth > MAX_NESTING) this.fail('header nests too deeply');
     this.ws();
     const c = this.text[this.pos];

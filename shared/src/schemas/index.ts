@@ -8,4 +8,5 @@ export * from './jobSpec.ts';
 export * from './bundleContract.ts';
 export * from './resolve.ts';
 export * from './s3Uri.ts';
+export * from './metrics.ts';
 export * from './placement.ts';

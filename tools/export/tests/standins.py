@@ -38,12 +38,12 @@ def _attend(q, k, v):
     return w @ v
 
 
-class TinyLvdmUNet(nn.Module):
-    def __init__(self, in_ch, out_ch, ch=8, context_dim=16):
-        super().__init__()
-        self.model_channels = ch
-        self.time_embed = nn.Sequential(nn.Linear(ch, 4 * ch), nn.SiLU(), nn.Linear(4 * ch, 4 * ch))
-        self.cond_embed = nn.Sequential(nn.Linear(ch, 4 * ch), nn.SiLU(), nn.Linear(4 * ch, 4 * ch))
+class _TinyVideoCore(nn.Module):
+    """The body both stand-in UNets share: conv in with the embedding added, attention to the
+    context, a temporal convolution, conv out. Built after each UNet's own embeddings, so the
+    parameters are created (and randomly initialised) in the same order as always."""
+
+    def _init_core(self, in_ch, out_ch, ch, context_dim):
         self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
         self.emb_proj = nn.Linear(4 * ch, ch)
         self.norm = nn.GroupNorm(4, ch)
@@ -52,6 +52,26 @@ class TinyLvdmUNet(nn.Module):
         self.v = nn.Linear(context_dim, ch)
         self.temporal = nn.Conv3d(ch, ch, (3, 1, 1), padding=(1, 0, 0))
         self.conv_out = nn.Conv2d(ch, out_ch, 3, padding=1)
+
+    def _core(self, x, emb, context, b, t):
+        """x: (b·t, in, h, w), emb: (b·t, 4·ch), context: (b·t, tokens, context_dim) → (b, t, out, h, w)."""
+        ch = self.conv_in.out_channels
+        h, w = x.shape[2:]
+        y = F.silu(self.norm(self.conv_in(x) + self.emb_proj(emb)[:, :, None, None]))
+        q = self.q(y.flatten(2).transpose(1, 2))
+        y = y + _attend(q, self.k(context), self.v(context)).transpose(1, 2).reshape(b * t, ch, h, w)
+        y5 = y.reshape(b, t, ch, h, w).permute(0, 2, 1, 3, 4)
+        y = (y5 + self.temporal(y5)).permute(0, 2, 1, 3, 4).reshape(b * t, ch, h, w)
+        return self.conv_out(y).reshape(b, t, -1, h, w)
+
+
+class TinyLvdmUNet(_TinyVideoCore):
+    def __init__(self, in_ch, out_ch, ch=8, context_dim=16):
+        super().__init__()
+        self.model_channels = ch
+        self.time_embed = nn.Sequential(nn.Linear(ch, 4 * ch), nn.SiLU(), nn.Linear(4 * ch, 4 * ch))
+        self.cond_embed = nn.Sequential(nn.Linear(ch, 4 * ch), nn.SiLU(), nn.Linear(4 * ch, 4 * ch))
+        self._init_core(in_ch, out_ch, ch, context_dim)
 
     def forward(self, x, timesteps, context=None, features_adapter=None, fs=None, fps=None):
         b, _, t, h, w = x.shape
@@ -62,15 +82,7 @@ class TinyLvdmUNet(nn.Module):
         context = context.repeat_interleave(repeats=t, dim=0)
         emb = emb.repeat_interleave(repeats=t, dim=0)
         y = x.permute(0, 2, 1, 3, 4).reshape(b * t, -1, h, w)
-        y = self.conv_in(y) + self.emb_proj(emb)[:, :, None, None]
-        y = F.silu(self.norm(y))
-        q = self.q(y.flatten(2).transpose(1, 2))
-        y = y + _attend(q, self.k(context), self.v(context)).transpose(1, 2).reshape(b * t, ch, h, w)
-        y = y.reshape(b, t, ch, h, w).permute(0, 2, 1, 3, 4)
-        y = y + self.temporal(y)
-        y = y.permute(0, 2, 1, 3, 4).reshape(b * t, ch, h, w)
-        out = self.conv_out(y)
-        return out.reshape(b, t, -1, h, w).permute(0, 2, 1, 3, 4)
+        return self._core(y, emb, context, b, t).permute(0, 2, 1, 3, 4)
 
 
 class DiagonalGaussian:
@@ -187,21 +199,14 @@ class TinyResampler(nn.Module):
         return self.norm_out(self.proj_out(lat))
 
 
-class TinySvdUNet(nn.Module):
+class TinySvdUNet(_TinyVideoCore):
     def __init__(self, in_ch=8, out_ch=4, ch=8, cross_dim=16, time_id_dim=4):
         super().__init__()
         self.ch = ch
         self.time_id_dim = time_id_dim
         self.time_embedding = nn.Sequential(nn.Linear(ch, 4 * ch), nn.SiLU(), nn.Linear(4 * ch, 4 * ch))
         self.add_embedding = nn.Sequential(nn.Linear(3 * time_id_dim, 4 * ch), nn.SiLU(), nn.Linear(4 * ch, 4 * ch))
-        self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
-        self.emb_proj = nn.Linear(4 * ch, ch)
-        self.norm = nn.GroupNorm(4, ch)
-        self.q = nn.Linear(ch, ch)
-        self.k = nn.Linear(cross_dim, ch)
-        self.v = nn.Linear(cross_dim, ch)
-        self.temporal = nn.Conv3d(ch, ch, (3, 1, 1), padding=(1, 0, 0))
-        self.conv_out = nn.Conv2d(ch, out_ch, 3, padding=1)
+        self._init_core(in_ch, out_ch, ch, cross_dim)
 
     def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, return_dict=True):
         batch, frames = sample.shape[:2]
@@ -209,16 +214,9 @@ class TinySvdUNet(nn.Module):
         emb = self.time_embedding(timestep_embedding(timesteps, self.ch))
         time_embeds = timestep_embedding(added_time_ids.flatten(), self.time_id_dim).reshape((batch, -1))
         emb = emb + self.add_embedding(time_embeds)
-        h, w = sample.shape[3:]
-        x = sample.flatten(0, 1)
         emb = emb.repeat_interleave(frames, dim=0)
         ehs = encoder_hidden_states.repeat_interleave(frames, dim=0)
-        y = F.silu(self.norm(self.conv_in(x) + self.emb_proj(emb)[:, :, None, None]))
-        q = self.q(y.flatten(2).transpose(1, 2))
-        y = y + _attend(q, self.k(ehs), self.v(ehs)).transpose(1, 2).reshape(batch * frames, self.ch, h, w)
-        y5 = y.reshape(batch, frames, self.ch, h, w).permute(0, 2, 1, 3, 4)
-        y = (y5 + self.temporal(y5)).permute(0, 2, 1, 3, 4).reshape(batch * frames, self.ch, h, w)
-        out = self.conv_out(y).reshape(batch, frames, -1, h, w)
+        out = self._core(sample.flatten(0, 1), emb, ehs, batch, frames)
         return SimpleNamespace(sample=out) if return_dict else (out,)
 
 

@@ -32,6 +32,8 @@ from tools.export.wrappers import ClipImageEncoder, OpenClipVisionTokens
 
 VOCAB = 2 + len(S.WORDS)
 QUIET = {"log": lambda *a: None}
+# A stand-in model checkout, shared with the fine-tuning tests.
+FAKE_CHECKOUT = os.path.join(os.path.dirname(__file__), "..", "..", "finetune", "tests", "fake_checkout")
 # Stand-in weights are tiny: treat tensors over 16 elements as weights in the float16 pass, so the
 # sinusoidal-embedding constants (4 elements) are not, as the 160-element ones of real UNets are not.
 SMALL = ["--fp16-min-elements", "16"]
@@ -376,10 +378,11 @@ class Units(unittest.TestCase):
         """loaders.load_lvdm against a fake model checkout: config → the checkout's
         instantiate_from_config → checkpoint (with DynamiCrafter's 256-model key rename) → parts,
         with gradient checkpointing and xformers switched off before construction."""
+        # The fine-tuning tests' stand-in checkout (its instantiate_from_config and omegaconf shim),
+        # with a model that records what construction saw.
         repo = os.path.join(self.tmp, "DynamiCrafter")
+        shutil.copytree(FAKE_CHECKOUT, repo)
         files = {
-            "lvdm/__init__.py": "",
-            "lvdm/modules/__init__.py": "",
             "lvdm/modules/attention.py": "XFORMERS_IS_AVAILBLE = True\n",
             "lvdm/models.py": """
                 import torch
@@ -399,32 +402,6 @@ class Units(unittest.TestCase):
                         self.cond_stage_model = m.cond_stage_model
                         self.embedder = m.embedder
                         self.image_proj_model = m.image_proj_model
-            """,
-            "utils/__init__.py": "",
-            "utils/utils.py": """
-                import importlib
-
-                def instantiate_from_config(config):
-                    module, cls = config["target"].rsplit(".", 1)
-                    return getattr(importlib.import_module(module), cls)(**config.get("params", dict()))
-            """,
-            # omegaconf is the checkout's dependency; this stand-in reads JSON (a subset of YAML).
-            "omegaconf.py": """
-                import json
-
-                class OmegaConf:
-                    @staticmethod
-                    def load(path):
-                        with open(path) as f:
-                            return json.load(f)
-
-                    @staticmethod
-                    def to_container(cfg, resolve=False):
-                        return cfg
-
-                    @staticmethod
-                    def create(cfg):
-                        return cfg
             """,
         }
         for rel, text in files.items():
