@@ -4,11 +4,13 @@
  * same output as the TypeScript sources and rebuilding when a source changes.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync, utimesSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Help } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { MissingDependency, missingOptionalPackage, OPTIONAL_PACKAGES } from '../errors.ts';
 import { buildFullProgram, buildProgram, VERBS } from '../main.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -43,6 +45,36 @@ describe('verb table', () => {
     const r = cil(['nosuchverb']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/unknown command 'nosuchverb'/);
+  });
+});
+
+describe('optional packages (npm on Node 20 leaves them out)', () => {
+  /** Node's own error for importing `name` from a folder without node_modules. */
+  async function importError(name: string): Promise<unknown> {
+    const dir = mkdtempSync(join(tmpdir(), 'cil-optional-'));
+    try {
+      writeFileSync(join(dir, 'm.mjs'), `import '${name}';\n`);
+      await import(join(dir, 'm.mjs'));
+      return null;
+    } catch (e) {
+      return e;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it("OPTIONAL_PACKAGES are package.json's optionalDependencies", () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { optionalDependencies?: Record<string, string> };
+    expect([...OPTIONAL_PACKAGES].sort()).toEqual(Object.keys(pkg.optionalDependencies ?? {}).sort());
+  });
+
+  it('a verb whose optional package is missing fails as MissingDependency, naming the package and `npm run deps`', async () => {
+    const e = missingOptionalPackage(await importError('aws-local-stepfunctions'));
+    expect(e).toBeInstanceOf(MissingDependency);
+    expect(e?.message).toMatch(/^the package aws-local-stepfunctions is not installed\..*run `npm run deps`/);
+    // Any other missing package, or any other error, is left as it is.
+    expect(missingOptionalPackage(await importError('no-such-package-cil'))).toBeNull();
+    expect(missingOptionalPackage(new Error("Cannot find package 'aws-local-stepfunctions'"))).toBeNull();
   });
 });
 
