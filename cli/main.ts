@@ -5,7 +5,7 @@
  * a test checks it against what the modules register. Usage errors print one line and exit 2.
  */
 import { Command, CommanderError, Help } from 'commander';
-import { errorName, UsageError } from './errors.ts';
+import { errorName, missingOptionalPackage, UsageError } from './errors.ts';
 import { printable } from './printable.ts';
 
 type Register = (program: Command) => void;
@@ -61,6 +61,15 @@ function verbOf(argv: readonly string[]): Verb | null {
   return VERBS.find((v) => v.name === name) ?? null;
 }
 
+/** The verb's module; a missing optional package (see MissingDependency) is named, with the fix. */
+async function loadVerb(verb: Verb): Promise<Register> {
+  try {
+    return await verb.load();
+  } catch (e) {
+    throw missingOptionalPackage(e) ?? e;
+  }
+}
+
 /**
  * The program for `argv`: the verb it runs, registered by its module; else every verb as a
  * placeholder that only names and describes it (top-level help, version, an unknown verb's error).
@@ -69,7 +78,7 @@ export async function buildProgram(argv: readonly string[]): Promise<Command> {
   const program = baseProgram();
   const verb = verbOf(argv);
   if (verb) {
-    (await verb.load())(program);
+    (await loadVerb(verb))(program);
   } else {
     const terms = new Map(VERBS.map((v) => [v.name, v.term]));
     for (const v of VERBS) program.command(v.name).description(v.description);

@@ -64,8 +64,22 @@ function npmProblem() {
   for (const path of Object.keys(hidden)) {
     if (!(path in lock)) return `${path} is installed but not in package-lock.json`;
   }
+  // The project's own optional dependencies are needed all the same: npm leaves them out when it
+  // runs on a Node older than they accept (package.json explains why they are optional).
+  for (const name of optionalDependencies()) {
+    if (!hidden[`node_modules/${name}`]) return `node_modules/${name} is not installed (npm leaves this optional package out when it runs on Node.js older than it accepts)`;
+  }
   if (!existsSync(PINNED_NODE)) return 'the pinned Node (node_modules/node/bin/node) is missing: its install script did not run';
   return null;
+}
+
+/** The names in package.json's optionalDependencies. */
+function optionalDependencies() {
+  try {
+    return Object.keys(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).optionalDependencies ?? {});
+  } catch {
+    return [];
+  }
 }
 
 /** Runs `cmd args`, output to the terminal; returns the exit status (1 when it could not start). */

@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -35,6 +35,18 @@ function npm(args: readonly string[], cwd: string): { status: number | null; out
   return { status: r.status, output: `${r.stdout}${r.stderr}` };
 }
 
+/**
+ * Which `engines.node` ranges reject Node 20.20.2, by npm's own semver (shipped inside npm), so the
+ * answer is npm's.
+ */
+function rejectNode20(ranges: readonly string[]): string[] {
+  const semverPath = join(dirname(npmCli()), '..', 'node_modules', 'semver', 'index.js');
+  const script = `const s = require(${JSON.stringify(semverPath)}); process.stdout.write(JSON.stringify(${JSON.stringify(ranges)}.filter((r) => !s.satisfies('20.20.2', r))))`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`cannot load npm's semver at ${semverPath}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as string[];
+}
+
 describe('two commands: npm run demo and npm test install what they need', () => {
   it('the demo and test scripts go through scripts/bootstrap.js, which hands over to the pinned Node', () => {
     expect(pkg.scripts.demo).toBe('node scripts/bootstrap.js demo');
@@ -48,11 +60,11 @@ describe('two commands: npm run demo and npm test install what they need', () =>
   });
 
   /** A tree with bootstrap.js and the given lockfiles; returns what `bootstrap.js check` says. */
-  function check(name: string, lockPackages: Record<string, object>, hidden: Record<string, object> | null, pinnedNode = true): { status: number | null; out: string } {
+  function check(name: string, lockPackages: Record<string, object>, hidden: Record<string, object> | null, pinnedNode = true, optionalDependencies: Record<string, string> = {}): { status: number | null; out: string } {
     const dir = join(work, name);
     mkdirSync(join(dir, 'scripts'), { recursive: true });
     copyFileSync(join(ROOT, 'scripts', 'bootstrap.js'), join(dir, 'scripts', 'bootstrap.js'));
-    writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module', optionalDependencies }));
     writeFileSync(join(dir, 'package-lock.json'), JSON.stringify({ lockfileVersion: 3, packages: { '': {}, ...lockPackages } }));
     if (hidden !== null) {
       mkdirSync(join(dir, 'node_modules', 'node', 'bin'), { recursive: true });
@@ -76,6 +88,11 @@ describe('two commands: npm run demo and npm test install what they need', () =>
     expect(check('partial', want, { 'node_modules/node': { version: '24.21.0' } }).out).toBe('npm: node_modules/a is not installed');
     expect(check('extra', want, { ...installed, 'node_modules/b': { version: '2.0.0' } }).out).toBe('npm: node_modules/b is installed but not in package-lock.json');
     expect(check('no-binary', want, installed, false).out).toMatch(/^npm: the pinned Node .* is missing/);
+    // The project's own optional dependencies (left out by npm on Node 20) are needed all the same;
+    // a platform's optional package (esbuild's for another OS) is not.
+    const withOptional = { ...want, 'node_modules/c': { version: '3.0.0', optional: true } };
+    expect(check('optional-missing', withOptional, installed, true, { c: '^3.0.0' }).out).toMatch(/^npm: node_modules\/c is not installed \(npm leaves this optional package out when it runs on Node\.js older/);
+    expect(check('optional-there', withOptional, { ...installed, 'node_modules/c': { version: '3.0.0', optional: true } }, true, { c: '^3.0.0' }).status).toBe(0);
   });
 
   it('bootstrap.js is silent and fast when nothing is missing (this checkout)', () => {
@@ -126,6 +143,31 @@ describe('quiet installs: npm prints no warnings', () => {
     expect(r.status, r.output.slice(-2000)).toBe(0);
     expect(r.output.split('\n').filter((l) => /npm warn/i.test(l))).toEqual([]);
   }, 120_000);
+
+  it("`npm ci --dry-run` on the system's node prints no warning either (no EBADENGINE on Node 20)", () => {
+    // The system's node, as a hand-typed `npm ci` runs it (not the pinned one npm test runs on).
+    const nodes = ['/usr/bin/node', '/usr/local/bin/node'].filter((p) => existsSync(p));
+    const dir = join(work, 'ci-system');
+    mkdirSync(dir);
+    for (const f of ['package.json', 'package-lock.json', '.npmrc']) if (existsSync(join(ROOT, f))) copyFileSync(join(ROOT, f), join(dir, f));
+    // With no system node (a machine with only the pinned one), this node stands in.
+    for (const node of nodes.length > 0 ? nodes : [process.execPath]) {
+      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.toLowerCase().startsWith('npm_config_')));
+      const r = spawnSync(node, [npmCli(), 'ci', '--dry-run', '--no-audit', '--no-fund'], { cwd: dir, encoding: 'utf8', env, timeout: 120_000 });
+      const output = `${r.stdout}${r.stderr}`;
+      expect(r.status, output.slice(-2000)).toBe(0);
+      expect(output.split('\n').filter((l) => /npm warn/i.test(l)), node).toEqual([]);
+    }
+  }, 240_000);
+
+  it('every package a Node 20 npm must install accepts Node 20 (the rest are optional, installed by bootstrap.js on the pinned Node)', () => {
+    const entries = lock.packages as Record<string, { version?: string; optional?: boolean; engines?: Record<string, string> }>;
+    const required = Object.entries(entries).filter(([p, v]) => p !== '' && !v.optional && v.engines?.node !== undefined);
+    const rejected = new Set(rejectNode20(required.map(([, v]) => v.engines?.node ?? '')));
+    expect(required.filter(([, v]) => rejected.has(v.engines?.node ?? '')).map(([p, v]) => `${p}@${v.version}: ${v.engines?.node}`)).toEqual([]);
+    // The check itself bites: the ranges that made npm warn before (vitest 5, commander 15).
+    expect(rejectNode20(['^22.12.0 || ^24.0.0 || >=26.0.0', '>=22.12.0', '>=20'])).toEqual(['^22.12.0 || ^24.0.0 || >=26.0.0', '>=22.12.0']);
+  });
 
   it('the Node 24 pin is the `node` devDependency, not an `engines` field that warns on the system node', () => {
     // npm checks `engines` against the node running npm (the system's, 20 on the dev machines), not

@@ -4,11 +4,13 @@
  * same output as the TypeScript sources and rebuilding when a source changes.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync, utimesSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Help } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { MissingDependency, missingOptionalPackage, OPTIONAL_PACKAGES } from '../errors.ts';
 import { buildFullProgram, buildProgram, VERBS } from '../main.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -43,6 +45,40 @@ describe('verb table', () => {
     const r = cil(['nosuchverb']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/unknown command 'nosuchverb'/);
+  });
+});
+
+describe('optional packages (npm on Node 20 leaves them out)', () => {
+  /**
+   * Node's own error for importing `name` from a folder without node_modules, made by a separate
+   * Node process (an import in this one would go through vitest's resolver, which finds the package).
+   */
+  function importError(name: string): Error {
+    const dir = mkdtempSync(join(tmpdir(), 'cil-optional-'));
+    try {
+      writeFileSync(join(dir, 'm.mjs'), `import(${JSON.stringify(name)}).then(() => console.log('{}'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })));\n`);
+      const r = spawnSync(process.execPath, [join(dir, 'm.mjs')], { cwd: dir, encoding: 'utf8' });
+      const { code, message } = JSON.parse(r.stdout) as { code?: string; message?: string };
+      return Object.assign(new Error(message), { code });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it("OPTIONAL_PACKAGES are package.json's optionalDependencies", () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { optionalDependencies?: Record<string, string> };
+    expect([...OPTIONAL_PACKAGES].sort()).toEqual(Object.keys(pkg.optionalDependencies ?? {}).sort());
+  });
+
+  it('a verb whose optional package is missing fails as MissingDependency, naming the package and `npm run deps`', () => {
+    const missing = importError('aws-local-stepfunctions');
+    expect((missing as NodeJS.ErrnoException).code).toBe('ERR_MODULE_NOT_FOUND');
+    const e = missingOptionalPackage(missing);
+    expect(e).toBeInstanceOf(MissingDependency);
+    expect(e?.message).toMatch(/^the package aws-local-stepfunctions is not installed\..*run `npm run deps`/);
+    // Any other missing package, or any other error, is left as it is.
+    expect(missingOptionalPackage(importError('no-such-package-cil'))).toBeNull();
+    expect(missingOptionalPackage(new Error("Cannot find package 'aws-local-stepfunctions'"))).toBeNull();
   });
 });
 
