@@ -36,6 +36,7 @@ export interface RealExport {
   readonly files: Record<'fp32' | 'fp16', { file: string; bytes: number }>;
   readonly inputs: Record<string, string>;
   readonly torchMs?: number;
+  readonly warmup: number;
 }
 
 export interface RealOptions {
@@ -44,6 +45,8 @@ export interface RealOptions {
   readonly height?: number;
   readonly width?: number;
   readonly cache?: string;
+  /** Time the float16 file on the CPU too at real widths. */
+  readonly fp16?: boolean;
   /** Export only, no PyTorch timing (bench/gpu.ts). */
   readonly noTorch?: boolean;
 }
@@ -109,17 +112,18 @@ export async function benchReal(family: RealFamily, o: RealOptions = {}): Promis
   }
   if (e.skipped) return { family, skipped: e.skipped };
   const feeds = realFeeds(e);
-  const ort32 = await timeOrt(e.files.fp32.file, feeds);
-  // float16 on the CPU mostly measures onnxruntime's casts around CPU kernels without float16: a
-  // GPU number (bench/gpu.sh); reported for completeness.
-  const ort16 = await timeOrt(e.files.fp16.file, feeds);
+  // As PyTorch's: a warm-up call at tiny widths, none at real widths (one call takes minutes here).
+  const ort32 = await timeOrt(e.files.fp32.file, feeds, 1, e.warmup);
+  // float16 on the CPU mostly measures onnxruntime's casts around kernels without float16 (a GPU
+  // number: bench/gpu.sh); timed at tiny widths or when asked (--real-fp16).
+  const ort16 = e.tiny || o.fp16 ? await timeOrt(e.files.fp16.file, feeds, 1, e.warmup) : undefined;
   return {
     family,
     shape: `batch 2 × ${e.frames} frames × ${e.height}×${e.width}${e.tiny ? ' (tiny widths)' : ''}, ${e.threads} threads`,
     params: e.params,
     torchMs: e.torchMs,
     ortMs: ort32.ms,
-    ortFp16Ms: ort16.ms,
+    ortFp16Ms: ort16?.ms,
     ortVsTorch: e.torchMs ? ort32.ms / e.torchMs : undefined,
     fp32MB: e.files.fp32.bytes / 1e6,
     fp16MB: e.files.fp16.bytes / 1e6,

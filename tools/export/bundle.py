@@ -221,12 +221,17 @@ def export_graph(c, want_in, want_out, opts, tmp_dir, where, fp16):
         raise ExportError(f"{where}: torch.onnx.export failed: {type(e).__name__}: {e}") from e
     model = onnx.load(tmp_path)  # loads external data torch wrote beside it, if any
     declare_output_shapes(model, traced_out, c.dynamic_axes)
-    if fp16 and opts.optimize and c.name == "unet":
+    return to_fp16(model, c, opts) if fp16 else model
+
+
+def to_fp16(model, c, opts):
+    """The float32 graph of component `c` → float16: onnxruntime's transformer optimiser first on
+    the UNet (opts.optimize), then the float16 pass (fp16.py)."""
+    if opts.optimize and c.name == "unet":
         model, fused = fuse_transformer_ops(model)
         opts.log(f"  {c.name}: onnxruntime transformer optimiser fused {', '.join(f'{v} {k}' for k, v in fused.items()) or 'nothing'}")
-    if fp16:
-        model, stats = convert_to_fp16(model, keep_fp32_inputs=c.keep_fp32_inputs, min_elements=opts.fp16_min_elements)
-        opts.log(f"  {c.name}: float16 {stats['fp16_params']:,} params / float32 {stats['fp32_params']:,}; {stats['fp16_nodes']} fp16 nodes, {stats['fp32_nodes']} fp32, {stats['casts']} casts")
+    model, stats = convert_to_fp16(model, keep_fp32_inputs=c.keep_fp32_inputs, min_elements=opts.fp16_min_elements)
+    opts.log(f"  {c.name}: float16 {stats['fp16_params']:,} params / float32 {stats['fp32_params']:,}; {stats['fp16_nodes']} fp16 nodes, {stats['fp32_nodes']} fp32, {stats['casts']} casts")
     return model
 
 

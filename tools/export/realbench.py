@@ -19,9 +19,10 @@ import tempfile
 import time
 
 import numpy as np
+import onnx
 import torch
 
-from .bundle import ComponentExport, ExportOptions, export_graph, save_and_check
+from .bundle import ComponentExport, ExportOptions, export_graph, save_and_check, to_fp16
 from .contract import CONTRACT
 
 SIZES = {"svd": (14, 576, 1024), "dynamicrafter": (16, 320, 512)}
@@ -55,9 +56,14 @@ def export(family, module, feeds, keep, folder, log):
         if not os.path.exists(os.path.join(folder, f"{name}.done")):
             t0 = time.time()
             opts = ExportOptions(fp16=precision == "fp16", full_check=False, log=log)
-            c = ComponentExport("unet", module, feeds, feeds, keep_fp32_inputs=keep)
+            # a dynamic batch axis, as the exporter's: the worker's loop calls with 1–3 guidance branches
+            axes = {k: {0: "batch"} for k in list(want_in) + list(want_out)}
+            c = ComponentExport("unet", module, feeds, feeds, dynamic_axes=axes, keep_fp32_inputs=keep)
             with tempfile.TemporaryDirectory(prefix="cil-realbench-", dir=folder) as tmp:
-                model = export_graph(c, want_in, want_out, opts, tmp, f"{family}/unet", precision == "fp16")
+                if precision == "fp32":
+                    model = export_graph(c, want_in, want_out, opts, tmp, f"{family}/unet", False)
+                else:  # from the float32 file: no second trace (each is a forward pass of minutes)
+                    model = to_fp16(onnx.load(files["fp32"]["file"]), c, opts)
                 save_and_check(model, folder, name, opts, tmp)
                 del model
             open(os.path.join(folder, f"{name}.done"), "w").close()
@@ -89,7 +95,7 @@ def main(argv=None):
     p.add_argument("--repo", default=os.environ.get("CIL_REFERENCE_REPO"), help="DynamiCrafter: the authors' checkout (default $CIL_REFERENCE_REPO)")
     p.add_argument("--cache", default=".cache/bench-real", help="folder of the exported models, one subfolder per configuration")
     p.add_argument("--runs", type=int, default=1, help="timed torch calls (the median is reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed torch calls first")
+    p.add_argument("--warmup", type=int, help="untimed torch calls first (default 1; 0 at real widths, where one call takes minutes on a CPU)")
     p.add_argument("--no-torch", action="store_true", help="export only (bench/gpu.sh)")
     a = p.parse_args(argv)
     frames, height, width = a.frames or SIZES[a.family][0], a.height or SIZES[a.family][1], a.width or SIZES[a.family][2]
@@ -118,6 +124,9 @@ def main(argv=None):
         "params": sum(p.numel() for p in module.parameters()), "versions": _versions(), "files": files, "inputs": inputs,
         "threads": torch.get_num_threads(),
     }
+    if a.warmup is None:
+        a.warmup = 1 if a.tiny else 0
+    out["warmup"] = a.warmup
     if not a.no_torch:
         log(f"{key}: timing one batch-2 call in PyTorch …")
         out["torchMs"] = time_torch(module, feeds, a.runs, a.warmup)
