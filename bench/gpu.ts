@@ -27,7 +27,7 @@ import { OnnxSessions } from '../gpu-worker/src/runtime/sessions.ts';
 import type { SessionTuning } from '../gpu-worker/src/runtime/protocol.ts';
 import { loop, setup } from './host.ts';
 import type { Geom, Shape } from './host.ts';
-import { realExport, realFeeds } from './real.ts';
+import { failure, realExport, realFeeds } from './real.ts';
 import type { RealFamily } from './real.ts';
 import { median, round } from './util.ts';
 
@@ -128,21 +128,23 @@ export async function benchGpu(log: (s: string) => void): Promise<Record<string,
     try {
       e = realExport(job.family, { frames: job.frames, height: job.height, width: job.width, tiny: dry, cache: join(cache, 'models'), noTorch: true });
     } catch (err) {
-      report[job.family] = { skipped: `export failed: ${(err as Error).message.split('\n').slice(-3).join(' ')}` };
+      report[job.family] = { skipped: `export failed: ${failure(err)}` };
       continue;
     }
     if (e.skipped) {
       report[job.family] = { skipped: e.skipped };
       continue;
     }
+    const fp16 = e.files.fp16;
+    if (!fp16) throw new Error(`${job.family}: realbench wrote no float16 file`);
     const feeds = realFeeds(e);
     const dims = (name: string): readonly number[] => ('data' in feeds[name] ? (feeds[name] as { dims: readonly number[] }).dims : []);
     const cond = job.family === 'svd' ? dims('encoder_hidden_states') : dims('context');
     const geom: Geom = { channels: 4, frames: job.frames, h: job.height / 8, w: job.width / 8, dim: cond[2], ctxTokens: cond[1] };
-    const row: Record<string, unknown> = { job: label, unetFile: e.files.fp16.file, unetMB: round(e.files.fp16.bytes / 1e6, 1), unetCalls: job.steps };
+    const row: Record<string, unknown> = { job: label, unetFile: fp16.file, unetMB: round(fp16.bytes / 1e6, 1), unetCalls: job.steps };
     for (const st of settings()) {
       log(`  ${st.name}…`);
-      row[st.name] = await runSetting(job, e.files.fp16.file, geom, feeds, st);
+      row[st.name] = await runSetting(job, fp16.file, geom, feeds, st);
     }
     report[job.family] = row;
   }

@@ -33,7 +33,7 @@ export interface RealExport {
   readonly tiny: boolean;
   readonly params: number;
   readonly threads: number;
-  readonly files: Record<'fp32' | 'fp16', { file: string; bytes: number }>;
+  readonly files: { readonly fp32: { file: string; bytes: number }; readonly fp16?: { file: string; bytes: number } };
   readonly inputs: Record<string, string>;
   readonly torchMs?: number;
   readonly warmup: number;
@@ -49,6 +49,8 @@ export interface RealOptions {
   readonly fp16?: boolean;
   /** Export only, no PyTorch timing (bench/gpu.ts). */
   readonly noTorch?: boolean;
+  /** Float32 only. */
+  readonly noFp16?: boolean;
 }
 
 /** Builds, exports (cached) and, unless noTorch, times the family's UNet in PyTorch. */
@@ -59,6 +61,7 @@ export function realExport(family: RealFamily, o: RealOptions = {}): RealExport 
   if (o.width) args.push('--width', String(o.width));
   if (o.tiny) args.push('--tiny');
   if (o.noTorch) args.push('--no-torch');
+  if (o.noFp16) args.push('--no-fp16');
   const out = execFileSync(PY, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 }).toString().trim().split('\n');
   return JSON.parse(out[out.length - 1]) as RealExport;
 }
@@ -101,22 +104,36 @@ export interface RealBench {
   readonly ortVsTorch?: number;
   readonly fp32MB?: number;
   readonly fp16MB?: number;
+  /** Why the float16 export failed (e.g. memory), when it did. */
+  readonly fp16Failed?: string;
 }
+
+/** The last lines of a failed child's message (its stderr's end: the error). */
+export const failure = (err: unknown): string => (err as Error).message.split('\n').slice(-3).join(' ');
 
 export async function benchReal(family: RealFamily, o: RealOptions = {}): Promise<RealBench> {
   let e: RealExport;
   try {
-    e = realExport(family, o);
+    // float32 and the PyTorch call first: the float16 conversion needs the most memory, and the
+    // headline ratio must not depend on it.
+    e = realExport(family, { ...o, noFp16: true });
   } catch (err) {
-    return { family, skipped: `export failed: ${(err as Error).message.split('\n').slice(-3).join(' ')}` };
+    return { family, skipped: `export failed: ${failure(err)}` };
   }
   if (e.skipped) return { family, skipped: e.skipped };
   const feeds = realFeeds(e);
   // As PyTorch's: a warm-up call at tiny widths, none at real widths (one call takes minutes here).
   const ort32 = await timeOrt(e.files.fp32.file, feeds, 1, e.warmup);
+  let fp16: { file: string; bytes: number } | undefined;
+  let fp16Failed: string | undefined;
+  try {
+    fp16 = realExport(family, { ...o, noTorch: true }).files.fp16;
+  } catch (err) {
+    fp16Failed = failure(err);
+  }
   // float16 on the CPU mostly measures onnxruntime's casts around kernels without float16 (a GPU
   // number: bench/gpu.sh); timed at tiny widths or when asked (--real-fp16).
-  const ort16 = e.tiny || o.fp16 ? await timeOrt(e.files.fp16.file, feeds, 1, e.warmup) : undefined;
+  const ort16 = fp16 && (e.tiny || o.fp16) ? await timeOrt(fp16.file, feeds, 1, e.warmup) : undefined;
   return {
     family,
     shape: `batch 2 × ${e.frames} frames × ${e.height}×${e.width}${e.tiny ? ' (tiny widths)' : ''}, ${e.threads} threads`,
@@ -126,7 +143,8 @@ export async function benchReal(family: RealFamily, o: RealOptions = {}): Promis
     ortFp16Ms: ort16?.ms,
     ortVsTorch: e.torchMs ? ort32.ms / e.torchMs : undefined,
     fp32MB: e.files.fp32.bytes / 1e6,
-    fp16MB: e.files.fp16.bytes / 1e6,
+    fp16MB: fp16 ? fp16.bytes / 1e6 : undefined,
+    fp16Failed,
   };
 }
 

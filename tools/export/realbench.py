@@ -46,11 +46,11 @@ def build(family, frames, tiny, repo):
     return module, inputs, ()
 
 
-def export(family, module, feeds, keep, folder, log):
+def export(family, module, feeds, keep, folder, log, precisions=("fp32", "fp16")):
     """unet-fp32.onnx and unet-fp16.onnx in `folder` (kept: a rerun of the same key reuses them)."""
     want_in, want_out = CONTRACT[family]["unet"]
     files = {}
-    for precision in ("fp32", "fp16"):
+    for precision in precisions:
         name = f"unet-{precision}"
         path = os.path.join(folder, f"{name}.onnx")
         if not os.path.exists(os.path.join(folder, f"{name}.done")):
@@ -97,6 +97,7 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=1, help="timed torch calls (the median is reported)")
     p.add_argument("--warmup", type=int, help="untimed torch calls first (default 1; 0 at real widths, where one call takes minutes on a CPU)")
     p.add_argument("--no-torch", action="store_true", help="export only (bench/gpu.sh)")
+    p.add_argument("--no-fp16", action="store_true", help="float32 only (bench/real.ts times it before the float16 conversion, which needs the most memory)")
     a = p.parse_args(argv)
     frames, height, width = a.frames or SIZES[a.family][0], a.height or SIZES[a.family][1], a.width or SIZES[a.family][2]
 
@@ -118,7 +119,7 @@ def main(argv=None):
         f = os.path.join(folder, f"input-{k}.npy")
         np.save(f, v.numpy(), allow_pickle=False)
         inputs[k] = f
-    files = export(a.family, module, feeds, keep, folder, log)
+    files = export(a.family, module, feeds, keep, folder, log, ("fp32",) if a.no_fp16 else ("fp32", "fp16"))
     out = {
         "family": a.family, "frames": frames, "height": height, "width": width, "tiny": a.tiny, "batch": 2,
         "params": sum(p.numel() for p in module.parameters()), "versions": _versions(), "files": files, "inputs": inputs,
