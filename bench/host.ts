@@ -37,6 +37,16 @@ export const SVD = { channels: 4, frames: 14, h: 72, w: 128, dim: 1024 } as cons
 
 /** Bench shapes (real sizes), named apart from the families so no family logic lives here. */
 export type Shape = 'dc-320x512' | 'svd-576x1024';
+/** A shape's latent and conditioning sizes (bench/gpu.ts passes other ones: tiny widths, real UNets). */
+export interface Geom {
+  readonly channels: number;
+  readonly frames: number;
+  readonly h: number;
+  readonly w: number;
+  readonly dim: number;
+  readonly ctxTokens?: number;
+}
+const geomOf = (shape: Shape): Geom => (shape === 'dc-320x512' ? DC : SVD);
 
 /** The stub UNet: the real inputs, out = the first C channels of the latent input. */
 function stubUnet(shape: Shape): Uint8Array {
@@ -63,22 +73,22 @@ function stubUnet(shape: Shape): Uint8Array {
 
 const nullSink: OutputSink = { location: 'memory', put: () => Promise.resolve(), get: () => Promise.resolve(null), delete: () => Promise.resolve() };
 
-interface Setup {
+export interface Setup {
   readonly steps: readonly StepCoefs[];
   readonly dims: number[];
   readonly guided: (model: BranchedModel) => GuidedDenoiser;
 }
 
-function setup(shape: Shape): Setup {
+export function setup(shape: Shape, g: Geom = geomOf(shape), steps?: number): Setup {
   if (shape === 'dc-320x512') {
-    const plan = makePlan({ family: 'dynamicrafter', steps: 50, start: 940 });
-    return { steps: plan.steps, dims: [1, DC.channels, DC.frames, DC.h, DC.w], guided: (m) => cfg(m, { scale: 7.5, rescale: 0.7 }) };
+    const plan = makePlan({ family: 'dynamicrafter', steps: steps ?? 50, start: 940 });
+    return { steps: plan.steps, dims: [1, g.channels, g.frames, g.h, g.w], guided: (m) => cfg(m, { scale: 7.5, rescale: 0.7 }) };
   }
-  const plan = makePlan({ family: 'svd', steps: 25, start: 700 });
-  return { steps: plan.steps, dims: [1, SVD.frames, SVD.channels, SVD.h, SVD.w], guided: (m) => perFrameGuidance(m, { min: 1, max: 3 }) };
+  const plan = makePlan({ family: 'svd', steps: steps ?? 25, start: 700 });
+  return { steps: plan.steps, dims: [1, g.frames, g.channels, g.h, g.w], guided: (m) => perFrameGuidance(m, { min: 1, max: 3 }) };
 }
 
-function unetModel(shape: Shape, sessions: OnnxSessions, dims: readonly number[]): BranchedModel {
+function unetModel(shape: Shape, sessions: OnnxSessions, dims: readonly number[], g: Geom): BranchedModel {
   const gen = NormalGenerator.fromSeed(11);
   const rnd = (n: number): Float32Array => {
     const a = new Float32Array(n);
@@ -86,14 +96,15 @@ function unetModel(shape: Shape, sessions: OnnxSessions, dims: readonly number[]
     return a;
   };
   if (shape === 'dc-320x512') {
-    const { channels: C, frames: F, h, w, ctxTokens, dim } = DC;
+    const { channels: C, frames: F, h, w, dim } = g;
+    const ctxTokens = g.ctxTokens ?? DC.ctxTokens;
     const ctx = (): Float32Array => rnd(ctxTokens * dim);
     const contexts: Record<BranchName, Float32Array> = { cond: ctx(), uncond: ctx(), uncondImage: ctx() };
     const concatLatent = rnd(C * F * h * w);
     const axes = { channels: C, frames: F, h, w };
     return branchedUnet(sessions, dims, (branches) => vpUnetBatch({ axes, branches, contexts, ctxTokens, dim, concatLatent, rateInput: 'fs', rate: 24 })).model;
   }
-  const { channels: C, frames: F, h, w, dim } = SVD;
+  const { channels: C, frames: F, h, w, dim } = g;
   const axes = { channels: C, frames: F, h, w };
   return branchedUnet(sessions, dims, (branches) =>
     svdUnetBatch({ axes, branches, imageLatent: rnd(C * h * w), embedding: rnd(dim), timeIds: Float32Array.of(6, 127, 0.02) }),
@@ -110,8 +121,8 @@ export interface HostBench {
 }
 
 /** One job's steps through the real loop; per-step wall, network and new-memory figures. */
-async function loop(shape: Shape, sessions: OnnxSessions, s: Setup, withMemory: boolean): Promise<{ wall: number[]; net: number[]; mb: number[] }> {
-  const model = unetModel(shape, sessions, s.dims);
+export async function loop(shape: Shape, sessions: OnnxSessions, s: Setup, withMemory: boolean, g: Geom = geomOf(shape)): Promise<{ wall: number[]; net: number[]; mb: number[] }> {
+  const model = unetModel(shape, sessions, s.dims, g);
   // The output buffers the inference thread sends (each one new, see the header).
   let outBytes = 0;
   const runBound = sessions.runBound.bind(sessions);

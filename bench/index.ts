@@ -9,6 +9,8 @@ import { benchTorch } from './torch.ts';
 import { benchStats } from './stats.ts';
 import { benchDemo } from './demo.ts';
 import { benchLoad, benchLocal } from './local.ts';
+import { argValue, benchReal } from './real.ts';
+import type { RealFamily } from './real.ts';
 import { round } from './util.ts';
 
 const json = process.argv.includes('--json');
@@ -17,6 +19,12 @@ const log = (s: string) => {
 };
 
 const out: Record<string, unknown> = {};
+// --real adds the real-size UNet section; --real-only runs it alone (it takes minutes to hours on a CPU).
+const real = process.argv.includes('--real') || process.argv.includes('--real-only');
+if (!process.argv.includes('--real-only')) await benchAll();
+if (real) await benchRealSection();
+
+async function benchAll(): Promise<void> {
 log('sampler step (network replaced by precomputed outputs)…');
 const s = await benchSampler();
 Object.assign(out, {
@@ -75,6 +83,26 @@ Object.assign(out, {
 });
 log('dataset statistics on the demo model…');
 Object.assign(out, { statsVideosPerS: round((await benchStats()).statsVideosPerS, 2) });
+}
+
+async function benchRealSection(): Promise<void> {
+  const frames = Number(argValue(process.argv, '--real-frames') ?? 0) || undefined;
+  const fam = argValue(process.argv, '--real-family');
+  const families: RealFamily[] = fam === 'svd' || fam === 'dynamicrafter' ? [fam] : ['svd', 'dynamicrafter'];
+  const tiny = process.argv.includes('--real-tiny');
+  const rows: Record<string, unknown> = {};
+  for (const f of families) {
+    log(`real-size ${f} UNet: export (cached in .cache/bench-real), one batch-2 call in PyTorch and onnxruntime-node, CPU…`);
+    const fp16 = process.argv.includes('--real-fp16');
+    const r = await benchReal(f, tiny ? { frames: frames ?? 3, tiny, height: 64, width: 64 } : { frames, fp16 });
+    rows[f] = r.skipped
+      ? { realUnetOrtVsTorch: null, reason: r.skipped }
+      : { realUnetOrtVsTorch: r.ortVsTorch === undefined ? null : round(r.ortVsTorch, 2), ortMs: round(r.ortMs ?? 0, 1), torchMs: round(r.torchMs ?? 0, 1), ortFp16Ms: r.ortFp16Ms === undefined ? null : round(r.ortFp16Ms, 1), fp32MB: round(r.fp32MB ?? 0, 1), fp16MB: r.fp16MB === undefined ? null : round(r.fp16MB, 1), fp16Failed: r.fp16Failed, params: r.params, shape: r.shape };
+  }
+  // The headline field: SVD's ratio, else DynamiCrafter's.
+  const pick = (f: string): unknown => (rows[f] as { realUnetOrtVsTorch?: unknown } | undefined)?.realUnetOrtVsTorch ?? null;
+  Object.assign(out, { realUnetOrtVsTorch: pick('svd') ?? pick('dynamicrafter'), realUnet: rows });
+}
 
 if (json) {
   process.stdout.write(`${JSON.stringify(out)}\n`);

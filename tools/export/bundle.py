@@ -18,6 +18,7 @@ import torch
 
 from .contract import CONTRACT, INT_INPUTS, MANIFEST_FORMAT, OPSET, PARITY_FORMAT, TEXT_LENGTH, ContractError
 from .fp16 import convert_to_fp16
+from .optimize import fuse_transformer_ops
 
 # Protobuf cannot serialise a message over 2 GiB; stay clear of it.
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -58,6 +59,8 @@ class ComponentExport:
 @dataclass
 class ExportOptions:
     fp16: bool = False
+    # onnxruntime's transformer optimiser (optimize.py) on the float16 UNet
+    optimize: bool = True
     fp32_components: tuple = ()
     fp16_min_elements: int = 1024
     external_data: bool = False  # always write <name>.onnx.data (otherwise only over ~1.8 GB)
@@ -92,8 +95,12 @@ def _torch_export(module, example, input_names, output_names, dynamic_axes, path
     )
     # torch ≥ 2.9 defaults to the dynamo exporter; the TorchScript exporter is the one this tool
     # is written and tested against (torch 1.13).
-    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+    params = inspect.signature(torch.onnx.export).parameters
+    if "dynamo" in params:
         kwargs["dynamo"] = False
+    # Newer torch writes weights beside the file only when asked (real UNets are 3–6 GB in float32).
+    if "external_data" in params and sum(p.numel() * p.element_size() for p in module.parameters()) > EXTERNAL_DATA_BYTES:
+        kwargs["external_data"] = True
     # In eval mode nn.MultiheadAttention (open_clip's towers) takes the fused fast path,
     # aten::_native_multi_head_attention, which has no ONNX symbolic; the plain path computes the same.
     mha = getattr(getattr(torch.backends, "mha", None), "get_fastpath_enabled", None)
@@ -198,14 +205,10 @@ def _save_npy(parity_dir, rel, t):
     return {"file": rel, "dtype": str(arr.dtype), "dims": list(arr.shape)}
 
 
-def export_component(c, family, out_dir, opts, tmp_dir):
-    """Exports one component; returns (manifest entry, parity entry)."""
-    where = f"{family}/{c.name}"
-    want_in, want_out = CONTRACT[family][c.name]
-    if tuple(c.example) != want_in or tuple(c.parity) != want_in:
-        raise ContractError(f"{where}: example inputs {tuple(c.example)} / parity inputs {tuple(c.parity)}; the contract's are {want_in}")
+def export_graph(c, want_in, want_out, opts, tmp_dir, where, fp16):
+    """Traces `c.module` to an ONNX ModelProto; with fp16, the UNet through onnxruntime's
+    transformer optimiser (opts.optimize) and every component through the float16 pass."""
     module = c.module.eval()
-    t0 = time.time()
     with torch.no_grad():
         traced_out = _outputs_tuple(module(*c.example.values()))
     if len(traced_out) != len(want_out):
@@ -218,10 +221,30 @@ def export_component(c, family, out_dir, opts, tmp_dir):
         raise ExportError(f"{where}: torch.onnx.export failed: {type(e).__name__}: {e}") from e
     model = onnx.load(tmp_path)  # loads external data torch wrote beside it, if any
     declare_output_shapes(model, traced_out, c.dynamic_axes)
+    return to_fp16(model, c, opts) if fp16 else model
+
+
+def to_fp16(model, c, opts):
+    """The float32 graph of component `c` → float16: onnxruntime's transformer optimiser first on
+    the UNet (opts.optimize), then the float16 pass (fp16.py)."""
+    if opts.optimize and c.name == "unet":
+        model, fused = fuse_transformer_ops(model)
+        opts.log(f"  {c.name}: onnxruntime transformer optimiser fused {', '.join(f'{v} {k}' for k, v in fused.items()) or 'nothing'}")
+    model, stats = convert_to_fp16(model, keep_fp32_inputs=c.keep_fp32_inputs, min_elements=opts.fp16_min_elements)
+    opts.log(f"  {c.name}: float16 {stats['fp16_params']:,} params / float32 {stats['fp32_params']:,}; {stats['fp16_nodes']} fp16 nodes, {stats['fp32_nodes']} fp32, {stats['casts']} casts")
+    return model
+
+
+def export_component(c, family, out_dir, opts, tmp_dir):
+    """Exports one component; returns (manifest entry, parity entry)."""
+    where = f"{family}/{c.name}"
+    want_in, want_out = CONTRACT[family][c.name]
+    if tuple(c.example) != want_in or tuple(c.parity) != want_in:
+        raise ContractError(f"{where}: example inputs {tuple(c.example)} / parity inputs {tuple(c.parity)}; the contract's are {want_in}")
+    module = c.module.eval()
+    t0 = time.time()
     fp16 = opts.fp16 and c.name not in opts.fp32_components
-    if fp16:
-        model, stats = convert_to_fp16(model, keep_fp32_inputs=c.keep_fp32_inputs, min_elements=opts.fp16_min_elements)
-        opts.log(f"  {c.name}: float16 {stats['fp16_params']:,} params / float32 {stats['fp32_params']:,}; {stats['fp16_nodes']} fp16 nodes, {stats['fp32_nodes']} fp32, {stats['casts']} casts")
+    model = export_graph(c, want_in, want_out, opts, tmp_dir, where, fp16)
     specs_in, specs_out = check_graph_io(model, family, c.name, where)
     file, external = save_and_check(model, out_dir, c.name, opts, tmp_dir)
     del model

@@ -50,9 +50,12 @@ def parser(family):
     if family != "dynamicrafter":
         p.add_argument("--dynamic-frames", action="store_true", help="export the UNet with a dynamic frames axis (checked by the parity run at another frame count)")
     p.add_argument("--static-batch", action="store_true", help="fix batch = 1 (if the dynamic batch axis does not trace; the worker then runs one UNet call per guidance branch)")
-    p.add_argument("--fp16", action="store_true", help="float16 weights and compute, float32 graph inputs/outputs")
-    p.add_argument("--fp32-components", default="", help="with --fp16: comma-separated components to keep in float32 (e.g. vae_decoder)")
-    p.add_argument("--fp16-min-elements", type=int, default=1024, help="with --fp16: tensors up to this size are not treated as weights (see tools/export/fp16.py)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--fp16", action="store_true", help="float16 weights and compute, float32 graph inputs/outputs (the default)")
+    prec.add_argument("--fp32", action="store_true", help="float32 throughout, no graph optimisation (the exporter's output before float16 became the default)")
+    p.add_argument("--no-optimize", action="store_true", help="float16 without onnxruntime's transformer optimiser on the UNet (attention fusion: tools/export/optimize.py)")
+    p.add_argument("--fp32-components", default="", help="float16 only: comma-separated components to keep in float32 (e.g. vae_decoder)")
+    p.add_argument("--fp16-min-elements", type=int, default=1024, help="float16 only: tensors up to this size are not treated as weights (see tools/export/fp16.py)")
     p.add_argument("--statistics", help="default statistics id for Analytic-Init (default <family>-<H>x<W>)")
     p.add_argument("--no-analytic-init", action="store_true", help="default analyticInit false (no statistics needed)")
     p.add_argument("--set-default", action="append", metavar="KEY=VALUE", help="override a manifest default (repeatable), e.g. motionBucketId=20")
@@ -81,7 +84,8 @@ def geometry_from_args(family, args, native):
 def options_from_args(args, log=print):
     fp32 = tuple(x for x in (s.strip() for s in args.fp32_components.split(",")) if x)
     return ExportOptions(
-        fp16=args.fp16,
+        fp16=not args.fp32,
+        optimize=not args.no_optimize,
         fp32_components=fp32,
         fp16_min_elements=args.fp16_min_elements,
         external_data=args.external_data,
@@ -119,7 +123,7 @@ def _export_vp(family, parts, args, geom, opts, tokenizer_json):
     comps = vp_components(family, parts, geom, vocab, device=getattr(args, "torch_device", "cpu"), seed=args.seed)
     manifest = vp_manifest(
         family, parts.params, geom,
-        model_id=args.id or default_model_id(family, geom, args.cil, args.fp16),
+        model_id=args.id or default_model_id(family, geom, args.cil, not args.fp32),
         cil=args.cil, source=source_label(args.ckpt),
         analytic_init=not args.no_analytic_init, statistics=args.statistics,
         overrides=parse_default_overrides(args.set_default), description=args.description,
@@ -133,7 +137,7 @@ def export_svd(parts, args, log=print):
     comps = svd_components(parts, geom, device=getattr(args, "torch_device", "cpu"), seed=args.seed)
     manifest = svd_manifest(
         parts, geom,
-        model_id=args.id or default_model_id("svd", geom, args.cil, args.fp16),
+        model_id=args.id or default_model_id("svd", geom, args.cil, not args.fp32),
         cil=args.cil, source=source_label(args.unet_ckpt or args.ckpt),
         analytic_init=not args.no_analytic_init, statistics=args.statistics,
         overrides=parse_default_overrides(args.set_default), description=args.description,

@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
 FP16_MAX = 65504.0
+MS_DOMAIN = "com.microsoft"
 # ONNX types these inputs as float32 whatever the precision of the node's data input.
 FP32_SLOTS = {"Resize": {1, 2}, "Upsample": {1}}
 # Sequence ops stay float32: a sequence's element type is fixed where it is created (SequenceEmpty
@@ -94,6 +95,13 @@ def value_types(model):
 
     Inference runs on the graph with the weight bytes set aside (a >2 GB model cannot be
     serialised for it, and inference needs only their dtypes and dims)."""
+    if any(n.domain == MS_DOMAIN for n in model.graph.node):
+        # onnxruntime's fused operators (optimize.py) have no ONNX schema: onnx's inference would
+        # leave them and everything after them untyped; onnxruntime's own knows them. It infers
+        # node by node (never serialising the whole graph) and reads some initializers' values.
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return _types_of(SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True), model)
     stash = []
     for init in model.graph.initializer:
         if init.data_type in (FLOAT, FLOAT16, TensorProto.DOUBLE) and init.raw_data and _numel(init.dims) > 64:
@@ -104,6 +112,10 @@ def value_types(model):
     finally:
         for init, raw in stash:
             init.raw_data = raw
+    return _types_of(inferred, model)
+
+
+def _types_of(inferred, model):
     types = {}
     g = inferred.graph
     for vi in list(g.input) + list(g.output) + list(g.value_info):

@@ -38,12 +38,14 @@ FAKE_CHECKOUT = os.path.join(os.path.dirname(__file__), "..", "..", "finetune", 
 # sinusoidal-embedding constants (4 elements) are not, as the 160-element ones of real UNets are not.
 SMALL = ["--fp16-min-elements", "16"]
 
+# float16 (with the transformer optimiser on the UNet) is the default; --fp32 and --no-optimize give
+# the exporter's earlier outputs (test/fixtures/golden/bundles were exported by these arguments).
 BUNDLES = {
-    "dynamicrafter": ("dynamicrafter", []),
-    "dynamicrafter-cil-fp16": ("dynamicrafter", ["--cil", "--fp16", "--fp32-components", "vae_encoder"] + SMALL),
-    "videocrafter": ("videocrafter", ["--dynamic-frames"]),
-    "svd": ("svd", ["--dynamic-frames", "--external-data"]),
-    "svd-cil-fp16": ("svd", ["--cil", "--fp16"] + SMALL),
+    "dynamicrafter": ("dynamicrafter", ["--fp32"]),
+    "dynamicrafter-cil-fp16": ("dynamicrafter", ["--cil", "--fp32-components", "vae_encoder"] + SMALL),
+    "videocrafter": ("videocrafter", ["--dynamic-frames", "--fp32"]),
+    "svd": ("svd", ["--dynamic-frames", "--external-data", "--fp32"]),
+    "svd-cil-fp16": ("svd", ["--cil", "--fp16", "--no-optimize"] + SMALL),
 }
 
 
@@ -164,6 +166,8 @@ class Bundles(unittest.TestCase):
             self.assertGreater(len(half_nodes), 10, f"{bundle}: the network body runs in float16")
         # SVD: timestep and added_time_ids are not cast to float16 on entry.
         model = self.load("svd-cil-fp16", "unet")
+        # --no-optimize: the float16 pass alone, no onnxruntime fused operators
+        self.assertFalse([n.op_type for n in model.graph.node if n.domain == "com.microsoft"])
         for n in model.graph.node:
             if n.op_type == "Cast" and n.input[0] in ("timestep", "added_time_ids"):
                 self.assertNotEqual(next(a.i for a in n.attribute if a.name == "to"), FLOAT16)
@@ -312,6 +316,7 @@ class Units(unittest.TestCase):
         args = cli.parser("videocrafter").parse_args(["--repo", "x", "--ckpt", "c.ckpt", "--config", "c.yaml", "--out", out])
         self.assertIsNone(args.tokenizer_json)
         m = cli.export_vp("videocrafter", S.vp_parts("videocrafter", 49408), args, **QUIET)
+        self.assertTrue(m["id"].endswith("-fp16"), "float16 is the default")
         self.assertEqual(m["tokenizer"], {"file": "tokenizer.json", "maxLength": 77})
         with open(os.path.join(out, "tokenizer.json"), encoding="utf-8") as f:
             tok = json.load(f)
@@ -319,6 +324,35 @@ class Units(unittest.TestCase):
         self.assertEqual(tok["padding"]["pad_id"], 0)
         self.assertEqual(tok["padding"]["strategy"], {"Fixed": 77})
         self.assertEqual(sorted(os.listdir(out)).count("tokenizer.json"), 1)
+
+    def test_default_fp16_fuses_attention_within_tolerance(self):
+        """The default export (float16 + onnxruntime's transformer optimiser) of a real-architecture
+        SVD UNet (diffusers' class, tiny widths): attention is fused, and onnxruntime on the CPU
+        matches the float32 torch module within the float16 tolerance; --no-optimize fuses nothing."""
+        try:
+            from tools.export.archs import svd_unet
+        except ImportError as e:
+            self.skipTest(f"diffusers is not installed ({e})")
+        import onnxruntime as ort
+
+        from tools.export.bundle import TOLERANCE_FP16
+
+        parts = S.svd_parts()
+        parts.unet = svd_unet(4, tiny=True)[0].unet
+        out = os.path.join(self.tmp, "svd-real-arch")
+        args = cli.parser("svd").parse_args(["--ckpt", "stand-in-svd", "--out", out, "--height", "64", "--width", "64"])
+        m = cli.export_svd(parts, args, **QUIET)
+        self.assertEqual(m["id"], "svd-64x64-fp16")
+        model = onnx.load(os.path.join(out, "unet.onnx"))
+        ops = [n.op_type for n in model.graph.node if n.domain == "com.microsoft"]
+        self.assertGreater(ops.count("MultiHeadAttention") + ops.count("Attention"), 0, ops)
+        with open(os.path.join(out, "parity", "index.json"), encoding="utf-8") as f:
+            p = json.load(f)["components"]["unet"]
+        self.assertTrue(p["fp16"])
+        feeds = {t["name"]: np.load(os.path.join(out, "parity", t["file"])) for t in p["inputs"]}
+        want = np.load(os.path.join(out, "parity", p["outputs"][0]["file"]))
+        got = ort.InferenceSession(os.path.join(out, "unet.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        self.assertLessEqual(float(np.abs(got - want).max() / np.abs(want).max()), TOLERANCE_FP16)
 
     def test_wrapper_output_count_is_checked(self):
         parts = S.vp_parts("videocrafter", VOCAB)

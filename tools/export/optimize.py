@@ -1,0 +1,43 @@
+"""onnxruntime's transformer optimiser on the exported UNet: attention fusion and friends.
+
+The exported graph spells attention out as MatMul → Mul → Softmax → MatMul with reshapes and
+transposes around them, which materialises every [tokens × tokens] score matrix in memory and runs
+as a dozen kernels. `onnxruntime.transformers.optimizer` (model_type 'unet', the fusions ONNX
+Runtime's own Stable Diffusion pipeline applies) rewrites these into its fused `Attention` /
+`MultiHeadAttention` operators (flash / memory-efficient attention on CUDA, a blocked kernel on the
+CPU), `LayerNormalization` / `SkipLayerNormalization` and `Gelu`. It runs on the float32 graph,
+before the float16 pass (fp16.py): its patterns are written against float32 exports.
+
+Only fusions with kernels on both the CPU and CUDA are switched on, so a bundle still runs
+anywhere (the worker falls back to the CPU; `cil verify-bundle` runs there): GroupNorm, SkipGroupNorm,
+BiasSplitGelu, BiasAdd and NhwcConv are CUDA-only and stay off. Packed QKV/KV stays off with them.
+"""
+
+from .fp16 import MS_DOMAIN
+
+# CUDA-only fused operators (onnxruntime 1.32): never emitted, see the module docstring.
+_CUDA_ONLY = ("enable_nhwc_conv", "enable_group_norm", "enable_skip_group_norm", "enable_bias_splitgelu", "enable_bias_add", "enable_packed_qkv", "enable_packed_kv")
+
+
+def fusion_options():
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    opts = FusionOptions("unet")
+    for name in _CUDA_ONLY:
+        setattr(opts, name, False)
+    return opts
+
+
+def fuse_transformer_ops(model):
+    """Applies the fusions to `model` (a float32 ModelProto, modified in place); returns
+    (model, {fused operator: count})."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # opt_level 0: the Python fusions only, no onnxruntime session (which would fold the graph for
+    # the machine exporting it).
+    optimized = optimize_model(model, model_type="unet", num_heads=0, hidden_size=0, optimization_options=fusion_options(), opt_level=0, use_gpu=False)
+    out = optimized.model
+    if not any(o.domain == MS_DOMAIN for o in out.opset_import) and any(n.domain == MS_DOMAIN for n in out.graph.node):
+        out.opset_import.add(domain=MS_DOMAIN, version=1)
+    counts = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    return out, counts
