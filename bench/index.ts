@@ -31,6 +31,7 @@ Object.assign(out, {
   ddimStepMs: round(s.ddimStepMs),
   eulerStepMs: round(s.eulerStepMs),
   memcpyGBps: round(s.memcpyGBps, 2),
+  memcpyInCacheGBps: round(s.memcpyInCacheGBps, 2),
   noiseFillMs: round(s.noiseFillMs),
   ddimStepGBps: round(s.ddimStepGBps, 2),
   eulerStepGBps: round(s.eulerStepGBps, 2),
