@@ -44,7 +44,27 @@ if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
 fi
 echo "setup-python: creating $VENV from $REQ (first run: a few minutes, ~6 GB)"
 "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" 2>&1 | grep -v "^WARNING: Location" || true
+# pip's own status, not grep's: a failed or killed install says so (it once ended silently halfway,
+# leaving torch out), and one more try follows, since a transient registry or disk error is the
+# usual cause on an unattended machine.
+pip_install() {
+  set +e
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" 2>&1 | grep -v "^WARNING: Location"
+  local status=${PIPESTATUS[0]}
+  set -e
+  return "$status"
+}
+status=0
+pip_install || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "setup-python: pip install failed (exit $status; above 128 means killed by a signal); trying once more" >&2
+  status=0
+  pip_install || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "setup-python: pip install failed again (exit $status)" >&2
+    exit 1
+  fi
+fi
 "$VENV/bin/python" - <<'PY'
 import importlib, sys
 mods = ["torch", "torchvision", "onnx", "onnxruntime", "diffusers", "transformers", "open_clip", "kornia", "einops", "omegaconf"]

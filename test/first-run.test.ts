@@ -103,6 +103,45 @@ describe('two commands: npm run demo and npm test install what they need', () =>
     expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
+  it('setup-python.sh says when pip fails, tries once more, and stops (no silent half-installed .venv)', () => {
+    // A stand-in Python 3.11 whose virtualenvs' pip fails with exit 3 the first `fails` times.
+    const dir = join(work, 'pip-fails');
+    mkdirSync(dir, { recursive: true });
+    const counter = join(dir, 'pip-calls');
+    const base = join(dir, 'python3.11');
+    const venvPython = `#!/bin/sh
+if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then
+  n=$(cat "${counter}" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "${counter}"
+  [ "$n" -gt "$FAILS" ] || { echo "ERROR: stand-in pip failure $n" >&2; exit 3; }
+  exit 0
+fi
+cat > /dev/null
+echo "setup-python: torch 0, onnx 0 in stand-in"
+exit 0
+`;
+    writeFileSync(base, `#!/bin/sh\nif [ "$1" = "-m" ] && [ "$2" = "venv" ]; then mkdir -p "$3/bin"; cat > "$3/bin/python" <<'EOF'\n${venvPython}EOF\nchmod +x "$3/bin/python"; fi\nexit 0\n`);
+    chmodSync(base, 0o755);
+    const run = (fails: number) => {
+      rmSync(join(dir, 'venv'), { recursive: true, force: true });
+      rmSync(counter, { force: true });
+      return spawnSync('bash', [join(ROOT, 'scripts', 'setup-python.sh')], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        env: { ...process.env, CIL_VENV: join(dir, 'venv'), CIL_PYTHON_BASE: base, FAILS: String(fails) },
+      });
+    };
+    const twice = run(2);
+    expect(twice.status).toBe(1);
+    expect(twice.stderr).toContain('setup-python: pip install failed (exit 3; above 128 means killed by a signal); trying once more');
+    expect(twice.stderr).toContain('setup-python: pip install failed again (exit 3)');
+    expect(existsSync(join(dir, 'venv', '.requirements.sha256'))).toBe(false);
+    const once = run(1);
+    expect(once.status, once.stderr).toBe(0);
+    expect(once.stderr).toContain('trying once more');
+    expect(readFileSync(counter, 'utf8').trim()).toBe('2');
+    expect(existsSync(join(dir, 'venv', '.requirements.sha256'))).toBe(true);
+  });
+
   it('the setup scripts print nothing with CIL_SETUP_QUIET when there is nothing to do', () => {
     // setup-python.sh against a stand-in virtualenv: its stamp, then the installed-versions check.
     const venv = join(work, 'venv');
