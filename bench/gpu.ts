@@ -42,15 +42,17 @@ interface Job {
   readonly height: number;
   readonly width: number;
   readonly steps: number;
+  /** The UNet input that carries the conditioning tokens (its dims give the context width). */
+  readonly condInput: 'context' | 'encoder_hidden_states';
 }
 const JOBS: readonly Job[] = dry
   ? [
-      { family: 'dynamicrafter', shape: 'dc-320x512', frames: 3, height: 64, width: 64, steps: 3 },
-      { family: 'svd', shape: 'svd-576x1024', frames: 3, height: 64, width: 64, steps: 3 },
+      { family: 'dynamicrafter', shape: 'dc-320x512', frames: 3, height: 64, width: 64, steps: 3, condInput: 'context' },
+      { family: 'svd', shape: 'svd-576x1024', frames: 3, height: 64, width: 64, steps: 3, condInput: 'encoder_hidden_states' },
     ]
   : [
-      { family: 'dynamicrafter', shape: 'dc-320x512', frames: 16, height: 320, width: 512, steps: 50 },
-      { family: 'svd', shape: 'svd-576x1024', frames: 14, height: 576, width: 1024, steps: 25 },
+      { family: 'dynamicrafter', shape: 'dc-320x512', frames: 16, height: 320, width: 512, steps: 50, condInput: 'context' },
+      { family: 'svd', shape: 'svd-576x1024', frames: 14, height: 576, width: 1024, steps: 25, condInput: 'encoder_hidden_states' },
     ];
 
 // --family svd|dynamicrafter: one family only (the CI test runs SVD's dry run alone).
@@ -139,7 +141,7 @@ export async function benchGpu(log: (s: string) => void): Promise<Record<string,
     if (!fp16) throw new Error(`${job.family}: realbench wrote no float16 file`);
     const feeds = realFeeds(e);
     const dims = (name: string): readonly number[] => ('data' in feeds[name] ? (feeds[name] as { dims: readonly number[] }).dims : []);
-    const cond = job.family === 'svd' ? dims('encoder_hidden_states') : dims('context');
+    const cond = dims(job.condInput);
     const geom: Geom = { channels: 4, frames: job.frames, h: job.height / 8, w: job.width / 8, dim: cond[2], ctxTokens: cond[1] };
     const row: Record<string, unknown> = { job: label, unetFile: fp16.file, unetMB: round(fp16.bytes / 1e6, 1), unetCalls: job.steps };
     for (const st of settings()) {

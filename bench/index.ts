@@ -9,8 +9,7 @@ import { benchTorch } from './torch.ts';
 import { benchStats } from './stats.ts';
 import { benchDemo } from './demo.ts';
 import { benchLoad, benchLocal } from './local.ts';
-import { argValue, benchReal } from './real.ts';
-import type { RealFamily } from './real.ts';
+import { argValue, benchReal, REAL_FAMILIES } from './real.ts';
 import { round } from './util.ts';
 
 const json = process.argv.includes('--json');
@@ -89,7 +88,9 @@ Object.assign(out, { statsVideosPerS: round((await benchStats()).statsVideosPerS
 async function benchRealSection(): Promise<void> {
   const frames = Number(argValue(process.argv, '--real-frames') ?? 0) || undefined;
   const fam = argValue(process.argv, '--real-family');
-  const families: RealFamily[] = fam === 'svd' || fam === 'dynamicrafter' ? [fam] : ['svd', 'dynamicrafter'];
+  // --real-family svd|dynamicrafter: that one; absent (or another name), both.
+  const chosen = REAL_FAMILIES.filter((f) => f === fam);
+  const families = chosen.length > 0 ? chosen : REAL_FAMILIES;
   const tiny = process.argv.includes('--real-tiny');
   const rows: Record<string, unknown> = {};
   for (const f of families) {

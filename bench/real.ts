@@ -22,6 +22,8 @@ import { median } from './util.ts';
 const ROOT = resolve(import.meta.dirname, '..');
 
 export type RealFamily = 'svd' | 'dynamicrafter';
+/** The families `--real` measures, the headline (realUnetOrtVsTorch) first. */
+export const REAL_FAMILIES: readonly RealFamily[] = ['svd', 'dynamicrafter'];
 
 /** What realbench.py prints (one JSON line). */
 export interface RealExport {

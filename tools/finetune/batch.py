@@ -133,8 +133,8 @@ def export_argv(spec, local):
         argv += ["--repo", local["code"], "--ckpt", local["weights"], "--config", local["inferenceConfig"], "--tokenizer-json", local["tokenizer"]]
     sid = statistics_id(spec)
     argv += ["--statistics", sid] if sid else ["--no-analytic-init"]
-    if spec["export"]["fp16"]:
-        argv.append("--fp16")
+    # Explicit either way: float16 (with the transformer optimiser) is the exporter's default.
+    argv.append("--fp16" if spec["export"]["fp16"] else "--fp32")
     return argv + spec["export"]["extraArgs"]
 
 

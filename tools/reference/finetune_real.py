@@ -126,7 +126,7 @@ def cil(*args, check=True):
 
 def export_dc(paths, weights, out, model_id, cil_flag):
     argv = [sys.executable, "-m", "tools.export.dynamicrafter", "--repo", paths["repo"], "--ckpt", weights, "--config", paths["inference"],
-            "--id", model_id, "--statistics", model_id, "--out", out, "--device", "cpu"]
+            "--id", model_id, "--statistics", model_id, "--out", out, "--device", "cpu", "--fp32"]
     for p in paths["open_clip"]:
         argv += ["--open-clip-config", p]
     if cil_flag:

@@ -29,9 +29,9 @@ CASES = {
 # bundle name → extra exporter flags. External data is forced on one float32 bundle per case:
 # real checkpoints are over protobuf's 2 GB limit, tiny ones never are.
 BUNDLES = {
-    "fp32": [],
+    "fp32": ["--fp32"],
     "fp16": ["--fp16"],
-    "fp32-external": ["--external-data"],
+    "fp32-external": ["--fp32", "--external-data"],
 }
 
 

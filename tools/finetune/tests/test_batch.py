@@ -57,6 +57,17 @@ class Spec(unittest.TestCase):
         self.assertEqual(batch.statistics_id(reuse), "dynamicrafter-320x512")
         self.assertIsNone(batch.statistics_id(batch.parse_spec(base_spec(statistics=None))))
 
+    def test_export_precision_is_explicit(self):
+        # float16 (with the transformer optimiser) is the exporter's default: fp16 false must ask
+        # for float32, not fall through to the default.
+        local = {"bundle": "b", "code": "c", "weights": "w", "inferenceConfig": "i", "tokenizer": "t"}
+        fp32 = batch.export_argv(batch.parse_spec(json.dumps(base_spec())), local)
+        fp16 = batch.export_argv(batch.parse_spec(json.dumps(base_spec(export={"fp16": True}))), local)
+        self.assertIn("--fp32", fp32)
+        self.assertNotIn("--fp16", fp32)
+        self.assertIn("--fp16", fp16)
+        self.assertNotIn("--fp32", fp16)
+
     def test_bad_fields_are_named(self):
         bad = [
             ({"modelId": "_staging"}, "modelId"),

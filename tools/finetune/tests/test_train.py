@@ -186,7 +186,7 @@ class Loop(unittest.TestCase):
         self.assertTrue(any(not torch.equal(base[k], v) for k, v in parts.unet.state_dict().items()), "the EMA weights moved")
         dest = os.path.join(out_dir() or self.tmp, "bundles", "svd-finetuned")
         args = export_cli.parser("svd").parse_args(["--ckpt", "stand-in-svd", "--unet-ckpt", os.path.join(out, "export", "unet.ckpt"), "--cil",
-                                                    "--height", "64", "--width", "64", "--id", "svd-64x64-finetuned", "--out", dest])
+                                                    "--height", "64", "--width", "64", "--id", "svd-64x64-finetuned", "--out", dest, "--fp32"])
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         manifest = export_cli.export_svd(parts, args, log=lambda *a: None)
         self.assertTrue(manifest["cil"])
