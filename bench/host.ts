@@ -114,6 +114,8 @@ function unetModel(shape: Shape, sessions: OnnxSessions, dims: readonly number[]
 export interface HostBench {
   readonly hostMsPerStep: number;
   readonly hostAllocMBPerStep: number;
+  /** Of hostAllocMBPerStep, the output buffers onnxruntime-node allocated (median per step): the floor. */
+  readonly ortOutputMBPerStep: number;
   /** Parts, for reading the numbers: step wall, network run and sampler math (ms, medians). */
   readonly stepMs: number;
   readonly networkMs: number;
@@ -121,7 +123,7 @@ export interface HostBench {
 }
 
 /** One job's steps through the real loop; per-step wall, network and new-memory figures. */
-export async function loop(shape: Shape, sessions: OnnxSessions, s: Setup, withMemory: boolean, g: Geom = geomOf(shape)): Promise<{ wall: number[]; net: number[]; mb: number[] }> {
+export async function loop(shape: Shape, sessions: OnnxSessions, s: Setup, withMemory: boolean, g: Geom = geomOf(shape)): Promise<{ wall: number[]; net: number[]; mb: number[]; ortMb: number[] }> {
   const model = unetModel(shape, sessions, s.dims, g);
   // The output buffers the inference thread sends (each one new, see the header).
   let outBytes = 0;
@@ -134,6 +136,7 @@ export async function loop(shape: Shape, sessions: OnnxSessions, s: Setup, withM
   const wall: number[] = [];
   const net: number[] = [];
   const mb: number[] = [];
+  const ortMb: number[] = [];
   let t = performance.now();
   let ms = sessions.runMs.get('unet') ?? 0;
   let ab = withMemory ? process.memoryUsage().arrayBuffers : 0;
@@ -154,6 +157,7 @@ export async function loop(shape: Shape, sessions: OnnxSessions, s: Setup, withM
       if (withMemory) {
         const a = process.memoryUsage().arrayBuffers;
         mb.push((a - ab + outBytes - ob) / 1e6);
+        ortMb.push((outBytes - ob) / 1e6);
         ab = a;
         ob = outBytes;
       }
@@ -161,7 +165,7 @@ export async function loop(shape: Shape, sessions: OnnxSessions, s: Setup, withM
       t = performance.now();
     },
   });
-  return { wall, net, mb };
+  return { wall, net, mb, ortMb };
 }
 
 /** The same steps with the network's outputs precomputed: the sampler's own math per step. */
@@ -204,7 +208,7 @@ export async function benchHost(shape: Shape): Promise<HostBench> {
     const networkMs = median(timed.net.slice(1));
     const samplerMs = median(math.slice(1));
     const hostMs = median(timed.wall.slice(1).map((w, i) => w - timed.net[i + 1])) - samplerMs;
-    return { hostMsPerStep: Math.max(0, hostMs), hostAllocMBPerStep: median(mem.mb.slice(1)), stepMs, networkMs, samplerMs };
+    return { hostMsPerStep: Math.max(0, hostMs), hostAllocMBPerStep: median(mem.mb.slice(1)), ortOutputMBPerStep: median(mem.ortMb.slice(1)), stepMs, networkMs, samplerMs };
   } finally {
     await sessions.close();
     rmSync(dir, { recursive: true, force: true });

@@ -50,6 +50,8 @@ const hs = await benchHost('svd-576x1024');
 Object.assign(out, {
   hostAllocMBPerStep: round(hd.hostAllocMBPerStep, 2),
   hostAllocMBPerStepSvd: round(hs.hostAllocMBPerStep, 2),
+  ortOutputMBPerStep: round(hd.ortOutputMBPerStep, 2),
+  ortOutputMBPerStepSvd: round(hs.ortOutputMBPerStep, 2),
   hostMsPerStep: round(hd.hostMsPerStep),
   hostMsPerStepSvd: round(hs.hostMsPerStep),
 });
