@@ -5,7 +5,8 @@ transposes around them, which materialises every [tokens × tokens] score matrix
 as a dozen kernels. `onnxruntime.transformers.optimizer` (model_type 'unet', the fusions ONNX
 Runtime's own Stable Diffusion pipeline applies) rewrites these into its fused `Attention` /
 `MultiHeadAttention` operators (flash / memory-efficient attention on CUDA, a blocked kernel on the
-CPU), `LayerNormalization` / `SkipLayerNormalization` and `Gelu`. It runs on the float32 graph,
+CPU), `LayerNormalization` / `SkipLayerNormalization` and `Gelu`; attention.py then fuses the
+lvdm attention it does not recognise (DynamiCrafter's, VideoCrafter's). It runs on the float32 graph,
 before the float16 pass (fp16.py): its patterns are written against float32 exports.
 
 Only fusions with kernels on both the CPU and CUDA are switched on, so a bundle still runs
@@ -13,6 +14,7 @@ anywhere (the worker falls back to the CPU; `cil verify-bundle` runs there): Gro
 BiasSplitGelu, BiasAdd and NhwcConv are CUDA-only and stay off. Packed QKV/KV stays off with them.
 """
 
+from .attention import fuse_einsum_attention
 from .fp16 import MS_DOMAIN
 
 # CUDA-only fused operators (onnxruntime 1.32): never emitted, see the module docstring.
@@ -40,4 +42,8 @@ def fuse_transformer_ops(model):
     if not any(o.domain == MS_DOMAIN for o in out.opset_import) and any(n.domain == MS_DOMAIN for n in out.graph.node):
         out.opset_import.add(domain=MS_DOMAIN, version=1)
     counts = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    # lvdm's einsum attention (DynamiCrafter, VideoCrafter), which the optimiser does not know
+    n = fuse_einsum_attention(out)
+    if n:
+        counts["MultiHeadAttention"] = counts.get("MultiHeadAttention", 0) + n
     return out, counts
