@@ -101,7 +101,7 @@ async function benchRealSection(): Promise<void> {
     const r = await benchReal(f, tiny ? { frames: frames ?? 3, tiny, height: 64, width: 64 } : { frames, fp16 });
     rows[f] = r.skipped
       ? { realUnetOrtVsTorch: null, reason: r.skipped }
-      : { realUnetOrtVsTorch: r.ortVsTorch === undefined ? null : round(r.ortVsTorch, 2), ortMs: round(r.ortMs ?? 0, 1), torchMs: round(r.torchMs ?? 0, 1), ortFp16Ms: r.ortFp16Ms === undefined ? null : round(r.ortFp16Ms, 1), fp32MB: round(r.fp32MB ?? 0, 1), fp16MB: r.fp16MB === undefined ? null : round(r.fp16MB, 1), fp16Failed: r.fp16Failed, params: r.params, shape: r.shape };
+      : { realUnetOrtVsTorch: r.ortVsTorch === undefined ? null : round(r.ortVsTorch, 2), ortMs: round(r.ortMs ?? 0, 1), torchMs: round(r.torchMs ?? 0, 1), ortFp16Ms: r.ortFp16Ms === undefined ? null : round(r.ortFp16Ms, 1), fp32MB: round(r.fp32MB ?? 0, 1), fp16MB: r.fp16MB === undefined ? null : round(r.fp16MB, 1), fp32RelErr: r.fp32RelErr ?? null, fp16RelErr: r.fp16RelErr ?? null, fp16Failed: r.fp16Failed, params: r.params, shape: r.shape };
   }
   // The headline field: SVD's ratio, else DynamiCrafter's.
   const pick = (f: string): unknown => (rows[f] as { realUnetOrtVsTorch?: unknown } | undefined)?.realUnetOrtVsTorch ?? null;

@@ -38,6 +38,8 @@ export interface RealExport {
   readonly files: { readonly fp32: { file: string; bytes: number }; readonly fp16?: { file: string; bytes: number } };
   readonly inputs: Record<string, string>;
   readonly torchMs?: number;
+  /** The PyTorch call's output (.npy), when it was timed. */
+  readonly torchOut?: string;
   readonly warmup: number;
 }
 
@@ -78,18 +80,26 @@ export function realFeeds(e: RealExport): Record<string, Feed> {
   return feeds;
 }
 
-/** onnxruntime's run time (ms, median of `runs` after `warmup`) of one UNet call on `file`. */
-export async function timeOrt(file: string, feeds: Readonly<Record<string, Feed>>, runs = 1, warmup = 1, opts: SessionsOptions = { provider: 'cpu' }): Promise<{ ms: number; provider: string }> {
+/** onnxruntime's run time (ms, median of `runs` after `warmup`) of one UNet call on `file`, and the last call's output. */
+export async function timeOrt(
+  file: string,
+  feeds: Readonly<Record<string, Feed>>,
+  runs = 1,
+  warmup = 1,
+  opts: SessionsOptions = { provider: 'cpu' },
+): Promise<{ ms: number; provider: string; out: Float32Array<ArrayBufferLike> }> {
   const sessions = new OnnxSessions(opts);
   try {
     const info = await sessions.open('unet', file);
     const ts: number[] = [];
+    let out: Float32Array<ArrayBufferLike> = new Float32Array(0);
     for (let i = 0; i < warmup + runs; i++) {
       const before = sessions.runMs.get('unet') ?? 0;
-      await sessions.run('unet', feeds);
+      const r = await sessions.run('unet', feeds);
+      out = Object.values(r)[0].data;
       if (i >= warmup) ts.push((sessions.runMs.get('unet') ?? 0) - before);
     }
-    return { ms: median(ts), provider: info.provider };
+    return { ms: median(ts), provider: info.provider, out };
   } finally {
     await sessions.close();
   }
@@ -106,6 +116,9 @@ export interface RealBench {
   readonly ortVsTorch?: number;
   readonly fp32MB?: number;
   readonly fp16MB?: number;
+  /** max |onnxruntime − PyTorch| / max |PyTorch| on the same inputs (float32 file, float16 file). */
+  readonly fp32RelErr?: number;
+  readonly fp16RelErr?: number;
   /** Why the float16 export failed (e.g. memory), when it did. */
   readonly fp16Failed?: string;
 }
@@ -136,6 +149,7 @@ export async function benchReal(family: RealFamily, o: RealOptions = {}): Promis
   // float16 on the CPU mostly measures onnxruntime's casts around kernels without float16 (a GPU
   // number: bench/gpu.sh); timed at tiny widths or when asked (--real-fp16).
   const ort16 = fp16 && (e.tiny || o.fp16) ? await timeOrt(fp16.file, feeds, 1, e.warmup) : undefined;
+  const want = e.torchOut ? readNpy(readFileSync(e.torchOut), e.torchOut).tensor.data : undefined;
   return {
     family,
     shape: `batch 2 × ${e.frames} frames × ${e.height}×${e.width}${e.tiny ? ' (tiny widths)' : ''}, ${e.threads} threads`,
@@ -146,8 +160,22 @@ export async function benchReal(family: RealFamily, o: RealOptions = {}): Promis
     ortVsTorch: e.torchMs ? ort32.ms / e.torchMs : undefined,
     fp32MB: e.files.fp32.bytes / 1e6,
     fp16MB: fp16 ? fp16.bytes / 1e6 : undefined,
+    fp32RelErr: want ? relErr(ort32.out, want) : undefined,
+    fp16RelErr: want && ort16 ? relErr(ort16.out, want) : undefined,
     fp16Failed,
   };
+}
+
+/** max |got − want| / max |want| (NaN where `want` is all zeros or the lengths differ). */
+export function relErr(got: Float32Array, want: Float32Array): number {
+  if (got.length !== want.length) return Number.NaN;
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < want.length; i++) {
+    d = Math.max(d, Math.abs(got[i] - want[i]));
+    m = Math.max(m, Math.abs(want[i]));
+  }
+  return d / m;
 }
 
 /** `--flag value` from argv. */

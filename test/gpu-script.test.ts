@@ -47,3 +47,13 @@ describe.skipIf(missing !== null)('bench/gpu.sh --dry-run', () => {
     expect(lines.some((l) => l.startsWith('svd'))).toBe(true);
   }, 600_000);
 });
+
+describe('the real-size bench parity figure (bench/real.ts relErr)', () => {
+  it('is the largest difference over the largest reference magnitude, NaN where it cannot be one', async () => {
+    const { relErr } = await import('../bench/real.ts');
+    expect(relErr(Float32Array.of(1, -2.5, 3), Float32Array.of(1, -2, 4))).toBeCloseTo(0.25, 12);
+    expect(relErr(Float32Array.of(1, 2), Float32Array.of(1, 2))).toBe(0);
+    expect(relErr(Float32Array.of(1), Float32Array.of(1, 2))).toBeNaN();
+    expect(relErr(Float32Array.of(0, 0), Float32Array.of(0, 0))).toBeNaN();
+  });
+});

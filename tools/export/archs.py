@@ -56,6 +56,18 @@ def svd_unet(frames, tiny=False, seed=0):
     return SvdUNet(unet).eval(), inputs
 
 
+def _unzero(module, seed):
+    """lvdm zero-initialises its output convolutions and every transformer's proj_out (so a fresh
+    block starts as the identity): with random weights elsewhere the UNet's output would be all
+    zeros and no parity check could see a wrong graph. Those weights get small random values
+    (std 0.02) instead; the cost is unchanged."""
+    g = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
 def dynamicrafter_unet(repo, frames, tiny=False, seed=0):
     """(wrapped UNet, input maker) for DynamiCrafter 512, built from `repo`'s inference config."""
     if not repo:
@@ -72,6 +84,7 @@ def dynamicrafter_unet(repo, frames, tiny=False, seed=0):
 
     torch.manual_seed(seed)
     unet = UNetModel(**params).eval()
+    _unzero(unet, seed)
     ctx_dim = params["context_dim"]
     queries = cfg["model"]["params"].get("image_proj_stage_config", {}).get("params", {}).get("num_queries", 16)
 

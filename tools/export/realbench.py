@@ -87,15 +87,16 @@ def export(family, module, feeds, keep, folder, log, precision, fp32_file=None):
 
 
 def time_torch(module, feeds, runs, warmup):
+    """(median ms, the last call's output)."""
     torch.set_num_threads(os.cpu_count() or 1)
     ts = []
     with torch.no_grad():
         for i in range(warmup + runs):
             t0 = time.perf_counter()
-            module(*feeds.values())
+            y = module(*feeds.values())
             if i >= warmup:
                 ts.append((time.perf_counter() - t0) * 1e3)
-    return sorted(ts)[len(ts) // 2]
+    return sorted(ts)[len(ts) // 2], (y[0] if isinstance(y, (tuple, list)) else y)
 
 
 def main(argv=None):
@@ -143,7 +144,10 @@ def main(argv=None):
     out["warmup"] = a.warmup
     if not a.no_torch:
         log(f"{key}: timing one batch-2 call in PyTorch …")
-        out["torchMs"] = time_torch(module, feeds, a.runs, a.warmup)
+        out["torchMs"], y = time_torch(module, feeds, a.runs, a.warmup)
+        # the output, for the bench's parity check of the ONNX files against the module
+        out["torchOut"] = os.path.join(folder, "torch-out.npy")
+        np.save(out["torchOut"], y.float().numpy(), allow_pickle=False)
         out["threads"] = torch.get_num_threads()
     # The float16 conversion holds the float32 graph, the optimiser's fused copy and the float16
     # weights at once: the torch module's memory (4.7 GB for DynamiCrafter) goes first.
