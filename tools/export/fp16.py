@@ -90,40 +90,56 @@ def _all_names(graph, acc):
     return acc
 
 
-def value_types(model):
-    """Element type of every value in the main graph, from ONNX shape inference.
-
-    Inference runs on the graph with the weight bytes set aside: a >2 GB model cannot be
-    serialised for it, onnxruntime's inference copies the whole model first (5.8 GB more for a
-    real DynamiCrafter UNet, which ran a 24 GB machine out of memory), and inference needs only
-    the weights' dtypes and dims (the values it reads are small integer shapes, never stashed)."""
+def _stash_weights(model):
+    """Sets the bytes of large float weights aside (cleared in place): [(initializer, bytes)]."""
     stash = []
     for init in model.graph.initializer:
         if init.data_type in (FLOAT, FLOAT16, TensorProto.DOUBLE) and init.raw_data and _numel(init.dims) > 64:
             stash.append((init, init.raw_data))
             init.ClearField("raw_data")
-    try:
-        if any(n.domain == MS_DOMAIN for n in model.graph.node):
-            # onnxruntime's fused operators (optimize.py) have no ONNX schema: onnx's inference
-            # would leave them and everything after them untyped; onnxruntime's own knows them.
-            # It reads the value of every initializer an arithmetic node takes, so the stashed
-            # weights go in as typed graph inputs of a light copy instead.
-            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    return stash
 
-            light = onnx.ModelProto()
-            light.CopyFrom(model)
-            weights = {init.name for init, _ in stash}
-            kept = [i for i in light.graph.initializer if i.name not in weights]
-            listed = {i.name for i in light.graph.input}
-            light.graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in light.graph.initializer if i.name in weights and i.name not in listed)
-            del light.graph.initializer[:]
-            light.graph.initializer.extend(kept)
-            inferred = SymbolicShapeInference.infer_shapes(light, auto_merge=True, guess_output_rank=True)
-        else:
-            inferred = onnx.shape_inference.infer_shapes(model)
+
+def _restore(stash):
+    for init, raw in stash:
+        init.raw_data = raw
+
+
+def light_copy(model):
+    """A copy of `model` for shape inference with its large float weights as typed graph inputs
+    instead of initializers: the dtypes and dims inference needs, none of the bytes (5.8 GB for a
+    real DynamiCrafter UNet; onnxruntime's inference copies its input model twice). Its values are
+    never needed: onnxruntime's inference reads the initializers an arithmetic node takes, so they
+    could not simply be left empty."""
+    stash = _stash_weights(model)
+    try:
+        light = onnx.ModelProto()
+        light.CopyFrom(model)
     finally:
-        for init, raw in stash:
-            init.raw_data = raw
+        _restore(stash)
+    weights = {init.name for init, _ in stash}
+    listed = {i.name for i in light.graph.input}
+    kept = [i for i in light.graph.initializer if i.name not in weights]
+    light.graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in light.graph.initializer if i.name in weights and i.name not in listed)
+    del light.graph.initializer[:]
+    light.graph.initializer.extend(kept)
+    return light
+
+
+def value_types(model):
+    """Element type of every value in the main graph, from ONNX shape inference, run without the
+    weights' bytes (a >2 GB model cannot be serialised for it; see light_copy)."""
+    if any(n.domain == MS_DOMAIN for n in model.graph.node):
+        # onnxruntime's fused operators (optimize.py) have no ONNX schema: onnx's inference would
+        # leave them and everything after them untyped; onnxruntime's own knows them.
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return _types_of(SymbolicShapeInference.infer_shapes(light_copy(model), auto_merge=True, guess_output_rank=True), model)
+    stash = _stash_weights(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    finally:
+        _restore(stash)
     return _types_of(inferred, model)
 
 
