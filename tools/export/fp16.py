@@ -105,24 +105,37 @@ def _restore(stash):
         init.raw_data = raw
 
 
+def _big_weight(init):
+    return init.data_type in (FLOAT, FLOAT16, TensorProto.DOUBLE) and _numel(init.dims) > 64
+
+
+def _copy_fields(dst, src, skip):
+    for fd, val in src.ListFields():
+        if fd.name in skip:
+            continue
+        if hasattr(val, "extend"):  # a repeated field
+            getattr(dst, fd.name).extend(val)
+        elif hasattr(val, "CopyFrom"):
+            getattr(dst, fd.name).CopyFrom(val)
+        else:
+            setattr(dst, fd.name, val)
+
+
 def light_copy(model):
     """A copy of `model` for shape inference with its large float weights as typed graph inputs
     instead of initializers: the dtypes and dims inference needs, none of the bytes (5.8 GB for a
-    real DynamiCrafter UNet; onnxruntime's inference copies its input model twice). Its values are
-    never needed: onnxruntime's inference reads the initializers an arithmetic node takes, so they
-    could not simply be left empty."""
-    stash = _stash_weights(model)
-    try:
-        light = onnx.ModelProto()
-        light.CopyFrom(model)
-    finally:
-        _restore(stash)
-    weights = {init.name for init, _ in stash}
-    listed = {i.name for i in light.graph.input}
-    kept = [i for i in light.graph.initializer if i.name not in weights]
-    light.graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in light.graph.initializer if i.name in weights and i.name not in listed)
-    del light.graph.initializer[:]
-    light.graph.initializer.extend(kept)
+    real DynamiCrafter UNet; onnxruntime's inference copies its input model twice per call). Built
+    field by field: the weights' bytes are never read, since reading and writing them back would
+    grow protobuf's arena by a whole copy each time. Their values are never needed either:
+    onnxruntime's inference reads the initializers an arithmetic node takes, so they could not
+    simply be left empty."""
+    light = onnx.ModelProto()
+    _copy_fields(light, model, {"graph"})
+    g, lg = model.graph, light.graph
+    _copy_fields(lg, g, {"initializer"})
+    listed = {i.name for i in g.input}
+    lg.initializer.extend(i for i in g.initializer if not _big_weight(i))
+    lg.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in g.initializer if _big_weight(i) and i.name not in listed)
     return light
 
 
