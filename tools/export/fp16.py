@@ -90,21 +90,6 @@ def _all_names(graph, acc):
     return acc
 
 
-def _stash_weights(model):
-    """Sets the bytes of large float weights aside (cleared in place): [(initializer, bytes)]."""
-    stash = []
-    for init in model.graph.initializer:
-        if init.data_type in (FLOAT, FLOAT16, TensorProto.DOUBLE) and init.raw_data and _numel(init.dims) > 64:
-            stash.append((init, init.raw_data))
-            init.ClearField("raw_data")
-    return stash
-
-
-def _restore(stash):
-    for init, raw in stash:
-        init.raw_data = raw
-
-
 def _big_weight(init):
     return init.data_type in (FLOAT, FLOAT16, TensorProto.DOUBLE) and _numel(init.dims) > 64
 
@@ -140,20 +125,15 @@ def light_copy(model):
 
 
 def value_types(model):
-    """Element type of every value in the main graph, from ONNX shape inference, run without the
-    weights' bytes (a >2 GB model cannot be serialised for it; see light_copy)."""
+    """Element type of every value in the main graph, from shape inference on light_copy (a >2 GB
+    model cannot be serialised for onnx's inference, and neither needs the weights' bytes)."""
     if any(n.domain == MS_DOMAIN for n in model.graph.node):
         # onnxruntime's fused operators (optimize.py) have no ONNX schema: onnx's inference would
         # leave them and everything after them untyped; onnxruntime's own knows them.
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
         return _types_of(SymbolicShapeInference.infer_shapes(light_copy(model), auto_merge=True, guess_output_rank=True), model)
-    stash = _stash_weights(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    finally:
-        _restore(stash)
-    return _types_of(inferred, model)
+    return _types_of(onnx.shape_inference.infer_shapes(light_copy(model)), model)
 
 
 def _types_of(inferred, model):
